@@ -1,0 +1,194 @@
+"""The ``clara-airflow`` command: validate and inspect pipelines, list, stop and collect services."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clara_airflow.errors import ClaraAirflowError, SpecError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ClaraAirflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clara-airflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    val = sub.add_parser("validate", help="check pipeline files; print every error as PATH:LINE:COL")
+    val.add_argument("paths", nargs="+", type=Path)
+    val.add_argument("--warnings", action="store_true", help="also print warnings")
+    val.set_defaults(func=_validate)
+    ins = sub.add_parser("inspect", help="print the compiled plan of one pipeline")
+    ins.add_argument("path", type=Path)
+    ins.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter value")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.set_defaults(func=_inspect)
+    svc = sub.add_parser("services", help="shared services recorded in Airflow Variables")
+    svc_sub = svc.add_subparsers(dest="action", required=True)
+    lst = svc_sub.add_parser("list", help="list recorded services and whether each runs")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_services_list)
+    stop = svc_sub.add_parser("stop", help="stop a service and clear its record")
+    stop.add_argument("service", help="service id, container name or service name")
+    stop.add_argument("--force", action="store_true", help="stop even while runs hold leases")
+    stop.set_defaults(func=_services_stop)
+    gc = svc_sub.add_parser("gc", help="stop idle services; report orphans")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.set_defaults(func=_services_gc)
+    return parser
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")
+                            and p.name != "clara-defaults.yaml")
+        else:
+            files.append(path)
+    return files
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from clara_airflow.spec.load import load_pipeline
+
+    failed = 0
+    names: dict[str, Path] = {}
+    for path in _expand(args.paths):
+        try:
+            spec = load_pipeline(path)
+        except SpecError as exc:
+            print(exc)
+            failed += 1
+            continue
+        except OSError as exc:
+            print(f"{path}:1:1: cannot read the file: {exc.strerror}")
+            failed += 1
+            continue
+        if args.warnings:
+            for warning in spec.warnings:
+                print(warning)
+        other = names.setdefault(spec.name.lower(), path)
+        if other != path:
+            print(f"{path}:{spec.where['name'][0]}:{spec.where['name'][1]}: duplicate pipeline name "
+                  f"'{spec.name}' (also in {other}); pipeline names must be unique ignoring case")
+            failed += 1
+    total = len(_expand(args.paths))
+    print(f"{total - failed} valid, {failed} invalid", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from clara_airflow.compiler.compiler import compile_pipeline
+    from clara_airflow.compiler.resolve import resolve_plan
+    from clara_airflow.spec.defaults import deployment_settings
+    from clara_airflow.spec.load import load_pipeline
+
+    values = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ClaraAirflowError(f"--param {item!r}: write it as NAME=VALUE")
+        values[key] = value
+    spec = load_pipeline(args.path)
+    plan = resolve_plan(compile_pipeline(spec, deployment_settings(args.path.parent)), values)
+    data = _plan_json(plan)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(_plan_text(data))
+    return 0
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    return {
+        "dag_id": plan.dag_id,
+        "source": plan.source,
+        "parameters": dict(plan.parameters),
+        "operators": [{
+            "name": s.name, "image": s.image, "tag": s.tag, "command": list(s.command),
+            "env": list(s.env_names), "upstream": list(s.upstream),
+            "requests": {"cpu": s.requests.cpu, "memory": s.requests.memory, "gpu": s.requests.gpu},
+            "services": [u.service for u in s.services],
+            "mounts": [{"path": m.target, "kind": m.kind, "read_only": m.read_only,
+                        **({"operator": m.operator} if m.operator else {}),
+                        **({"output": m.sub} if m.sub else {}), **({"volume": m.volume} if m.volume else {})}
+                       for m in s.mounts],
+        } for s in plan.steps],
+        "services": [{
+            "id": v.id, "identity": {"image": v.image, "tag": v.tag, "command": list(v.command)},
+            "names": list(v.names), "connections": v.connections, "consumers": list(v.consumers),
+            "requests": {"cpu": v.requests.cpu, "memory": v.requests.memory, "gpu": v.requests.gpu},
+            **({"models": list(v.models)} if v.models else {}),
+        } for v in plan.services],
+    }
+
+
+def _plan_text(data: dict[str, Any]) -> str:
+    lines = [f"pipeline {data['dag_id']}  ({data['source']})"]
+    for op in data["operators"]:
+        req = op["requests"]
+        lines.append(f"  operator {op['name']}: {op['image']}:{op['tag']}  cpu={req['cpu']} "
+                     f"memory={req['memory']}MiB gpu={req['gpu']}")
+        if op["upstream"]:
+            lines.append(f"    after: {', '.join(op['upstream'])}")
+        if op["command"]:
+            lines.append(f"    command: {json.dumps(op['command'])}")
+        if op["env"]:
+            lines.append(f"    env: {', '.join(op['env'])}")
+    for svc in data["services"]:
+        ident = svc["identity"]
+        lines.append(f"  service clara-svc-{svc['id']} ({', '.join(svc['names'])}): "
+                     f"{ident['image']}:{ident['tag']} {json.dumps(ident['command'])}")
+        conns = ", ".join(f"{k}={v}" for k, v in svc["connections"].items())
+        lines.append(f"    connections: {conns or 'none'}; used by {', '.join(svc['consumers'])}")
+    return "\n".join(lines)
+
+
+def _services_list(args: argparse.Namespace) -> int:
+    from clara_airflow.services.admin import list_services
+
+    rows = list_services()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no services recorded")
+    for row in rows:
+        print(f"{row['id']}  {row['state']:<9} {row['image']}:{row['tag']}  {row['backend']}  "
+              f"{row.get('host', '')}  names={','.join(row.get('names', []))}  last_used={row.get('last_used')}")
+    return 0
+
+
+def _services_stop(args: argparse.Namespace) -> int:
+    from clara_airflow.services.admin import stop_service
+
+    print(stop_service(args.service, force=args.force))
+    return 0
+
+
+def _services_gc(args: argparse.Namespace) -> int:
+    from clara_airflow.services.admin import collect_services
+
+    for line in collect_services(dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""compiler layer of clara-airflow."""

@@ -1,0 +1,168 @@
+"""compile_pipeline(spec) -> PipelinePlan: edges, mounts, environment and service identities.
+
+Pure and deterministic: no network, no Variables, no clock; the same file gives the same plan.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Mapping
+from typing import Any
+
+from clara_airflow.compiler.identity import service_id, volume_name
+from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
+from clara_airflow.errors import CompileError
+from clara_airflow.spec.crosscheck import select_output
+from clara_airflow.spec.defaults import merge_settings
+from clara_airflow.spec.model import MODEL_VARIABLES, OperatorSpec, PipelineSpec, RequestsSpec
+from clara_airflow.spec.template import substitute
+
+MODEL_SERVER = "model-server"
+_MODEL_PORTS = dict(zip(MODEL_VARIABLES, (8000, 8001, 8000, 8000), strict=True))
+
+
+def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = None) -> PipelinePlan:
+    """Turn a validated spec into a plan.
+
+    :param spec: from :func:`clara_airflow.spec.load.load_pipeline`.
+    :param deployment: flat settings of ``clara-defaults.yaml`` merged over ``[clara]`` (lower
+        precedence than the pipeline's own ``x-airflow`` block).
+    :raises CompileError: when the operators form a cycle (never for a spec that passed V25).
+    """
+    settings = merge_settings(spec.airflow, deployment or {})
+    defaults = {name: p.default for name, p in spec.all_parameters().items()}
+    order = _topological_order(spec)
+    services, uses = _services(spec, settings, defaults)
+    by_name = {op.name: op for op in spec.operators}
+    steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ())) for name in order)
+    params = tuple((p.name, p.default) for p in spec.all_parameters().values())
+    return PipelinePlan(
+        dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
+        settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
+    )
+
+
+def _upstream(spec: PipelineSpec, op: OperatorSpec) -> tuple[str, ...]:
+    names = {o.name.lower(): o.name for o in spec.operators}
+    found: dict[str, None] = {}
+    for inp in op.inputs:
+        if inp.source is not None:
+            found[names[inp.source.lower()]] = None
+    return tuple(found)
+
+
+def _topological_order(spec: PipelineSpec) -> list[str]:
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for op in spec.operators:
+        sorter.add(op.name, *_upstream(spec, op))
+    try:
+        ready = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise CompileError(f"{spec.path}: cycle between operators: {' -> '.join(exc.args[1])}") from None
+    position = {op.name: i for i, op in enumerate(spec.operators)}
+    return sorted(ready, key=lambda n: (_depth(spec, n), position[n]))
+
+
+def _depth(spec: PipelineSpec, name: str, memo: dict[str, int] | None = None) -> int:
+    memo = {} if memo is None else memo
+    if name not in memo:
+        op = next(o for o in spec.operators if o.name == name)
+        memo[name] = 1 + max((_depth(spec, u, memo) for u in _upstream(spec, op)), default=-1)
+    return memo[name]
+
+
+def _requests(req: RequestsSpec, settings: Mapping[str, Any], prefix: str = "resources.") -> Requests:
+    return Requests(
+        cpu=req.cpu if req.cpu is not None else settings[prefix + "cpu"],
+        memory=req.memory if req.memory is not None else settings[prefix + "memory"],
+        gpu=req.gpu if req.gpu is not None else settings[prefix + "gpu"],
+    )
+
+
+def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any],
+          uses: tuple[ServiceUse, ...]) -> StepPlan:
+    by_name = {o.name.lower(): o for o in spec.operators}
+    mounts: list[MountPlan] = []
+    for inp in op.inputs:
+        if inp.source is None:
+            mounts.append(MountPlan(inp.path, "payload", True))
+            continue
+        source = by_name[inp.source.lower()]
+        chosen = select_output(source, inp)
+        sub = chosen.name if chosen is not None and chosen.name else ""
+        mounts.append(MountPlan(inp.path, "upstream", True, operator=source.name, sub=sub))
+    for out in op.outputs:
+        mounts.append(MountPlan(out.path, "output", False, operator=op.name, sub=out.name or ""))
+    for svc in op.services:
+        sid = _identity_id(svc.container.image, svc.container.tag, svc.container.command, spec)
+        for vol in svc.volumes:
+            mounts.append(MountPlan(vol.path, "volume", False, volume=volume_name(sid, vol.path)))
+    return StepPlan(
+        name=op.name, image=op.container.image, tag=op.container.tag, command=op.container.command,
+        variables=op.variables, requests=_requests(op.requests, settings), upstream=_upstream(spec, op),
+        mounts=tuple(mounts), services=uses, description=op.description,
+    )
+
+
+def _identity_id(image: str, tag: str, command: tuple[str, ...], spec: PipelineSpec) -> str:
+    defaults = {name: p.default for name, p in spec.all_parameters().items()}
+    return service_id(substitute(image, defaults), substitute(tag, defaults),
+                      [substitute(c, defaults) for c in command])
+
+
+def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping[str, str]
+              ) -> tuple[list[ServicePlan], dict[str, tuple[ServiceUse, ...]]]:
+    """Group declarations by identity (section 7.4) and record which step uses which connection."""
+    groups: dict[str, dict[str, Any]] = {}
+    uses: dict[str, list[ServiceUse]] = {}
+    for op in spec.operators:
+        for svc in op.services:
+            cont = svc.container
+            sid = service_id(substitute(cont.image, defaults), substitute(cont.tag, defaults),
+                             [substitute(c, defaults) for c in cont.command])
+            group = groups.setdefault(sid, _new_group(cont.image, cont.tag, cont.command))
+            group["names"].setdefault(svc.name, None)
+            group["consumers"].setdefault(op.name, None)
+            group["http"].update({h.name: h.port for h in svc.http})
+            group["volumes"].update({v.name: v.path for v in svc.volumes})
+            group["variables"].update(dict(svc.variables))
+            group["requests"].append(_requests(svc.requests, settings))
+            env = tuple((h.name, h.name) for h in svc.http) + tuple((v.name, v.name) for v in svc.volumes)
+            uses.setdefault(op.name, []).append(ServiceUse(sid, env))
+        if op.models:
+            sid = _model_server(groups, settings)
+            groups[sid]["consumers"].setdefault(op.name, None)
+            groups[sid]["models"].update(dict.fromkeys(op.models))
+            uses.setdefault(op.name, []).append(ServiceUse(sid, tuple((n, n) for n in MODEL_VARIABLES)))
+    plans = [_service_plan(sid, g) for sid, g in groups.items()]
+    return plans, {name: tuple(u) for name, u in uses.items()}
+
+
+def _new_group(image: str, tag: str, command: tuple[str, ...]) -> dict[str, Any]:
+    return {"image": image, "tag": tag, "command": command, "names": {}, "consumers": {}, "http": {},
+            "volumes": {}, "variables": {}, "requests": [], "models": {}, "host_mounts": ()}
+
+
+def _model_server(groups: dict[str, dict[str, Any]], settings: Mapping[str, Any]) -> str:
+    repo = settings["models.repository"]
+    command = ("tritonserver", f"--model-repository={repo}", "--model-control-mode=poll")
+    sid = service_id(settings["models.image"], settings["models.tag"], command)
+    if sid not in groups:
+        group = _new_group(settings["models.image"], settings["models.tag"], command)
+        group["names"][MODEL_SERVER] = None
+        group["http"].update(_MODEL_PORTS)
+        group["requests"].append(_requests(RequestsSpec(), settings, "models.requests."))
+        group["host_mounts"] = ((repo, repo),)
+        groups[sid] = group
+    return sid
+
+
+def _service_plan(sid: str, g: dict[str, Any]) -> ServicePlan:
+    reqs: list[Requests] = g["requests"]
+    return ServicePlan(
+        id=sid, image=g["image"], tag=g["tag"], command=tuple(g["command"]), names=tuple(g["names"]),
+        http=tuple(g["http"].items()), volumes=tuple(g["volumes"].items()),
+        variables=tuple(g["variables"].items()),
+        requests=Requests(max(r.cpu for r in reqs), max(r.memory for r in reqs), max(r.gpu for r in reqs)),
+        consumers=tuple(g["consumers"]), models=tuple(g["models"]), host_mounts=g["host_mounts"],
+    )

@@ -1,0 +1,1 @@
+"""spec layer of clara-airflow."""

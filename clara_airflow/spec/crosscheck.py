@@ -1,0 +1,205 @@
+"""Rules that look across objects: V16, V17, V19 (repeats), V23-V25, V28 and V32."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from clara_airflow.spec.checker import Checker
+from clara_airflow.spec.model import MODEL_VARIABLES, InputSpec, OperatorSpec, OutputSpec, PipelineSpec
+from clara_airflow.spec.source import Node, position
+from clara_airflow.spec.template import substitute
+
+Pos = tuple[int, int]
+
+
+def merge_variables(c: Checker, container_vars: list[tuple[Node, Node, str]],
+                    op_vars: list[tuple[Node, Node, str]], what: str
+                    ) -> tuple[tuple[tuple[str, str], ...], dict[str, Pos]]:
+    """D8: container-level variables merged under operator-level ones (the operator wins, with a warning)."""
+    merged: dict[str, tuple[Node, Node, str]] = {}
+    for level in (container_vars, op_vars):
+        own: set[str] = set()
+        for key, value, text in level:
+            lower = key.value.lower()
+            if lower in own:
+                c.error(key, "V17", f"environment variable '{key.value}' is defined twice for {what} "
+                        "(names are compared ignoring case); rename or remove one")
+                continue
+            own.add(lower)
+            if lower in merged:
+                c.warn(key, f"variable '{key.value}' of {what} overrides the container-level value")
+            merged[lower] = (key, value, text)
+    where: dict[str, Pos] = {}
+    for key, value, _ in merged.values():
+        where[f"var:{key.value}"] = position(key)
+        where[f"val:{key.value}"] = position(value)
+    return tuple((k.value, text) for k, _, text in merged.values()), where
+
+
+def unique_names(c: Checker, names: Iterable[tuple[str, Node | Pos]], kind: str) -> None:
+    """V16: names of one kind and scope are unique ignoring case; the later one is reported."""
+    seen: dict[str, Pos] = {}
+    for name, at in sorted(((n, position(a) if isinstance(a, Node) else a) for n, a in names),
+                           key=lambda item: item[1]):
+        first = seen.setdefault(name.lower(), at)
+        if first != at:
+            c.error(at, "V16", f"duplicate {kind} name '{name}' (first at line {first[0]}); names must "
+                    "be unique ignoring case")
+
+
+def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> None:
+    unique_names(c, ((op.name, op.where["name"]) for op in spec.operators), "operator")
+    _check_parameters(c, spec)
+    for op in spec.operators:
+        _check_operator(c, op)
+    edges = _check_inputs(c, spec, operator_names)
+    _check_cycles(c, spec, edges)
+    _check_identities(c, spec)
+
+
+def _check_operator(c: Checker, op: OperatorSpec) -> None:
+    what = f"operator '{op.name}'"
+    unique_names(c, ((o.name, o.where.get("name", o.where["@"])) for o in op.outputs if o.name),
+                 f"output of {what}: output")
+    unique_names(c, ((s.name, s.where["name"]) for s in op.services), f"service of {what}: service")
+    unique_names(c, ((p.name, p.where["@"]) for p in op.parameters), f"parameter of {what}: parameter")
+    mounts = [(i.path, i.where["path"]) for i in op.inputs]
+    mounts += [(o.path, o.where["path"]) for o in op.outputs if o.path]
+    mounts += [(v.path, v.where["path"]) for s in op.services for v in s.volumes]
+    seen: dict[str, Pos] = {}
+    for path, at in sorted(mounts, key=lambda m: m[1]):
+        norm = path.rstrip("/") or "/"
+        if norm in seen:
+            c.error(at, "V19", f"path '{path}' of {what} repeats the mount path at line {seen[norm][0]}; "
+                    "every input, output and service volume needs its own path")
+        seen.setdefault(norm, at)
+    env: list[tuple[str, Pos]] = [(k, op.where[f"var:{k}"]) for k, _ in op.variables]
+    env += [(h.name, h.where["name"]) for s in op.services for h in s.http]
+    env += [(v.name, v.where["name"]) for s in op.services for v in s.volumes]
+    if op.models:
+        env += [(name, op.where["key:models"]) for name in MODEL_VARIABLES]
+    first: dict[str, tuple[str, Pos]] = {}
+    for name, at in sorted(env, key=lambda e: e[1]):
+        if name.lower() in first:
+            other = first[name.lower()]
+            c.error(at, "V17", f"environment variable '{name}' of {what} is defined twice (also "
+                    f"'{other[0]}' at line {other[1][0]}); rename one of them")
+        else:
+            first[name.lower()] = (name, at)
+
+
+def _check_parameters(c: Checker, spec: PipelineSpec) -> None:
+    unique_names(c, ((p.name, p.where["@"]) for p in spec.parameters), "parameter")
+    declared = [*spec.parameters, *(p for op in spec.operators for p in op.parameters)]
+    first: dict[str, str] = {}
+    for param in sorted(declared, key=lambda p: p.where["@"]):
+        default = first.setdefault(param.name.lower(), param.default)
+        if default != param.default:
+            c.error(param.where["@"], "V32", f"parameter '{param.name}' is declared again with a different "
+                    f"default ('{param.default}' vs '{default}'); parameters share one namespace, give "
+                    "them one default or rename one")
+
+
+def select_output(source: OperatorSpec, inp: InputSpec) -> OutputSpec | None:
+    """Section 6.3: the output of ``source`` that ``inp`` mounts, or None."""
+    if inp.name is not None:
+        return next((o for o in source.outputs if o.name and o.name.lower() == inp.name.lower()), None)
+    return source.outputs[0] if len(source.outputs) == 1 else None
+
+
+def _check_inputs(c: Checker, spec: PipelineSpec, names: set[str]) -> list[tuple[str, str, Pos]]:
+    by_name = {op.name.lower(): op for op in spec.operators}
+    edges: list[tuple[str, str, Pos]] = []
+    for op in spec.operators:
+        for inp in op.inputs:
+            if inp.source is None:
+                continue
+            at = inp.where["from"]
+            source = by_name.get(inp.source.lower())
+            if source is None:
+                if inp.source.lower() not in names:
+                    c.error(at, "V23", f"input of operator '{op.name}' reads from unknown operator "
+                            f"'{inp.source}'; `from` must name an operator of this pipeline")
+                continue
+            edges.append((source.name, op.name, at))
+            _check_selection(c, spec, op, source, inp)
+    return edges
+
+
+def _check_selection(c: Checker, spec: PipelineSpec, op: OperatorSpec, source: OperatorSpec,
+                     inp: InputSpec) -> None:
+    chosen = select_output(source, inp)
+    if chosen is None:
+        if inp.name is not None:
+            c.error(inp.where["name"], "V24", f"operator '{source.name}' has no output '{inp.name}' "
+                    f"(input of operator '{op.name}'); outputs: "
+                    f"{', '.join(o.name or '(unnamed)' for o in source.outputs) or 'none'}")
+        elif not source.outputs:
+            c.error(inp.where["from"], "V24", f"operator '{source.name}' has no outputs to read "
+                    f"(input of operator '{op.name}')")
+        else:
+            c.error(inp.where["from"], "V24", f"operator '{source.name}' has several outputs; add `name:` "
+                    f"to the input of operator '{op.name}' to pick one of "
+                    f"{', '.join(o.name or '(unnamed)' for o in source.outputs)}")
+        return
+    if spec.typed and chosen.type != "shared-memory" and (inp.type, inp.element_type) != (
+            chosen.type, chosen.element_type):
+        c.error(inp.where.get("type", inp.where["@"]), "V24", f"type mismatch: input of operator "
+                f"'{op.name}' is {inp.type}/{inp.element_type} but output '{chosen.name}' of "
+                f"'{source.name}' is {chosen.type}/{chosen.element_type}")
+
+
+def _check_cycles(c: Checker, spec: PipelineSpec, edges: list[tuple[str, str, Pos]]) -> None:
+    succ: dict[str, list[str]] = {}
+    for src, dst, _ in edges:
+        succ.setdefault(src, []).append(dst)
+    for src, dst, at in sorted(edges, key=lambda e: e[2]):
+        path = _find_path(succ, dst, src)
+        if path is not None:
+            cycle = " -> ".join([src, *path])
+            c.error(at, "V25", f"cycle between operators: {cycle}; an operator cannot depend on its "
+                    "own output, directly or through others")
+            return
+
+
+def _find_path(succ: dict[str, list[str]], start: str, goal: str) -> list[str] | None:
+    """A path start .. goal following edges (inclusive), or None."""
+    todo: list[list[str]] = [[start]]
+    seen = {start}
+    while todo:
+        path = todo.pop(0)
+        if path[-1] == goal:
+            return path
+        for nxt in succ.get(path[-1], ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append([*path, nxt])
+    return None
+
+
+def _check_identities(c: Checker, spec: PipelineSpec) -> None:
+    """V28: one identity in one file gives each connection name and variable one value."""
+    defaults = {name: p.default for name, p in spec.all_parameters().items()}
+    state: dict[tuple[str, str, tuple[str, ...]], dict[str, tuple[object, int]]] = {}
+    for op in spec.operators:
+        for svc in op.services:
+            cont = svc.container
+            try:
+                ident = (substitute(cont.image, defaults), substitute(cont.tag, defaults),
+                         tuple(substitute(x, defaults) for x in cont.command))
+            except KeyError:
+                continue
+            seen = state.setdefault(ident, {})
+            items: list[tuple[str, object, Pos]] = [
+                (f"http:{h.name.lower()}", h.port, h.where.get("port", h.where["@"])) for h in svc.http]
+            items += [(f"volume:{v.name.lower()}", v.path, v.where["path"]) for v in svc.volumes]
+            items += [(f"var:{k.lower()}", val, svc.where[f"val:{k}"]) for k, val in svc.variables]
+            for key, value, at in items:
+                if key in seen and seen[key][0] != value:
+                    kind, name = key.split(":", 1)
+                    label = next(n for n in (*(h.name for h in svc.http), *(v.name for v in svc.volumes),
+                                             *(k for k, _ in svc.variables)) if n.lower() == name)
+                    c.error(at, "V28", f"conflict for service {ident[0]}:{ident[1]}: {kind} '{label}' is "
+                            f"{value!s} here but {seen[key][0]!s} at line {seen[key][1]}; one service "
+                            "identity must give each name one value")
+                seen.setdefault(key, (value, at[0]))

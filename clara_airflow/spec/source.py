@@ -1,0 +1,180 @@
+"""Safe YAML reading that keeps every node's position and original scalar text.
+
+Implements the loading rules V1-V7 of clara-pdl.md: size, syntax, one document, alias budget, tags,
+key types and repeated keys. Loading errors stop at the first one found, in document order.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from clara_airflow.errors import Problem, SpecError
+
+MAX_BYTES = 1_048_576
+ALIAS_BUDGET = 10_000
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVER = yaml.resolver.Resolver()
+_T = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+SEQ, MAP = _T + "seq", _T + "map"
+_STANDARD_TAGS = frozenset({STR, INT, FLOAT, BOOL, NULL, SEQ, MAP})
+_NON_STRING_KEY = {
+    NULL: "null", BOOL: "a boolean", INT: "an integer", FLOAT: "a number",
+    _T + "timestamp": "a date", _T + "merge": "a merge key",
+}
+
+Node = yaml.Node
+ScalarNode = yaml.ScalarNode
+MappingNode = yaml.MappingNode
+SequenceNode = yaml.SequenceNode
+
+
+def position(node: Node) -> tuple[int, int]:
+    """The 1-based (line, column) where ``node`` starts."""
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def _fail(path: str, line: int, col: int, rule: str, message: str) -> SpecError:
+    return SpecError([Problem(path, line, col, message, rule)])
+
+
+def read_document(path: str, data: bytes) -> Node:
+    """Read one pipeline file's bytes into a position-carrying YAML node tree.
+
+    :param path: the file name used in error messages.
+    :param data: the file's bytes.
+    :raises SpecError: with the first loading error (rules V1-V7).
+    """
+    if len(data) > MAX_BYTES:
+        raise _fail(path, 1, 1, "V1", f"file is too large: {len(data):,} bytes, the limit is "
+                    f"{MAX_BYTES:,} bytes; split the pipeline or remove embedded data")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(path, 1, 1, "V2", f"invalid YAML: the file is not UTF-8 (bad byte at offset "
+                    f"{exc.start}); save it as UTF-8") from None
+    try:
+        if "*" in text:
+            _check_aliases(path, text)
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.composer.ComposerError as exc:
+        raise _composer_problem(path, exc) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise _fail(path, line, col, "V2", f"invalid YAML: {detail}") from None
+    except yaml.YAMLError as exc:
+        raise _fail(path, 1, 1, "V2", f"invalid YAML: {exc}") from None
+    if node is None:
+        raise _fail(path, 1, 1, "V3", "the file is empty; it must hold exactly one YAML document")
+    _check_nodes(path, node)
+    return node
+
+
+def _composer_problem(path: str, exc: yaml.composer.ComposerError) -> SpecError:
+    mark = exc.problem_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if "single document" in str(exc.context) + str(exc.problem):
+        return _fail(path, line, col, "V3", "a second document starts here; a pipeline file must "
+                     "hold exactly one YAML document (remove the '---' and what follows)")
+    return _fail(path, line, col, "V4", f"invalid alias: {exc.problem}")
+
+
+def _check_aliases(path: str, text: str) -> None:
+    """V4: bound alias expansion and refuse aliases to anchors whose node is still open."""
+    sizes: dict[str, int] = {}
+    stack: list[tuple[str | None, list[int]]] = [(None, [0])]
+    total = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append((event.anchor, [1]))
+            continue
+        if isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, (size,) = stack.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, _alias_size(path, event, sizes, stack)
+            total += size
+            if total > ALIAS_BUDGET:
+                raise _alias_error(path, event, f"expands the document beyond {ALIAS_BUDGET:,} added nodes; "
+                                   "write the repeated parts out or shorten them")
+        else:
+            if isinstance(event, yaml.DocumentEndEvent):
+                sizes.clear()
+            continue
+        if anchor:
+            sizes[anchor] = size
+        stack[-1][1][0] += size
+
+
+def _alias_size(path: str, event: yaml.AliasEvent, sizes: dict[str, int],
+                stack: list[tuple[str | None, list[int]]]) -> int:
+    if event.anchor in sizes:
+        return sizes[event.anchor]
+    if any(anchor == event.anchor for anchor, _ in stack):
+        raise _alias_error(path, event, "refers to an anchor whose node is not complete yet (a recursive alias)")
+    raise _alias_error(path, event, "refers to no anchor")
+
+
+def _alias_error(path: str, event: yaml.AliasEvent, why: str) -> SpecError:
+    mark = event.start_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return _fail(path, line, col, "V4", f"alias '*{event.anchor}' {why}; repeat the value "
+                 "instead")
+
+
+def _check_nodes(path: str, root: Node) -> None:
+    """V5-V7 in document order: standard tags only, string keys, no repeated key."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        _check_tag(path, node)
+        if isinstance(node, MappingNode):
+            keys: set[str] = set()
+            children: list[Node] = []
+            for key, value in node.value:
+                _check_key(path, key, keys)
+                children.append(value)
+            todo.extend(reversed(children))
+        elif isinstance(node, SequenceNode):
+            todo.extend(reversed(node.value))
+
+
+def _check_tag(path: str, node: Node) -> None:
+    tag = node.tag
+    if tag in _STANDARD_TAGS:
+        return
+    if isinstance(node, ScalarNode) and not node.style and _implicit_tag(node.value) == tag:
+        return  # an implicit type such as a date: read as text by string fields
+    line, col = position(node)
+    shown = tag.replace(_T, "!!")
+    raise _fail(path, line, col, "V5", f"tag '{shown}' is not allowed; only !!str, !!int, !!float, "
+                "!!bool, !!null, !!seq and !!map may be used (remove the tag)")
+
+
+def _implicit_tag(text: str) -> str:
+    tag: str = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    return tag
+
+
+def _check_key(path: str, key: Node, keys: set[str]) -> None:
+    line, col = position(key)
+    if not isinstance(key, ScalarNode):
+        raise _fail(path, line, col, "V6", "key must be a string, not a list or mapping")
+    if key.tag != STR:
+        kind = _NON_STRING_KEY.get(key.tag)
+        if kind is not None:
+            raise _fail(path, line, col, "V6", f"key must be a string: YAML reads '{key.value}' as "
+                        f"{kind}; quote it (\"{key.value}\") or rename it")
+    if key.value in keys:
+        raise _fail(path, line, col, "V7", f"duplicate key '{key.value}' in this mapping; "
+                    "remove one of them")
+    keys.add(key.value)

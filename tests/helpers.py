@@ -1,0 +1,46 @@
+"""Paths and small builders shared by the test modules."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_SHARED = REPO.parent / "shared" / "pipelines"
+# The shared examples when the checkout sits beside shared/, else the copy kept in the repo.
+EXAMPLES = _SHARED if _SHARED.is_dir() else REPO / "tests" / "fixtures" / "shared-pipelines"
+VALID = sorted(EXAMPLES.glob("*.yaml"))
+INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
+
+
+def expected_errors() -> dict[str, tuple[str, int, list[str]]]:
+    """Rows of invalid/EXPECTED.md: file -> (rule, line, words the message contains)."""
+    rows = {}
+    for line in (EXAMPLES / "invalid" / "EXPECTED.md").read_text().splitlines():
+        match = re.match(r"\|\s*`([^`]+\.yaml)`\s*\|\s*(V\d+)[^|]*\|\s*(\d+)\s*\|([^|]*)\|", line)
+        if match:
+            words = re.findall(r"`([^`]+)`", match.group(4))
+            rows[match.group(1)] = (match.group(2), int(match.group(3)), words)
+    return rows
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BASE = """\
+api-version: 0.4.0
+name: base
+operators:
+- name: a
+  container:
+    image: example/a
+    tag: "1.0"
+  input:
+  - path: /input
+  output:
+  - path: /output
+"""

@@ -1,0 +1,73 @@
+"""The clara-airflow command: validate exit codes and messages, the inspect JSON contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clara_airflow.cli import main
+from tests.helpers import INVALID, VALID, expected_errors
+
+
+def test_validate_valid_files_exits_0(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["validate", *map(str, VALID)]) == 0
+    assert f"{len(VALID)} valid, 0 invalid" in capsys.readouterr().err
+
+
+def test_validate_prints_positioned_errors_and_exits_1(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["validate", *map(str, INVALID)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    expected = expected_errors()
+    assert len(out) == len(INVALID)
+    for line, path in zip(out, INVALID, strict=True):
+        assert line.startswith(f"{path}:{expected[path.name][1]}:")
+
+
+def test_validate_reports_duplicate_pipeline_names(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    source = VALID[0].read_text()
+    (tmp_path / "a.yaml").write_text(source)
+    (tmp_path / "b.yaml").write_text(source)
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "b.yaml:" in out and "duplicate pipeline name" in out and "a.yaml:" not in out.split(":")[0]
+
+
+def test_inspect_json_contract() -> None:
+    path = next(p for p in VALID if p.name.startswith("05-"))
+    proc = subprocess.run([sys.executable, "-m", "clara_airflow.cli", "inspect", str(path), "--json"],
+                          capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    assert data["dag_id"] == "liver-lesion-triage"
+    op = data["operators"][1]
+    assert set(op) >= {"name", "image", "tag", "command", "env", "upstream", "requests"}
+    assert op == {**op, "name": "liver-seg", "image": "example/liver-seg", "tag": "1.0", "command": [],
+                  "env": ["NVIDIA_CLARA_TRTISURI"], "upstream": ["series-reader"],
+                  "requests": {"cpu": 1, "memory": 512, "gpu": 0}}
+    (svc,) = data["services"]
+    assert svc["identity"] == {"image": "nvcr.io/nvidia/tensorrtserver", "tag": "19.08-py3",
+                               "command": ["trtserver", "--model-store=$(NVIDIA_CLARA_SERVICE_DATA_PATH)/models"]}
+    assert svc["names"] == ["trtis"]
+    assert svc["connections"] == {"NVIDIA_CLARA_TRTISURI": 8000}
+
+
+def test_inspect_substitutes_given_parameters(capsys) -> None:  # type: ignore[no-untyped-def]
+    path = next(p for p in VALID if p.name.startswith("08-"))
+    assert main(["inspect", str(path), "--param", "TOOL_IMAGE=lab/tools", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {op["image"] for op in data["operators"]} == {"lab/tools"}
+    assert data["operators"][0]["tag"] == "2.0"
+
+
+def test_inspect_text_summary(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["inspect", str(VALID[2])]) == 0
+    out = capsys.readouterr().out
+    assert "operator mask-merger" in out and "after: roi-cutter, kidney-seg, pancreas-seg" in out
+
+
+@pytest.mark.parametrize("path", INVALID[:2], ids=lambda p: p.name)
+def test_inspect_of_invalid_file_exits_1(path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["inspect", str(path)]) == 1
+    assert f"{path}:" in capsys.readouterr().err
