@@ -128,3 +128,24 @@ class PipelinePlan:
 
     def service(self, sid: str) -> ServicePlan:
         return next(s for s in self.services if s.id == sid)
+
+
+def step_from_dict(data: dict[str, Any]) -> StepPlan:
+    """Rebuild a StepPlan from ``dataclasses.asdict`` output (operator arguments are plain JSON)."""
+    return StepPlan(
+        name=data["name"], image=data["image"], tag=data["tag"], command=tuple(data["command"]),
+        variables=tuple((k, v) for k, v in data["variables"]), requests=Requests(**data["requests"]),
+        upstream=tuple(data["upstream"]), mounts=tuple(MountPlan(**m) for m in data["mounts"]),
+        services=tuple(ServiceUse(u["service"], tuple((e, c) for e, c in u["env"])) for u in data["services"]),
+        description=data.get("description", ""),
+    )
+
+
+def service_from_dict(data: dict[str, Any]) -> ServicePlan:
+    return ServicePlan(
+        id=data["id"], image=data["image"], tag=data["tag"], command=tuple(data["command"]),
+        names=tuple(data["names"]), http=tuple((n, p) for n, p in data["http"]),
+        volumes=tuple((n, p) for n, p in data["volumes"]), variables=tuple((k, v) for k, v in data["variables"]),
+        requests=Requests(**data["requests"]), consumers=tuple(data["consumers"]),
+        models=tuple(data.get("models", ())), host_mounts=tuple((h, c) for h, c in data.get("host_mounts", ())),
+    )

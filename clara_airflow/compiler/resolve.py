@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, ServicePlan, StepPlan
@@ -14,8 +14,9 @@ from clara_airflow.spec.template import substitute
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-def parameter_values(declared: Iterable[tuple[str, str]], given: Mapping[str, object]) -> dict[str, str]:
+def parameter_values(declared: Iterable[Sequence[str]], given: Mapping[str, object]) -> dict[str, str]:
     """Defaults overridden by ``given`` (names compared ignoring case), keyed by lower-cased name."""
+    declared = [tuple(pair) for pair in declared]
     values = {name.lower(): default for name, default in declared}
     for name, value in given.items():
         if name == "clara_payload":

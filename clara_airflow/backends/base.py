@@ -1,0 +1,53 @@
+"""What every backend provides: step tasks and a service manager (Airflow-free protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+
+
+@dataclass(frozen=True)
+class ServiceInstance:
+    """A running service as its manager found or started it.
+
+    :param host: the stable network name operators use (``clara-svc-<id>`` on Docker).
+    :param created: True when this call started it (cold), False when it was found running (warm).
+    :param ref: the backend's handle (container id, Deployment name).
+    :param volumes: container path -> volume name.
+    """
+
+    sid: str
+    host: str
+    created: bool
+    ref: str
+    started_at: str = ""
+    volumes: dict[str, str] = field(default_factory=dict)
+
+
+class ServiceManager(Protocol):
+    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance: ...
+
+    def status(self, sid: str) -> str: ...
+
+    def stop(self, sid: str) -> bool: ...
+
+    def logs(self, sid: str, lines: int = 50) -> str: ...
+
+    def list_managed(self) -> dict[str, str]: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any: ...
+
+    def service_manager(self) -> ServiceManager: ...
+
+
+def connection_values(svc: ServicePlan, host: str) -> dict[str, str]:
+    """Section 7.2/7.3: ``host:port`` (bare host without port) per http name, ``path`` per volume name."""
+    values = {name: f"{host}:{port}" if port else host for name, port in svc.http}
+    values.update({name: path for name, path in svc.volumes})
+    return values

@@ -1,0 +1,318 @@
+"""Docker backend: steps as the provider's DockerOperator, services as detached docker-py containers.
+
+The container *name* ``clara-svc-<id>`` is the start lock: of racing creates exactly one succeeds and
+the others get HTTP 409 and reuse the winner's container (AIRFLOW-NOTES section 6).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+from dataclasses import asdict
+from datetime import UTC
+from functools import cached_property
+from typing import Any
+
+from clara_airflow.backends.base import ServiceInstance
+from clara_airflow.compiler.identity import service_name, volume_name
+from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+from clara_airflow.errors import ServiceError
+from clara_airflow.spec.template import expand_references
+
+LABEL_ID = "clara-airflow/service-id"
+LABEL_MANAGED = "clara-airflow/managed"
+DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
+
+
+def docker_client(url: str) -> Any:
+    """A low-level ``docker.APIClient`` through the provider's hook (no registry login)."""
+    from airflow.providers.docker.hooks.docker import DockerHook
+
+    return DockerHook(docker_conn_id=None, base_url=url).get_conn()
+
+
+def ensure_network(cli: Any, name: str) -> None:
+    """Create the user-defined network all Clara containers join, once."""
+    from docker.errors import APIError
+
+    if any(net["Name"] == name for net in cli.networks(names=[name])):  # the filter matches substrings
+        return
+    try:
+        cli.create_network(name, driver="bridge", check_duplicate=True,
+                           labels={LABEL_MANAGED: "true"})
+    except APIError as exc:
+        if exc.status_code != 409:
+            raise
+
+
+def device_requests(gpus: int) -> list[Any]:
+    from docker.types import DeviceRequest
+
+    return [DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus > 0 else []
+
+
+class DockerBackend:
+    """Builds ClaraDockerOperator step tasks and hands out the Docker service manager."""
+
+    name = "docker"
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+
+    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any:
+        from clara_airflow.backends.docker_operator import ClaraDockerOperator
+
+        return ClaraDockerOperator(
+            task_id=step.name, step=asdict(step), parameters=[list(p) for p in plan.parameters],
+            output_root=plan.settings["payload.output_root"], network=self.options["network"],
+            docker_url=self.options["docker_url"], services=_service_refs(step, plan),
+            doc_md=step.description or None,
+        )
+
+    def service_manager(self) -> DockerServiceManager:
+        return DockerServiceManager(self.options)
+
+
+def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, dict[str, Any]]:
+    return {use.service: asdict(plan.service(use.service)) for use in step.services}
+
+
+class DockerServiceManager:
+    """Finds or starts shared service containers and waits until they are ready."""
+
+    POLL = 0.1
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.url = options.get("docker_url", "unix://var/run/docker.sock")
+        self.network = options.get("network", "clara-airflow")
+        self.data_dir = options.get("services.data_dir", "/var/lib/clara-airflow/service-data")
+
+    @cached_property
+    def cli(self) -> Any:
+        return docker_client(self.url)
+
+    # -- find or start --------------------------------------------------------------------------------
+    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
+        """Return the running instance of ``svc``, starting it if needed, once every port is ready."""
+        deadline = time.monotonic() + timeout
+        name = service_name(svc.id)
+        ensure_network(self.cli, self.network)
+        created = False
+        while True:
+            info = self._inspect(name)
+            if info is None:
+                created = self._create(svc, log) or created
+                continue
+            if self._settle(info, created, log):
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(f"service {name} ({svc.image}:{svc.tag}) is stuck in state "
+                                   f"'{info['State']['Status']}'", logs=self.logs(svc.id))
+            time.sleep(self.POLL)
+        self._check_config(svc, info, log)
+        if self.network not in info["NetworkSettings"]["Networks"]:
+            info = self._join_network(info, log)
+        address = info["NetworkSettings"]["Networks"].get(self.network, {}).get("IPAddress") or name
+        self._wait_ready(svc, address, deadline)
+        return ServiceInstance(sid=svc.id, host=name, created=created, ref=info["Id"],
+                               started_at=info["State"].get("StartedAt", ""),
+                               volumes={p: volume_name(svc.id, p) for _, p in svc.volumes})
+
+    def _join_network(self, info: dict[str, Any], log: Any) -> dict[str, Any]:
+        """A running instance found outside this deployment's network is attached to it."""
+        from docker.errors import APIError
+
+        log.info("attaching service %s to the network %s", info["Name"].lstrip("/"), self.network)
+        try:
+            self.cli.connect_container_to_network(info["Id"], self.network)
+        except APIError as exc:
+            if exc.status_code not in (403, 409):  # already attached (a concurrent ensure did it)
+                raise
+        return dict(self.cli.inspect_container(info["Id"]))
+
+    def _inspect(self, name: str) -> dict[str, Any] | None:
+        from docker.errors import NotFound
+
+        try:
+            info: dict[str, Any] = self.cli.inspect_container(name)
+            return info
+        except NotFound:
+            return None
+
+    def _settle(self, info: dict[str, Any], created: bool, log: Any) -> bool:
+        """Move a found container towards running; True once it runs."""
+        from docker.errors import APIError
+
+        state = info["State"]
+        status = state["Status"]
+        if status == "running":
+            return True
+        age = time.time() - _created_epoch(info)
+        try:
+            if status == "created" and (created or age > 5):
+                self.cli.start(info["Id"])  # the creator died between create and start
+            elif status == "paused":
+                self.cli.unpause(info["Id"])
+            elif status in ("exited", "dead"):
+                log.warning("service container %s is %s (exit code %s); replacing it", info["Name"].lstrip("/"),
+                            status, state.get("ExitCode"))
+                self.cli.remove_container(info["Id"], force=True)
+        except APIError as exc:
+            if exc.status_code not in (304, 404, 409):
+                raise
+        return False
+
+    def _create(self, svc: ServicePlan, log: Any) -> bool:
+        """Create and start ``clara-svc-<id>``; False when another task won the race (HTTP 409)."""
+        from docker.errors import APIError, ImageNotFound
+        from docker.types import Mount
+
+        env = {**dict(svc.variables), DATA_PATH_VAR: self.data_dir}
+        os.makedirs(self.data_dir, exist_ok=True)
+        mounts = [Mount(target=self.data_dir, source=self.data_dir, type="bind")]
+        mounts += [Mount(target=path, source=volume_name(svc.id, path), type="volume") for _, path in svc.volumes]
+        mounts += [Mount(target=c, source=h, type="bind", read_only=True) for h, c in svc.host_mounts]
+        host_config = self.cli.create_host_config(
+            network_mode=self.network, mounts=mounts, nano_cpus=svc.requests.cpu * 10**9,
+            mem_limit=f"{svc.requests.memory}m", device_requests=device_requests(svc.requests.gpu),
+            security_opt=["no-new-privileges"], init=True,
+        )
+        image = f"{svc.image}:{svc.tag}"
+        kwargs = dict(image=image, name=service_name(svc.id), environment=env, host_config=host_config,
+                      command=[expand_references(c, env) for c in svc.command] or None, detach=True,
+                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image})
+        try:
+            try:
+                container = self.cli.create_container(**kwargs)
+            except ImageNotFound:
+                self._pull(image, log)
+                container = self.cli.create_container(**kwargs)
+        except APIError as exc:
+            if exc.status_code == 409:
+                log.info("service %s is being started by another task; waiting for it", service_name(svc.id))
+                return False
+            raise ServiceError(f"cannot create service {service_name(svc.id)} ({image}): {exc.explanation}") from None
+        log.info("starting service %s from %s", service_name(svc.id), image)
+        try:
+            self.cli.start(container["Id"])
+        except APIError as exc:
+            self.cli.remove_container(container["Id"], force=True)
+            hint = (" (the Docker engine has no GPU runtime; install nvidia-container-toolkit or lower "
+                    "requests.gpu)") if "device driver" in str(exc.explanation) else ""
+            raise ServiceError(f"cannot start service {service_name(svc.id)} ({image}): "
+                               f"{exc.explanation}{hint}") from None
+        return True
+
+    def _pull(self, image: str, log: Any) -> None:
+        from docker.errors import APIError
+
+        log.info("image %s is not present locally; pulling it", image)
+        try:
+            self.cli.pull(image)
+        except APIError as exc:
+            raise ServiceError(f"image {image} is not present on the Docker engine and could not be pulled: "
+                               f"{exc.explanation}; build or load it first (see docker/build.sh)") from None
+
+    def _check_config(self, svc: ServicePlan, info: dict[str, Any], log: Any) -> None:
+        """Section 7.4: a running instance keeps its start configuration."""
+        mounted = {m.get("Destination") for m in info.get("Mounts", [])}
+        missing = [p for _, p in svc.volumes if p not in mounted]
+        if missing:
+            raise ServiceError(f"service {service_name(svc.id)} is running without the volume(s) "
+                               f"{', '.join(missing)} this pipeline declares; stop it with "
+                               f"'clara-airflow services stop {svc.id}' so the next run starts it with them")
+        host = info.get("HostConfig", {})
+        if (host.get("Memory") or 0) and host["Memory"] < svc.requests.memory * 2**20:
+            log.warning("service %s runs with %s MiB of memory; this pipeline asks for %s MiB",
+                        service_name(svc.id), host["Memory"] // 2**20, svc.requests.memory)
+
+    # -- readiness --------------------------------------------------------------------------------------
+    def _wait_ready(self, svc: ServicePlan, address: str, deadline: float) -> None:
+        ports = sorted({p for _, p in svc.http if p})
+        pending = list(ports)
+        while pending:
+            if _accepts(address, pending[0]):
+                pending.pop(0)
+                continue
+            self._fail_if_down(svc)
+            if time.monotonic() > deadline:
+                raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) did not accept "
+                                   f"connections on port {pending[0]} in time (services.start_timeout)",
+                                   logs=self.logs(svc.id))
+            time.sleep(self.POLL)
+        for model in svc.models:
+            self._wait_model(svc, address, model, deadline)
+
+    def _fail_if_down(self, svc: ServicePlan) -> None:
+        info = self._inspect(service_name(svc.id))
+        if info is None or info["State"]["Status"] != "running":
+            state = "removed" if info is None else f"{info['State']['Status']} (exit code {info['State'].get('ExitCode')})"
+            raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) stopped while starting: "
+                               f"{state}", logs=self.logs(svc.id))
+
+    def _wait_model(self, svc: ServicePlan, address: str, model: str, deadline: float) -> None:
+        for host_path, _ in svc.host_mounts:
+            if not os.path.isdir(os.path.join(host_path, model)):
+                raise ServiceError(f"model '{model}' is not in the model repository {host_path}; add "
+                                   f"{host_path}/{model} or fix the pipeline's models list")
+        url = f"http://{address}:8000/v2/models/{model}/ready"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            self._fail_if_down(svc)
+            if time.monotonic() > deadline:
+                raise ServiceError(f"model '{model}' did not become ready on {service_name(svc.id)}",
+                                   logs=self.logs(svc.id))
+            time.sleep(self.POLL * 5)
+
+    # -- administration ---------------------------------------------------------------------------------
+    def status(self, sid: str) -> str:
+        info = self._inspect(service_name(sid))
+        return "missing" if info is None else str(info["State"]["Status"])
+
+    def stop(self, sid: str) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            self.cli.remove_container(service_name(sid), force=True)
+            return True
+        except NotFound:
+            return False
+
+    def logs(self, sid: str, lines: int = 50) -> str:
+        from docker.errors import APIError
+
+        try:
+            raw: bytes = self.cli.logs(service_name(sid), tail=lines)
+            return raw.decode("utf-8", "replace").rstrip()
+        except APIError:
+            return ""
+
+    def list_managed(self) -> dict[str, str]:
+        """Every service container carrying the clara-airflow label: id -> state."""
+        found = self.cli.containers(all=True, filters={"label": LABEL_ID})
+        return {c["Labels"][LABEL_ID]: c["State"] for c in found}
+
+
+def _accepts(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _created_epoch(info: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    text = info.get("Created", "")[:26].rstrip("Z")
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0

@@ -1,0 +1,151 @@
+"""ClaraDockerOperator: one Clara operator as the docker provider's DockerOperator.
+
+Imported only when a Docker step task is built, so parsing stays free of the provider until needed.
+Nothing here is rendered by Jinja: pipeline text is used verbatim, parameters are substituted by the
+compiler's own rules and ``$(NAME)`` is expanded as Kubernetes would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
+from airflow.sdk.exceptions import AirflowException
+
+from clara_airflow.backends.docker import DockerServiceManager, device_requests, ensure_network
+from clara_airflow.backends.layout import check_payload, claim_run_folder, host_source, reset_step_folder
+from clara_airflow.compiler.plan import StepPlan, service_from_dict, step_from_dict
+from clara_airflow.compiler.resolve import parameter_values, resolve_service, resolve_step
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.spec.template import expand_references
+
+ENSURE_TASK = "clara_services.ensure_{}"
+
+
+class _QuotaClient:
+    """Passes every call to docker's APIClient, adding a CPU quota (the provider sets only shares)."""
+
+    def __init__(self, client: Any, nano_cpus: int) -> None:
+        self._client = client
+        self._nano_cpus = nano_cpus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        return self._client.create_host_config(nano_cpus=self._nano_cpus, security_opt=["no-new-privileges"],
+                                               **kwargs)
+
+
+class ClaraDockerOperator(DockerOperator):
+    """Runs one Clara operator in a container.
+
+    :param step: the compiled StepPlan as a dict.
+    :param parameters: the pipeline's (name, default) parameter pairs.
+    :param output_root: ``payload.output_root``.
+    :param network: the Docker network shared with services.
+    :param services: compile-time service id -> ServicePlan dict of the services this step declares.
+    :param payload_root: when set, ``clara_payload`` must lie inside it.
+    """
+
+    template_fields: Sequence[str] = ()
+    template_ext: Sequence[str] = ()
+    ui_color = "#c8e6a0"
+
+    def __init__(self, *, step: dict[str, Any], parameters: list[list[str]], output_root: str, network: str,
+                 services: dict[str, dict[str, Any]], payload_root: str | None = None, **kwargs: Any) -> None:
+        plan = step_from_dict(step)
+        kwargs.setdefault("auto_remove", "force")
+        super().__init__(
+            image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None, network_mode=network,
+            mount_tmp_dir=False, cpus=float(plan.requests.cpu), mem_limit=f"{plan.requests.memory}m",
+            device_requests=device_requests(plan.requests.gpu), privileged=False, do_xcom_push=False, **kwargs,
+        )
+        self.step = step
+        self.parameters = parameters
+        self.output_root = output_root
+        self.network = network
+        self.services = services
+        self.payload_root = payload_root
+
+    @property
+    def cli(self) -> Any:
+        return _QuotaClient(self.hook.api_client, int(step_from_dict(self.step).requests.cpu * 10**9))
+
+    def execute(self, context: Any) -> Any:
+        try:
+            self._prepare(context)
+        except ClaraAirflowError as exc:
+            raise AirflowException(f"operator '{self.task_id}': {exc}") from None
+        self.log.info("running %s %s", self.image, self.command or "(image default command)")
+        try:
+            return super().execute(context)
+        except Exception as exc:
+            raise AirflowException(self._failure_text(exc)) from exc
+
+    def _prepare(self, context: Any) -> None:
+        params = dict(context["params"])
+        payload = check_payload(params.get("clara_payload"), self.payload_root)
+        values = parameter_values(self.parameters,
+                                  {k: v for k, v in params.items() if k != "clara_payload"})
+        ti = context["ti"]
+        pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in self.services}
+        missing = [sid for sid, data in pushed.items() if "connections" not in data]
+        if missing:
+            raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
+                                    "that task must succeed first")
+        step = resolve_step(step_from_dict(self.step), values, {sid: d["id"] for sid, d in pushed.items()})
+        self._recheck_services(values)
+        env = dict(step.variables)
+        for use in step.services:
+            conns = next(d["connections"] for d in pushed.values() if d["id"] == use.service)
+            env.update({name: conns[conn] for name, conn in use.env})
+        run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
+        reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
+        self.image = f"{step.image}:{step.tag}"
+        self.command = [expand_references(c, env) for c in step.command] or None
+        self.environment = env
+        self.mounts = self._mounts(step, run_dir, payload)
+        self.container_name = _container_name(context["dag"].dag_id, step.name, context["run_id"],
+                                              getattr(ti, "try_number", 1))
+        ensure_network(self.hook.api_client, self.network)
+        self.labels = {"clara-airflow/dag-id": context["dag"].dag_id, "clara-airflow/operator": step.name,
+                       "clara-airflow/run": run_dir.name}
+
+    def _mounts(self, step: StepPlan, run_dir: Any, payload: str) -> list[Any]:
+        from docker.types import Mount
+
+        mounts = []
+        for m in step.mounts:
+            kind = "volume" if m.kind == "volume" else "bind"
+            source = m.volume if m.kind == "volume" else host_source(m, run_dir, payload)
+            mounts.append(Mount(target=m.target, source=source, type=kind, read_only=m.read_only))
+        return mounts
+
+    def _recheck_services(self, values: dict[str, str]) -> None:
+        """Just before the step starts: a service that vanished since its ensure task is started again."""
+        if not self.services:
+            return
+        manager = DockerServiceManager({"docker_url": self.docker_url, "network": self.network})
+        for data in self.services.values():
+            svc = resolve_service(service_from_dict(data), values)
+            if manager.status(svc.id) != "running":
+                self.log.warning("service clara-svc-%s is not running any more; starting it again", svc.id)
+                manager.ensure(svc, timeout=300, log=self.log)
+
+    def _failure_text(self, exc: Exception) -> str:
+        logs = getattr(exc, "logs", None) or []
+        tail = "\n".join(str(line) for line in list(logs)[-20:])
+        text = str(exc)
+        if "device driver" in text:
+            text += ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
+                     "nvidia-container-toolkit or lower requests.gpu.")
+        detail = f"\n--- last container output ---\n{tail}" if tail else ""
+        return f"operator '{self.task_id}' ({self.image}) failed: {text}{detail}"
+
+
+def _container_name(dag_id: str, step: str, run_id: str, try_number: int) -> str:
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    return f"clara-{dag_id[:80]}-{step[:80]}-{digest}-{try_number}"

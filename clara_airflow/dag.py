@@ -1,0 +1,127 @@
+"""build_dag(plan) -> DAG: the only module that creates tasks and draws edges."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clara_airflow.backends.registry import get_backend
+from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+
+
+def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
+    """Create the Airflow DAG of one compiled pipeline.
+
+    :param plan: from :func:`clara_airflow.compiler.compiler.compile_pipeline`.
+    :param options: deployment-only ``[clara]`` options (Docker URL, network, Kubernetes settings).
+    """
+    from airflow.sdk import DAG, TaskGroup
+
+    from clara_airflow.operators.ensure_service import EnsureServiceOperator
+    from clara_airflow.operators.release_leases import ReleaseLeasesOperator
+
+    s = plan.settings
+    backend_options = {**(options or {}), **s}
+    backend = get_backend(s["backend"], backend_options)
+    dag = DAG(
+        dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s["schedule"],
+        start_date=_start_date(s["start_date"]), catchup=s["catchup"], max_active_runs=s["max_active_runs"],
+        tags=sorted({"clara", *s["tags"]}), params=_params(plan),
+        default_args={"owner": s["owner"], "retries": s["retries"],
+                      "retry_delay": timedelta(seconds=s["retry_delay"])},
+    )
+    with dag:
+        ensure: dict[str, Any] = {}
+        if plan.services:
+            with TaskGroup("clara_services", tooltip="Shared services, started once per identity"):
+                for svc in plan.services:
+                    ensure[svc.id] = EnsureServiceOperator(
+                        task_id=f"ensure_{svc.id}", service=asdict(svc),
+                        parameters=[list(p) for p in plan.parameters], backend=s["backend"],
+                        options=backend_options, start_timeout=s["services.start_timeout"],
+                        idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
+                    )
+        steps = {step.name: backend.build_step_task(step, plan) for step in plan.steps}
+        release = None
+        if ensure:
+            release = ReleaseLeasesOperator(
+                task_id="clara_services.release_leases",
+                services={sid: task.task_id for sid, task in ensure.items()},
+                doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
+    draw_edges(plan.steps, steps, ensure)
+    if release is not None:
+        list(steps.values()) >> release
+        release.as_teardown(setups=list(ensure.values()))
+    return dag
+
+
+def draw_edges(plan_steps: tuple[StepPlan, ...], steps: dict[str, Any], ensure: dict[str, Any]) -> None:
+    """``from`` inputs give upstream -> step; each declared service gives ensure -> step."""
+    for step in plan_steps:
+        for upstream in step.upstream:
+            steps[upstream] >> steps[step.name]
+        for use in step.services:
+            ensure[use.service] >> steps[step.name]
+
+
+def _start_date(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _params(plan: PipelinePlan) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    payload = plan.settings["payload.input"]
+    described = ("Absolute path of the input payload folder. It is mounted read-only at every input "
+                 "without `from`.")
+    params: dict[str, Any] = {"clara_payload": Param(payload, type="string", title="Input payload folder",
+                                                     description=described, minLength=1)
+                              if payload else Param(type="string", title="Input payload folder",
+                                                    description=described + " Required.", minLength=1)}
+    for name, default in plan.parameters:
+        params[name] = Param(default, type="string", title=name,
+                             description=f"Clara pipeline parameter `{name}` (default `{default}`), "
+                                         "substituted into ${{ " + name + " }} placeholders.")
+    return params
+
+
+def _summary(plan: PipelinePlan) -> str:
+    first = plan.description.strip().splitlines()[0] if plan.description.strip() else ""
+    return (first or f"Clara pipeline from {plan.source}")[:200]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_doc(plan: PipelinePlan) -> str:
+    """Markdown shown on the DAG page: description, operators, services, parameters and layout."""
+    lines = [f"# Clara pipeline `{plan.dag_id}`", "", plan.description.strip() or "_No description._", "",
+             f"Source: `{plan.source}` (backend: {plan.settings['backend']})", "", "## Operators", "",
+             "| operator | image | requests | after | services |", "|---|---|---|---|---|"]
+    for step in plan.steps:
+        req = step.requests
+        lines.append(f"| `{step.name}` | `{_cell(step.image)}:{_cell(step.tag)}` | {req.cpu} CPU, {req.memory} MiB, "
+                     f"{req.gpu} GPU | {', '.join(step.upstream) or '—'} | "
+                     f"{', '.join('clara-svc-' + u.service for u in step.services) or '—'} |")
+    if plan.services:
+        lines += ["", "## Services (shared across pipelines and runs)", "",
+                  "| instance | image | command | connections | used by |", "|---|---|---|---|---|"]
+        for svc in plan.services:
+            conns = ", ".join(f"`{k}`={v}" for k, v in svc.connections.items()) or "—"
+            lines.append(f"| `clara-svc-{svc.id}` | `{_cell(svc.image)}:{_cell(svc.tag)}` | "
+                         f"`{_cell(' '.join(svc.command)) or '(image default)'}` | {conns} | "
+                         f"{', '.join(svc.consumers)} |")
+    if plan.parameters:
+        lines += ["", "## Parameters", "", "| name | default |", "|---|---|"]
+        lines += [f"| `{n}` | `{_cell(d)}` |" for n, d in plan.parameters]
+    lines += ["", "## Outputs", "", f"`{plan.settings['payload.output_root']}/{plan.dag_id}/<run id>/<operator>/"
+              "[<output name>]` — every run writes to its own folder."]
+    return "\n".join(lines)
+
+
+def _service_doc(svc: ServicePlan) -> str:
+    return (f"Ensures the shared service `clara-svc-{svc.id}` (`{svc.image}:{svc.tag}`) runs and is ready, "
+            f"then hands its connection values to {', '.join(svc.consumers)}.")

@@ -1,0 +1,140 @@
+"""load_dags(globals(), __file__): every Clara pipeline YAML beside the loader becomes one DAG.
+
+A broken file never hides the others: it becomes a paused placeholder DAG tagged ``clara-compile-error``
+whose description and docs carry every ``file:line:col`` error, and whose only task fails with them.
+With ``[clara] strict = True`` (CI) one error listing every broken file is raised instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from clara_airflow.backends.registry import deployment_options
+from clara_airflow.compiler.compiler import compile_pipeline
+from clara_airflow.compiler.plan import PipelinePlan
+from clara_airflow.errors import ClaraAirflowError, SpecError
+from clara_airflow.services.reaper import REAPER_DAG_ID, build_reaper_dag
+from clara_airflow.spec.defaults import DEFAULTS_FILE, load_defaults_file
+from clara_airflow.spec.load import load_pipeline
+
+log = logging.getLogger(__name__)
+ERROR_TAG = "clara-compile-error"
+SUFFIXES = (".yaml", ".yml")
+_NAME_LINE = re.compile(r"^name:[ \t]*['\"]?([A-Za-z0-9_-]+)['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
+_CACHE: dict[tuple[str, bytes, str], PipelinePlan] = {}
+
+
+def pipeline_files(folder: Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` below ``folder`` (hidden folders skipped), sorted, without the defaults file."""
+    found = [p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.name != DEFAULTS_FILE
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()]
+    return sorted(found)
+
+
+def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | None = None) -> dict[str, Any]:
+    """Build one DAG per pipeline file and register each in ``namespace`` (a DAG file's ``globals()``).
+
+    :param anchor: the loader file (``__file__``) or a folder; pipelines are searched below its folder.
+    :param strict: raise one error listing every broken file instead of placeholder DAGs;
+        default ``[clara] strict``.
+    """
+    from airflow.sdk import get_parsing_context
+
+    folder = Path(anchor) if Path(anchor).is_dir() else Path(anchor).parent
+    settings, options = deployment_options()
+    strict = bool(options["strict"]) if strict is None else strict
+    files = pipeline_files(folder)
+    wanted = get_parsing_context().dag_id
+    if wanted:
+        files = [p for p in files if _declared_name(p) == wanted] or files
+    try:
+        deployment = {**settings, **load_defaults_file(folder)}
+        defaults_error = None
+    except SpecError as exc:
+        deployment, defaults_error = settings, exc
+    dags, errors = _build_all(files, deployment, options, defaults_error)
+    if errors and strict:
+        raise ClaraAirflowError("broken Clara pipelines:\n" + "\n".join(text for _, text in errors))
+    for path, text in errors:
+        try:
+            dag = error_dag(path, text, folder, taken=set(dags))
+        except Exception:  # never let the placeholder hide the good DAGs
+            log.exception("clara-airflow: cannot build the error DAG of %s", path)
+            continue
+        dags[dag.dag_id] = dag
+    if not wanted or wanted == REAPER_DAG_ID:
+        dags[REAPER_DAG_ID] = build_reaper_dag(options)
+    namespace.update(dags)
+    return dags
+
+
+def _build_all(files: list[Path], deployment: dict[str, Any], options: dict[str, Any],
+               defaults_error: SpecError | None) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    from clara_airflow.dag import build_dag
+
+    dags: dict[str, Any] = {}
+    owners: dict[str, Path] = {}
+    errors: list[tuple[Path, str]] = []
+    for path in files:
+        began = time.perf_counter()
+        try:
+            if defaults_error is not None:
+                raise defaults_error
+            plan = _compile(path, deployment)
+            other = owners.setdefault(plan.dag_id.lower(), path)
+            if other != path:
+                line = next((i for i, t in enumerate(path.read_text().splitlines(), 1) if t.startswith("name:")), 1)
+                raise ClaraAirflowError(f"{path}:{line}:1: duplicate pipeline name '{plan.dag_id}': {other} "
+                                        "already defines it (names are compared ignoring case); rename one")
+            dags[plan.dag_id] = build_dag(plan, options)
+            log.info("clara-airflow: %s -> DAG %s in %.1f ms", path.name, plan.dag_id,
+                     (time.perf_counter() - began) * 1000)
+        except (ClaraAirflowError, OSError) as exc:
+            log.error("clara-airflow: %s is not loaded:\n%s", path, exc)
+            errors.append((path, str(exc)))
+        except Exception as exc:  # an unexpected failure must still not hide the other pipelines
+            log.exception("clara-airflow: internal error while loading %s", path)
+            errors.append((path, f"{path}:1:1: internal error in clara-airflow ({type(exc).__name__}: {exc}); "
+                                 "please report it with this file"))
+    return dags, errors
+
+
+def _compile(path: Path, deployment: dict[str, Any]) -> PipelinePlan:
+    """Compiled plans are cached per process by file content and settings."""
+    data = path.read_bytes()
+    key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())))
+    if key not in _CACHE:
+        _CACHE[key] = compile_pipeline(load_pipeline(path, data), deployment)
+    return _CACHE[key]
+
+
+def _declared_name(path: Path) -> str | None:
+    try:
+        match = _NAME_LINE.search(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def error_dag(path: Path, text: str, folder: Path, *, taken: set[str]) -> Any:
+    """A paused placeholder DAG that shows a broken file's errors and fails with them when run."""
+    from airflow.sdk import DAG
+
+    from clara_airflow.operators.pipeline_error import PipelineErrorOperator
+
+    name = _declared_name(path)
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", str(path.relative_to(folder)))
+    dag_id = name if name and name not in taken and "duplicate pipeline name" not in text else f"clara_error__{slug}"
+    first = text.splitlines()[0] if text else "unknown error"
+    doc = (f"# Broken Clara pipeline `{path.name}`\n\nThis file could not be loaded; no run can start until it "
+           f"is fixed. Every problem, as `file:line:col: message`:\n\n```\n{text}\n```\n\n"
+           f"Check it locally with `clara-airflow validate {path}`.")
+    with DAG(dag_id=dag_id, description=f"BROKEN: {first}"[:200], doc_md=doc, schedule=None,
+             tags=["clara", ERROR_TAG], is_paused_upon_creation=True) as dag:
+        PipelineErrorOperator(task_id="clara_compile_error", message=text)
+    return dag

@@ -1,0 +1,73 @@
+"""EnsureServiceOperator: find or start one shared service, wait until it is ready, record it, push its
+connection values to XCom for the steps that declare it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from clara_airflow.backends.base import connection_values
+from clara_airflow.backends.registry import get_backend
+from clara_airflow.compiler.identity import service_name
+from clara_airflow.compiler.plan import service_from_dict
+from clara_airflow.compiler.resolve import parameter_values, resolve_service
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.services.leases import take_lease
+from clara_airflow.services.records import record_use
+
+
+class EnsureServiceOperator(BaseOperator):
+    """Makes sure one service identity runs, then pushes ``{"id", "host", "connections", ...}`` as XCom
+    ``service``.
+
+    Idempotent: safe to retry, to clear, and to run from many DAG runs at once; the container or
+    Kubernetes object name decides who starts the instance.
+
+    :param service: the compiled ServicePlan as a dict (placeholders are substituted per run).
+    :param parameters: the pipeline's (name, default) parameter pairs.
+    :param backend: ``docker`` or ``kubernetes``.
+    :param options: deployment options for the backend (``[clara]`` section and resolved settings).
+    :param start_timeout: seconds to wait until every http port accepts connections.
+    :param idle_ttl: idle seconds after which the reaper may stop the service.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#76b900"
+    ui_fgcolor = "#ffffff"
+
+    def __init__(self, *, service: dict[str, Any], parameters: list[list[str]], backend: str,
+                 options: dict[str, Any], start_timeout: int = 300, idle_ttl: int = 3600, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.parameters = parameters
+        self.backend = backend
+        self.options = options
+        self.start_timeout = start_timeout
+        self.idle_ttl = idle_ttl
+
+    def execute(self, context: Any) -> dict[str, str]:
+        params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
+        try:
+            svc = resolve_service(service_from_dict(self.service), parameter_values(
+                self.parameters, params))
+            manager = get_backend(self.backend, self.options).service_manager()
+            began = time.perf_counter()
+            instance = manager.ensure(svc, timeout=self.start_timeout, log=self.log)
+            seconds = time.perf_counter() - began
+        except ClaraAirflowError as exc:
+            raise AirflowException(f"service {service_name(self.service['id'])} "
+                                   f"({self.service['image']}:{self.service['tag']}): {exc}") from None
+        take_lease(svc.id, context["dag"].dag_id, context["run_id"])
+        connections = connection_values(svc, instance.host)
+        record_use(svc, instance, backend=self.backend, dag_id=context["dag"].dag_id, idle_ttl=self.idle_ttl,
+                   connections=connections)
+        self.log.info("service %s %s in %.3f s; connections: %s", instance.host,
+                      "started" if instance.created else "reused", seconds, connections)
+        context["ti"].xcom_push(key="service", value={
+            "id": svc.id, "host": instance.host, "connections": connections, "created": instance.created,
+            "seconds": round(seconds, 4)})
+        return connections

@@ -1,0 +1,20 @@
+"""Airflow provider metadata: makes ``airflow providers list`` show clara-airflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clara_airflow import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "clara-airflow",
+        "name": "Clara pipelines (clara-airflow)",
+        "description": "Runs NVIDIA Clara Deploy pipeline YAML as Airflow DAGs with shared services.",
+        "versions": [__version__],
+        "operators": [{"integration-name": "Clara", "python-modules": [
+            "clara_airflow.operators.ensure_service", "clara_airflow.operators.docker_step"]}],
+        "integrations": [{"integration-name": "Clara", "external-doc-url":
+                          "https://github.com/NVIDIA/clara-platform", "tags": ["software"]}],
+    }

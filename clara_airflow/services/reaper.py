@@ -1,0 +1,34 @@
+"""The ``clara_service_reaper`` maintenance DAG: stops idle services, reports orphans."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+REAPER_DAG_ID = "clara_service_reaper"
+
+
+def reap(**_: Any) -> list[str]:
+    from clara_airflow.services.admin import collect_services
+
+    lines = collect_services()
+    for line in lines:
+        print(line)
+    return lines
+
+
+def build_reaper_dag(options: dict[str, Any]) -> Any:
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
+
+    with DAG(
+        dag_id=REAPER_DAG_ID, schedule=options.get("reaper_schedule") or "*/5 * * * *",
+        start_date=datetime(2024, 1, 1, tzinfo=UTC), catchup=False, max_active_runs=1,
+        is_paused_upon_creation=False, tags=["clara", "maintenance"],
+        description="Stops Clara services idle past their TTL and reports orphaned service instances.",
+        doc_md=("Stops every shared Clara service whose `last_used` is older than its idle TTL "
+                "(`services.idle_ttl`) and that no running DAG run holds a lease on. Services without a "
+                "Variable record are reported, and removed when `[clara] remove_orphans = True`."),
+    ) as dag:
+        PythonOperator(task_id="reap", python_callable=reap)
+    return dag

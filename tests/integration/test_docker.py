@@ -1,0 +1,229 @@
+"""Against the real Docker engine, through real Airflow (dag.test()): layout, shared services, races."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clara_airflow.backends.docker import LABEL_ID, DockerServiceManager
+from clara_airflow.backends.layout import run_folder
+from clara_airflow.compiler.compiler import compile_pipeline
+from clara_airflow.compiler.identity import service_name
+from clara_airflow.spec.load import load_pipeline
+from tests.conftest import DAGS, OUTPUT, TEST_NETWORK
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def run(dagbag: Any, dag_id: str, payload: Path, **conf: Any) -> Any:
+    dag = dagbag.dags[dag_id]
+    return dag.test(run_conf={"clara_payload": str(payload), **conf})
+
+
+def states(dr: Any) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def service_of(dag_id: str) -> str:
+    plan = compile_pipeline(load_pipeline(DAGS / f"{dag_id}.yaml"))
+    (svc,) = plan.services
+    return svc.id
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_test_services(docker_cli: Any) -> Any:
+    yield
+    for dag_id in ("it-shared",):
+        with contextlib.suppress(Exception):
+            docker_cli.containers.get(service_name(service_of(dag_id))).remove(force=True)
+
+
+def test_fan_out_fan_in_writes_outputs_where_the_layout_says(dagbag: Any, payload: Path) -> None:
+    dr = run(dagbag, "it-fan", payload)
+    assert dr.state == "success", states(dr)
+    folder = run_folder(str(OUTPUT), "it-fan", dr.run_id)
+    assert (folder / ".clara-run-id").read_text() == dr.run_id
+    assert (folder / "split" / "left" / "part.txt").read_text() == "chest CT, 24 slices\n"
+    assert (folder / "split" / "right" / "part.txt").read_text() == "right\n"
+    assert (folder / "work-left" / "result.txt").read_text() == "CHEST CT, 24 SLICES\n"
+    # $(NAME) follows Kubernetes' rules: set names expand, unset stay, $$ escapes.
+    assert (folder / "work-right" / "result.txt").read_text().splitlines() == [
+        "hello", "$(UNSET_NAME)", "$(LITERAL)", "right"]
+    merged = (folder / "merge" / "merged" / "merged.txt").read_text()
+    assert merged == "CHEST CT, 24 SLICES\nhello\n$(UNSET_NAME)\n$(LITERAL)\nright\n"
+    assert (folder / "merge" / "merged" / "payload-list.txt").read_text() == "study.txt\n"
+
+
+def test_a_second_run_writes_its_own_folder(dagbag: Any, payload: Path) -> None:
+    first = run(dagbag, "it-fan", payload)
+    second = run(dagbag, "it-fan", payload)
+    assert first.state == second.state == "success"
+    one, two = (run_folder(str(OUTPUT), "it-fan", dr.run_id) for dr in (first, second))
+    assert one != two and (one / "merge" / "merged" / "merged.txt").is_file()
+
+
+def test_inputs_are_mounted_read_only(dagbag: Any, payload: Path, tmp_path: Path) -> None:
+    before = sorted(p.name for p in payload.iterdir())
+    dr = run(dagbag, "it-fan", payload)
+    assert dr.state == "success"
+    assert sorted(p.name for p in payload.iterdir()) == before
+
+
+def test_two_operators_share_one_service_and_reach_it(dagbag: Any, payload: Path, docker_cli: Any) -> None:
+    dr = run(dagbag, "it-shared", payload)
+    assert dr.state == "success", states(dr)
+    folder = run_folder(str(OUTPUT), "it-shared", dr.run_id)
+    sid = service_of("it-shared")
+    uri_one = (folder / "ask-one" / "uri").read_text().strip()
+    uri_two = (folder / "ask-two" / "uri").read_text().strip()
+    assert uri_one == uri_two == f"clara-svc-{sid}:8080"
+    for step in ("ask-one", "ask-two"):
+        assert "clara-service-ok" in (folder / step / "answer").read_text()
+    containers = docker_cli.containers.list(filters={"label": f"{LABEL_ID}={sid}"})
+    assert len(containers) == 1
+    assert TEST_NETWORK in containers[0].attrs["NetworkSettings"]["Networks"]
+    assert containers[0].attrs["HostConfig"]["Privileged"] is False
+    assert not containers[0].attrs["HostConfig"]["PortBindings"]
+
+
+def test_second_run_reuses_the_service(dagbag: Any, payload: Path, docker_cli: Any) -> None:
+    sid = service_of("it-shared")
+    assert run(dagbag, "it-shared", payload).state == "success"
+    first_id = docker_cli.containers.get(service_name(sid)).id
+    dr = run(dagbag, "it-shared", payload)
+    assert dr.state == "success"
+    assert docker_cli.containers.get(service_name(sid)).id == first_id
+    assert len(docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={sid}"})) == 1
+    from clara_airflow.services.records import read_record
+
+    record = read_record(sid)
+    assert record is not None
+    assert record["connections"] == {"WEB_URI": f"clara-svc-{sid}:8080", "OTHER_NAME": f"clara-svc-{sid}:8080"}
+    assert record["pipelines"] == ["it-shared"] and record["host"] == f"clara-svc-{sid}"
+
+
+def test_a_killed_service_is_replaced_on_the_next_run(dagbag: Any, payload: Path, docker_cli: Any) -> None:
+    sid = service_of("it-shared")
+    assert run(dagbag, "it-shared", payload).state == "success"
+    old = docker_cli.containers.get(service_name(sid))
+    old.kill()
+    dr = run(dagbag, "it-shared", payload)
+    assert dr.state == "success", states(dr)
+    new = docker_cli.containers.get(service_name(sid))
+    assert new.id != old.id and new.status == "running"
+
+
+def test_failing_operator_log_shows_container_output(dagbag: Any, payload: Path, capfd: Any) -> None:
+    dr = run(dagbag, "it-fail", payload)
+    assert dr.state == "failed"
+    out, err = capfd.readouterr()
+    assert "clara-failure-marker-42" in out + err
+    assert "operator 'breaks' (clara-airflow/busybox:1) failed" in out + err
+
+
+def test_missing_payload_fails_clearly(dagbag: Any, tmp_path: Path, capfd: Any) -> None:
+    dr = run(dagbag, "it-fail", tmp_path / "nope")
+    assert dr.state == "failed"
+    out, err = capfd.readouterr()
+    assert "does not exist" in out + err
+
+
+def _ensure_in_process(args: tuple[str, str]) -> tuple[bool, str]:
+    import logging
+
+    from clara_airflow.compiler.plan import Requests, ServicePlan
+
+    token, network = args
+    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
+                      command=("/bin/sh", "-c", f"exec httpd -f -p 8090 -h /  # {token}"), names=("race",),
+                      http=(("RACE_URI", 8090),), volumes=(), variables=(), requests=Requests(1, 64, 0),
+                      consumers=("x",))
+    manager = DockerServiceManager({"network": network, "services.data_dir": "/tmp/clara-race-data"})
+    instance = manager.ensure(svc, timeout=60, log=logging.getLogger("race"))
+    return instance.created, instance.ref
+
+
+def test_eight_concurrent_ensures_start_exactly_one_container(docker_cli: Any) -> None:
+    import uuid
+
+    token = uuid.uuid4().hex[:12]
+    try:
+        with multiprocessing.get_context("spawn").Pool(8) as pool:
+            results = pool.map(_ensure_in_process, [(token, TEST_NETWORK)] * 8)
+        assert sum(created for created, _ in results) == 1
+        assert len({ref for _, ref in results}) == 1
+        assert len(docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={token}"})) == 1
+    finally:
+        for c in docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={token}"}):
+            c.remove(force=True)
+
+
+def test_service_that_never_listens_fails_with_its_logs(docker_cli: Any) -> None:
+    import logging
+    import uuid
+
+    from clara_airflow.compiler.plan import Requests, ServicePlan
+    from clara_airflow.errors import ServiceError
+
+    token = uuid.uuid4().hex[:12]
+    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
+                      command=("/bin/sh", "-c", "echo model-load-failed-marker; sleep 30"), names=("deaf",),
+                      http=(("DEAF_URI", 8091),), volumes=(), variables=(), requests=Requests(1, 64, 0),
+                      consumers=("x",))
+    manager = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})
+    try:
+        with pytest.raises(ServiceError) as info:
+            manager.ensure(svc, timeout=2, log=logging.getLogger("deaf"))
+        assert "did not accept connections on port 8091" in str(info.value)
+        assert "model-load-failed-marker" in str(info.value)
+    finally:
+        manager.stop(token)
+
+
+def test_demo_pipeline_runs_end_to_end(dagbag: Any, docker_cli: Any, tmp_path: Path) -> None:
+    payload = tmp_path / "ct"
+    payload.mkdir()
+    docker_cli.containers.run("clara-airflow/demo-ops:0.1", ["python3", "/opt/clara/ops/make_phantom.py", "/out"],
+                              volumes={str(payload): {"bind": "/out", "mode": "rw"}}, remove=True)
+    dr = run(dagbag, "ct-organ-triage", payload)
+    try:
+        assert dr.state == "success", states(dr)
+        report = json.loads((run_folder(str(OUTPUT), "ct-organ-triage", dr.run_id) / "report" / "report.json").read_text())
+        labels = {f["label"]: f for f in report["findings"]}
+        assert set(labels) == {"bone", "lungs"}
+        assert labels["bone"]["service"] == labels["lungs"]["service"]
+        assert labels["lungs"]["volume_ml"] > labels["bone"]["volume_ml"] > 0
+    finally:
+        sid = service_of("ct-organ-triage") if (DAGS / "ct-organ-triage.yaml").exists() else None
+        if sid:
+            DockerServiceManager({}).stop(sid)
+
+
+def test_a_service_found_on_another_network_is_attached_and_reused(docker_cli: Any) -> None:
+    import logging
+    import uuid
+
+    from clara_airflow.compiler.plan import Requests, ServicePlan
+
+    token = uuid.uuid4().hex[:12]
+    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
+                      command=("/bin/sh", "-c", "exec httpd -f -p 8092 -h /"), names=("elsewhere",),
+                      http=(("E_URI", 8092),), volumes=(), variables=(), requests=Requests(1, 64, 0),
+                      consumers=("x",))
+    other = f"clara-airflow-test-{token[:6]}"
+    first = DockerServiceManager({"network": other, "services.data_dir": "/tmp/clara-race-data"})
+    second = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})
+    try:
+        started = first.ensure(svc, timeout=30, log=logging.getLogger("a"))
+        found = second.ensure(svc, timeout=10, log=logging.getLogger("b"))
+        assert started.created and not found.created and found.ref == started.ref
+        networks = docker_cli.containers.get(service_name(token)).attrs["NetworkSettings"]["Networks"]
+        assert {other, TEST_NETWORK} <= set(networks)
+    finally:
+        second.stop(token)
+        docker_cli.networks.get(other).remove()
