@@ -33,6 +33,10 @@ os.environ.update({
     "AIRFLOW__CLARA__OUTPUT_ROOT": str(OUTPUT), "AIRFLOW__CLARA__NETWORK": TEST_NETWORK,
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(HOME / "service-data"),
     "AIRFLOW__CLARA__SERVICES_START_TIMEOUT": "60",
+    # One key for every process of the session: `airflow dags test` subprocesses share the Variables.
+    "AIRFLOW__CORE__FERNET_KEY": "k0ZJWQe3m3Ch5tXa2mK1M0ZbqkT9lq9q3uWbW9oS1zA=",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_args.CONNECT_ARGS",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 })
 
 
