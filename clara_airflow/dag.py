@@ -33,6 +33,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
     )
     with dag:
         ensure: dict[str, Any] = {}
+        release = None
         if plan.services:
             with TaskGroup("clara_services", tooltip="Shared services, started once per identity"):
                 for svc in plan.services:
@@ -42,13 +43,10 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
                         options=backend_options, start_timeout=s["services.start_timeout"],
                         idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
                     )
+                release = ReleaseLeasesOperator(
+                    task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
+                    doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
         steps = {step.name: backend.build_step_task(step, plan) for step in plan.steps}
-        release = None
-        if ensure:
-            release = ReleaseLeasesOperator(
-                task_id="clara_services.release_leases",
-                services={sid: task.task_id for sid, task in ensure.items()},
-                doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
     draw_edges(plan.steps, steps, ensure)
     if release is not None:
         list(steps.values()) >> release

@@ -41,7 +41,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1b1b}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.45rem;
 text-align:left;vertical-align:top}th{background:#f4f6f4}.state-running{color:#2e7d32;font-weight:600}
 .state-other{color:#b71c1c;font-weight:600}code{font-size:.82rem}button{cursor:pointer;padding:.25rem .6rem}
-pre{background:#111;color:#ddd;padding:.8rem;max-height:24rem;overflow:auto;font-size:.8rem}
+pre:empty{display:none}pre{background:#111;color:#ddd;padding:.8rem;max-height:24rem;overflow:auto;font-size:.8rem}
 """
 
 _SCRIPT = """

@@ -90,6 +90,15 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def iso_seconds(text: str) -> str:
+    """A backend timestamp (Docker's ``2026-11-24T18:31:17.026277504Z``) as ISO 8601 to the second."""
+    try:
+        moment = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+    except ValueError:
+        return text
+    return moment.isoformat(timespec="seconds")
+
+
 def read_record(sid: str, store: VariableStore | None = None) -> dict[str, Any] | None:
     raw = (store or variable_store()).get(variable_key(sid))
     if not raw:
@@ -128,12 +137,10 @@ def record_use(svc: ServicePlan, instance: ServiceInstance, *, backend: str, dag
         "connections": {**old.get("connections", {}), **connections},
         "names": sorted({*old.get("names", []), *svc.names}),
         "pipelines": sorted({*old.get("pipelines", []), dag_id}),
-        "started_at": instance.started_at or old.get("started_at") or now(),
+        "started_at": iso_seconds(instance.started_at) if instance.started_at else old.get("started_at") or now(),
         "last_used": now(),
         "idle_ttl": max(idle_ttl, int(old.get("idle_ttl", 0))),
     }
-    if instance.created or "started_at" not in old:
-        record["started_at"] = instance.started_at or now()
     store.set(variable_key(svc.id), json.dumps(record, sort_keys=True))
     return record
 
