@@ -68,6 +68,7 @@ class DockerBackend:
             task_id=step.name, step=asdict(step), parameters=[list(p) for p in plan.parameters],
             output_root=plan.settings["payload.output_root"], network=self.options["network"],
             docker_url=self.options["docker_url"], services=_service_refs(step, plan),
+            payload_root=self.options.get("payload_root"),
             doc_md=step.description or None,
         )
 

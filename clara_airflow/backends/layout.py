@@ -52,16 +52,20 @@ def reset_step_folder(run_dir: Path, step: str, subs: list[str]) -> Path:
     return own
 
 
-def check_payload(payload: object, payload_root: str | None) -> str:
-    """The run's ``clara_payload``: an existing absolute folder, inside ``payload_root`` when set."""
+def check_payload(payload: object, payload_root: str | None, *, local: bool = True) -> str:
+    """The run's ``clara_payload``: an absolute folder, inside ``payload_root`` when set; ``local``
+    also requires it to exist here (Docker), where Kubernetes can only check the text."""
     if not isinstance(payload, str) or not payload.startswith("/"):
         raise ClaraAirflowError(f"clara_payload must be the absolute path of the input payload folder, "
                                 f"not {payload!r}; set it in the trigger form or in x-airflow.payload.input")
-    real = os.path.realpath(payload)
-    if payload_root and os.path.commonpath([real, os.path.realpath(payload_root)]) != os.path.realpath(payload_root):
+    if ".." in payload.split("/"):
+        raise ClaraAirflowError(f"clara_payload {payload!r} must not contain '..'")
+    real = os.path.realpath(payload) if local else payload.rstrip("/") or "/"
+    root = (os.path.realpath(payload_root) if local else payload_root.rstrip("/")) if payload_root else None
+    if root and os.path.commonpath([real, root]) != root:
         raise ClaraAirflowError(f"clara_payload {payload!r} is outside the allowed payload root {payload_root!r} "
                                 "([clara] payload_root)")
-    if not os.path.isdir(real):
+    if local and not os.path.isdir(real):
         raise ClaraAirflowError(f"clara_payload folder {payload!r} does not exist or is not a folder")
     return real
 

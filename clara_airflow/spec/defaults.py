@@ -38,7 +38,8 @@ CONFIG_ONLY: dict[str, Any] = {
     "kubernetes_conn_id": None, "kube_config_file": None, "in_cluster": None,
     "service_account": None, "node_selector": "{}", "gpu_node_selector": "{}", "tolerations": "[]",
     "keep_failed_pods": True, "docker_url": "unix://var/run/docker.sock", "network": "clara-airflow",
-    "strict": False, "reaper_schedule": "*/5 * * * *", "remove_orphans": False,
+    "strict": False, "reaper_schedule": "*/5 * * * *", "remove_orphans": False, "payload_root": None,
+    "init_image": "busybox:1.36",
 }
 
 Validator = Callable[[Checker, Node, str], Any]

@@ -1,0 +1,136 @@
+"""Golden tests of what the Kubernetes backend sends to a cluster: every example's pods, and the
+Deployment, Service and claims of service identities. No cluster is needed.
+
+Regenerate after an intended change with CLARA_UPDATE_GOLDENS=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clara_airflow.compiler.compiler import compile_pipeline
+from clara_airflow.spec.defaults import CONFIG_ONLY
+from clara_airflow.spec.load import load_pipeline
+from tests.helpers import REPO, VALID
+
+GOLDEN = REPO / "tests" / "fixtures" / "golden" / "kubernetes"
+RUN_ID = "scheduled__2026-11-24T02:00:00+00:00"
+SETTINGS = {"backend": "kubernetes", "namespace": "radiology", "payload.output_root": "/clara/out",
+            "payload.claim": "clara-data"}
+OPTIONS = {**CONFIG_ONLY, "service_account": "clara-runner", "gpu_node_selector": '{"nvidia.com/gpu.present": "true"}',
+           "tolerations": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'}
+
+
+def compact(value: Any) -> Any:
+    """Drop nulls and empty containers, so goldens hold only what is set."""
+    if isinstance(value, dict):
+        pairs = ((k, compact(v)) for k, v in value.items())
+        return {k: v for k, v in pairs if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
+
+
+class FakeTI:
+    def xcom_pull(self, task_ids: str, key: str) -> dict[str, Any]:
+        sid = task_ids.rsplit("_", 1)[-1]
+        host = f"clara-svc-{sid}.radiology.svc.cluster.local"
+        return {"id": sid, "connections": {"NVIDIA_CLARA_TRTISURI": f"{host}:8000",
+                                           "MODEL_STORE_PATH": "/clara/common/models"}}
+
+
+def pods_of(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    from clara_airflow.dag import build_dag
+
+    plan = compile_pipeline(load_pipeline(path), settings)
+    dag = build_dag(plan, OPTIONS)
+    pods = {}
+    for step in plan.steps:
+        task = dag.get_task(step.name)
+        task.prepare({"params": {"clara_payload": "/incoming/study-0001", **dict(plan.parameters)},
+                      "ti": FakeTI(), "dag": dag, "run_id": RUN_ID})
+        pod = compact(task.build_pod_request_obj(dry_run=True).to_dict())
+        pod["metadata"]["name"] = pod["metadata"]["name"].rsplit("-", 1)[0]  # drop the random suffix
+        pods[step.name] = pod
+    return pods
+
+
+def check_golden(name: str, data: Any) -> None:
+    path = GOLDEN / f"{name}.json"
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    if os.environ.get("CLARA_UPDATE_GOLDENS") == "1":
+        path.write_text(text)
+    assert path.is_file(), f"no golden {path.name}; run with CLARA_UPDATE_GOLDENS=1 and review it"
+    assert json.loads(text) == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_pod_specs_match_goldens(path: Path, airflow_db: None) -> None:
+    check_golden(f"pods-{path.stem}", pods_of(path, SETTINGS))
+
+
+def test_pods_without_a_claim_use_node_paths(airflow_db: None) -> None:
+    path = next(p for p in VALID if p.name.startswith("02-"))
+    check_golden("pods-02-node-paths", pods_of(path, {**SETTINGS, "payload.claim": None}))
+
+
+def test_pod_spec_contract(airflow_db: None) -> None:
+    pods = pods_of(next(p for p in VALID if p.name.startswith("06-")), SETTINGS)
+    pod = pods["nodule-seg"]
+    spec = pod["spec"]
+    (main,) = spec["containers"]
+    assert main["image"] == "example/nodule-seg:1.0"
+    assert "command" not in main  # Clara's command is the args; the image's entrypoint stays
+    assert {e["name"] for e in main["env"]} == {"NVIDIA_CLARA_TRTISURI", "MODEL_STORE_PATH"}
+    assert main["env"][0]["value"].endswith(".radiology.svc.cluster.local:8000")
+    assert main["resources"]["limits"] == {"cpu": "1", "memory": "512Mi", "nvidia.com/gpu": "1"}
+    assert main["resources"]["requests"] == main["resources"]["limits"]
+    mounts = {m["mount_path"]: m for m in main["volume_mounts"]}
+    assert mounts["/input"]["read_only"] is True
+    assert mounts["/input"]["sub_path"] == "clara/out/lung-nodule-pipeline/scheduled__2026-11-24T02_00_00_00_00/series-reader"
+    assert mounts["/output"]["sub_path"].endswith("/nodule-seg/segmentation") and not mounts["/output"].get("read_only")
+    assert spec["image_pull_secrets"] == [{"name": "my-registry-secret"}]
+    assert spec["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert spec["service_account_name"] == "clara-runner"
+    assert main["security_context"] == {"allow_privilege_escalation": False, "privileged": False}
+    assert pod["metadata"]["labels"]["clara-airflow/operator"] == "nodule-seg"
+    assert pod["metadata"]["namespace"] == "radiology"
+    (init,) = spec["init_containers"]
+    assert {e["name"]: e["value"] for e in init["env"]}["CLARA_RUN_ID"] == RUN_ID
+    reader = pods["series-reader"]["spec"]["containers"][0]
+    assert {m["mount_path"]: m["sub_path"] for m in reader["volume_mounts"]}["/input"] == "incoming/study-0001"
+    assert pods["series-reader"]["spec"].get("node_selector") is None
+
+
+def test_dollar_references_are_left_for_kubernetes(airflow_db: None) -> None:
+    pods = pods_of(next(p for p in VALID if p.name.startswith("08-")), SETTINGS)
+    args = pods["overlap"]["spec"]["containers"][0]["args"]
+    assert args == ["/bin/sh", "-c", "overlap.sh -i /input -o /overlaps/overlaps.paf -t 16"]
+    assert pods["overlap"]["spec"]["containers"][0]["image"] == "example/assembly-tools:2.0"
+
+
+@pytest.mark.parametrize("prefix", ["04-", "06-"])
+def test_service_objects_match_goldens(prefix: str) -> None:
+    from clara_airflow.backends.kubernetes import KubernetesServiceManager
+
+    path = next(p for p in VALID if p.name.startswith(prefix))
+    (svc,) = compile_pipeline(load_pipeline(path), SETTINGS).services
+    manager = KubernetesServiceManager({**OPTIONS, **SETTINGS})
+    objects = {"deployment": manager.deployment(svc).to_dict(), "service": manager.service(svc).to_dict(),
+               "claims": [manager.claim(svc.id, p).to_dict() for _, p in svc.volumes]}
+    check_golden(f"service-{path.stem}", compact(objects))
+    deployment = objects["deployment"]
+    assert deployment["metadata"]["name"] == f"clara-svc-{svc.id}"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == list(svc.command) and container.get("command") is None
+    assert container["readiness_probe"]["tcp_socket"]["port"] == 8000
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {e["name"] for e in container["env"]} >= {"NVIDIA_CLARA_SERVICE_DATA_PATH"}
+    assert [p["port"] for p in objects["service"]["spec"]["ports"]] == [8000]
+    assert manager.host(svc.id) == f"clara-svc-{svc.id}.radiology.svc.cluster.local"
