@@ -1,0 +1,157 @@
+"""A small fake kubelet: runs the pods and Deployments created in the fake API as Docker containers.
+
+Pods run their init containers, then their first container, with env, command/args and volumes
+(a claim is a folder under ``claims/``, a hostPath the host folder, sub-paths honoured); their status
+and logs are written back. A Deployment's pod template runs detached on the test network with the
+Service's DNS names as network aliases, and is reported ready once its readiness port answers.
+Test code only, never shipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+from kubernetes import client, config
+
+LABEL = "clara-airflow/test"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeKubelet:
+    def __init__(self, kubeconfig: Path, network: str, claims: Path, logs: dict[tuple[str, str], bytes]) -> None:
+        api = config.new_client_from_config(str(kubeconfig))
+        self.core, self.apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        self.docker = docker.from_env()
+        self.network, self.claims, self.logs = network, claims, logs
+        self.seen: set[str] = set()
+        self.services: dict[tuple[str, str], str] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> FakeKubelet:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for container in self.docker.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._sync_pods()
+                self._sync_deployments()
+            except Exception as exc:  # keep the kubelet alive; the tests assert outcomes
+                print(f"fake kubelet: {type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+
+    # -- pods ------------------------------------------------------------------------------------------
+    def _sync_pods(self) -> None:
+        for pod in self.core.list_pod_for_all_namespaces(_request_timeout=5).items:
+            key = f"{pod.metadata.namespace}/{pod.metadata.name}/{pod.metadata.uid}"
+            if key not in self.seen and (pod.status is None or pod.status.phase in (None, "Pending")):
+                self.seen.add(key)
+                threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
+
+    def _binds(self, pod: Any, mounts: list[Any]) -> dict[str, dict[str, str]]:
+        roots = {}
+        for volume in pod.spec.volumes or []:
+            if volume.persistent_volume_claim is not None:
+                roots[volume.name] = self.claims / volume.persistent_volume_claim.claim_name
+            elif volume.host_path is not None:
+                roots[volume.name] = Path(volume.host_path.path)
+        binds = {}
+        for mount in mounts or []:
+            if mount.name not in roots:
+                continue
+            source = roots[mount.name] / (mount.sub_path or "")
+            source.mkdir(parents=True, exist_ok=True)
+            binds[str(source)] = {"bind": mount.mount_path, "mode": "ro" if mount.read_only else "rw"}
+        return binds
+
+    def _container(self, pod: Any, spec: Any) -> tuple[int, bytes]:
+        env = {e.name: e.value for e in spec.env or [] if e.value is not None}
+        container = self.docker.containers.run(
+            spec.image, command=spec.args or None, entrypoint=spec.command or None, environment=env,
+            volumes=self._binds(pod, spec.volume_mounts), network=self.network, detach=True,
+            labels={LABEL: "pod"}, name=f"kube-{pod.metadata.namespace}-{pod.metadata.name}-{spec.name}")
+        try:
+            code = int(container.wait(timeout=300)["StatusCode"])
+            return code, container.logs()
+        finally:
+            container.remove(force=True)
+
+    def _run_pod(self, pod: Any) -> None:
+        started = now()
+        code, output = 0, b""
+        for init in pod.spec.init_containers or []:
+            code, output = self._container(pod, init)
+            if code:
+                break
+        if code == 0:
+            code, output = self._container(pod, pod.spec.containers[0])
+        self.logs[(pod.metadata.namespace, pod.metadata.name)] = output
+        name = pod.spec.containers[0].name
+        status = {"phase": "Succeeded" if code == 0 else "Failed", "startTime": started,
+                  "conditions": [{"type": "PodScheduled", "status": "True"}],
+                  "containerStatuses": [{"name": name, "ready": False, "restartCount": 0, "image": "", "imageID": "",
+                                         "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0
+                                                                  else "Error", "startedAt": started,
+                                                                  "finishedAt": now()}}}]}
+        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+
+    # -- deployments -----------------------------------------------------------------------------------
+    def _sync_deployments(self) -> None:
+        live = set()
+        for deployment in self.apps.list_deployment_for_all_namespaces(_request_timeout=5).items:
+            key = (deployment.metadata.namespace, deployment.metadata.name)
+            if (deployment.spec.replicas or 0) < 1:
+                continue
+            live.add(key)
+            if key not in self.services:
+                self.services[key] = self._start_service(deployment)
+            ready = self._ready(deployment, self.services[key])
+            if ready != (deployment.status.ready_replicas or 0):
+                self.apps.patch_namespaced_deployment_status(key[1], key[0], {"status": {
+                    "replicas": 1, "readyReplicas": ready, "availableReplicas": ready}})
+        for key in set(self.services) - live:
+            self.docker.containers.get(self.services.pop(key)).remove(force=True)
+
+    def _start_service(self, deployment: Any) -> str:
+        name, ns = deployment.metadata.name, deployment.metadata.namespace
+        spec = deployment.spec.template.spec.containers[0]
+        api = self.docker.api
+        aliases = [name, f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+        created = api.create_container(
+            spec.image, command=spec.args or None, entrypoint=spec.command or None,
+            environment={e.name: e.value for e in spec.env or [] if e.value is not None},
+            labels={LABEL: "deployment"}, name=f"kube-{ns}-{name}",
+            host_config=api.create_host_config(network_mode=self.network),
+            networking_config=api.create_networking_config({self.network: api.create_endpoint_config(aliases=aliases)}))
+        api.start(created["Id"])
+        return str(created["Id"])
+
+    def _ready(self, deployment: Any, container_id: str) -> int:
+        probe = deployment.spec.template.spec.containers[0].readiness_probe
+        info = self.docker.api.inspect_container(container_id)
+        if info["State"]["Status"] != "running":
+            return 0
+        if probe is None or probe.tcp_socket is None:
+            return 1
+        address = info["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+        try:
+            with socket.create_connection((address, int(probe.tcp_socket.port)), timeout=0.5):
+                return 1
+        except OSError:
+            return 0
