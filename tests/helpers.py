@@ -44,3 +44,12 @@ operators:
   output:
   - path: /output
 """
+
+
+def busybox_service(sid: str, script: str, port: int, name: str = "svc") -> object:
+    """A ServicePlan running ``script`` in the test busybox image with one http connection on ``port``."""
+    from clara_airflow.compiler.plan import Requests, ServicePlan
+
+    return ServicePlan(id=sid, image="clara-airflow/busybox", tag="1", command=("/bin/sh", "-c", script),
+                       names=(name,), http=((f"{name.upper()}_URI", port),), volumes=(), variables=(),
+                       requests=Requests(1, 64, 0), consumers=("x",))

@@ -15,13 +15,12 @@ from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TI
 from airflow.sdk.exceptions import AirflowException
 
 from clara_airflow.backends.docker import DockerServiceManager, device_requests, ensure_network
-from clara_airflow.backends.layout import check_payload, claim_run_folder, host_source, reset_step_folder
+from clara_airflow.backends.layout import claim_run_folder, host_source, reset_step_folder
+from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import StepPlan, service_from_dict, step_from_dict
-from clara_airflow.compiler.resolve import parameter_values, resolve_service, resolve_step
+from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.spec.template import expand_references
-
-ENSURE_TASK = "clara_services.ensure_{}"
 
 
 class _QuotaClient:
@@ -86,22 +85,11 @@ class ClaraDockerOperator(DockerOperator):
             raise AirflowException(self._failure_text(exc)) from exc
 
     def _prepare(self, context: Any) -> None:
-        params = dict(context["params"])
-        payload = check_payload(params.get("clara_payload"), self.payload_root)
-        values = parameter_values(self.parameters,
-                                  {k: v for k, v in params.items() if k != "clara_payload"})
+        inputs = run_inputs(context, self.step, self.parameters, self.services, payload_root=self.payload_root,
+                            local=True)
+        step, env, payload = inputs.step, inputs.env, inputs.payload
+        self._recheck_services(inputs.values)
         ti = context["ti"]
-        pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in self.services}
-        missing = [sid for sid, data in pushed.items() if "connections" not in data]
-        if missing:
-            raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
-                                    "that task must succeed first")
-        step = resolve_step(step_from_dict(self.step), values, {sid: d["id"] for sid, d in pushed.items()})
-        self._recheck_services(values)
-        env = dict(step.variables)
-        for use in step.services:
-            conns = next(d["connections"] for d in pushed.values() if d["id"] == use.service)
-            env.update({name: conns[conn] for name, conn in use.env})
         run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
         reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
         self.image = f"{step.image}:{step.tag}"

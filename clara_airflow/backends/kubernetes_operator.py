@@ -20,12 +20,11 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
 from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
-from clara_airflow.backends.layout import RUN_MARKER, check_payload, run_folder_name
+from clara_airflow.backends.layout import RUN_MARKER, run_folder_name
+from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import StepPlan, step_from_dict
-from clara_airflow.compiler.resolve import parameter_values, resolve_step
 from clara_airflow.errors import ClaraAirflowError
 
-ENSURE_TASK = "clara_services.ensure_{}"
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
 # The init container's script is constant: run id, folder and step reach it only as environment values.
 PREPARE_SCRIPT = (
@@ -96,19 +95,9 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
 
     def prepare(self, context: Any) -> None:
         """Fill in what depends on the run: image, args, env, volumes, init container, labels."""
-        params = dict(context["params"])
-        payload = check_payload(params.get("clara_payload"), self.options.get("payload_root"), local=False)
-        values = parameter_values(self.parameters, {k: v for k, v in params.items() if k != "clara_payload"})
-        ti = context["ti"]
-        pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in self.services}
-        missing = [sid for sid, data in pushed.items() if "connections" not in data]
-        if missing:
-            raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}")
-        step = resolve_step(step_from_dict(self.step), values, {sid: d["id"] for sid, d in pushed.items()})
-        env = dict(step.variables)
-        for use in step.services:
-            conns = next(d["connections"] for d in pushed.values() if d["id"] == use.service)
-            env.update({name: conns[conn] for name, conn in use.env})
+        inputs = run_inputs(context, self.step, self.parameters, self.services,
+                            payload_root=self.options.get("payload_root"), local=False)
+        step, env, payload = inputs.step, inputs.env, inputs.payload
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         run_dir = f"{dag_id}/{run_folder_name(run_id)}"
         self.image = f"{step.image}:{step.tag}"

@@ -63,8 +63,9 @@ class EnsureServiceOperator(BaseOperator):
                                    f"({self.service['image']}:{self.service['tag']}): {exc}") from None
         take_lease(svc.id, context["dag"].dag_id, context["run_id"])
         connections = connection_values(svc, instance.host)
+        location = {"network": self.options.get("network", ""), "namespace": self.options.get("namespace", "")}
         record_use(svc, instance, backend=self.backend, dag_id=context["dag"].dag_id, idle_ttl=self.idle_ttl,
-                   connections=connections)
+                   connections=connections, location={k: v for k, v in location.items() if v})
         self.log.info("service %s %s in %.3f s; connections: %s", instance.host,
                       "started" if instance.created else "reused", seconds, connections)
         context["ti"].xcom_push(key="service", value={

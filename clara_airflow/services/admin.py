@@ -11,37 +11,53 @@ from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.records import clear_record, read_records
 
 
-def _managers() -> dict[str, Any]:
+def _options() -> dict[str, Any]:
+    from clara_airflow.spec.defaults import merge_settings
+
     settings, options = deployment_options()
+    return {**options, **merge_settings(settings)}
+
+
+def managers(backends: set[str] | None = None) -> dict[str, Any]:
+    """One service manager per backend in use (``[clara] backend`` and ``backends``), as configured."""
+    options = _options()
     found = {}
-    for name in ("docker", "kubernetes"):
+    for name in sorted({options["backend"], *(backends or ())}):
         try:
-            found[name] = get_backend(name, {**options, **settings}).service_manager()
+            found[name] = get_backend(name, options).service_manager()
         except (ClaraAirflowError, ImportError):
             continue
     return found
 
 
+def manager_for(row: dict[str, Any]) -> Any:
+    """The manager of the backend, network or namespace a recorded service was started in."""
+    location = row.get("location") or {}
+    try:
+        return get_backend(row.get("backend", "docker"), {**_options(), **location}).service_manager()
+    except (ClaraAirflowError, ImportError):
+        return None
+
+
 def _state(manager: Any, sid: str) -> str:
     try:
         return str(manager.status(sid))
-    except Exception as exc:  # an unreachable engine must not hide the other services
+    except Exception as exc:  # an unreachable engine or cluster must not hide the other services
         return f"unknown ({type(exc).__name__})"
 
 
 def list_services() -> list[dict[str, Any]]:
     """Every recorded service with its live state, plus unrecorded (orphan) instances found by label."""
-    managers = _managers()
     rows = []
     recorded = set()
     for record in read_records():
         sid = record["id"]
         recorded.add(sid)
-        manager = managers.get(record.get("backend", "docker"))
+        manager = manager_for(record)
         identity = record.get("identity", {})
         rows.append({**record, "image": identity.get("image", "?"), "tag": identity.get("tag", "?"),
                      "state": _state(manager, sid) if manager else "unknown (backend not installed)"})
-    for backend, manager in managers.items():
+    for backend, manager in managers({r.get("backend", "docker") for r in rows}).items():
         try:
             managed = manager.list_managed()
         except Exception:
@@ -75,7 +91,7 @@ def stop_service(ref: str, *, force: bool = False) -> str:
         runs = ", ".join(f"{h['dag_id']}/{h['run_id']}" for h in holders)
         raise ClaraAirflowError(f"service clara-svc-{row['id']} is in use by running DAG runs ({runs}); "
                                 "wait for them or pass --force")
-    manager = _managers().get(row.get("backend", "docker"))
+    manager = manager_for(row)
     stopped = bool(manager and manager.stop(row["id"]))
     if not row.get("orphan"):
         clear_record(row["id"])
@@ -94,28 +110,34 @@ def idle_seconds(record: dict[str, Any], now: datetime | None = None) -> float:
 def collect_services(*, dry_run: bool = False, remove_orphans: bool | None = None,
                      ttl_override: int | None = None) -> list[str]:
     """One reaper pass: stop services idle past their TTL with no live lease; report orphans."""
-    from clara_airflow.services.leases import live_leases
-
     _, options = deployment_options()
     remove_orphans = bool(options["remove_orphans"]) if remove_orphans is None else remove_orphans
     report = []
     for row in list_services():
-        sid = row["id"]
-        if row.get("orphan"):
-            action = "removing" if remove_orphans and not dry_run else "found"
-            report.append(f"{action} orphan clara-svc-{sid} ({row['state']}); no Variable records it")
-            if remove_orphans and not dry_run:
-                _managers()[row["backend"]].stop(sid)
-            continue
-        ttl = int(row.get("idle_ttl", 3600)) if ttl_override is None else ttl_override
-        idle = idle_seconds(row)
-        holders = live_leases(sid)
-        if holders:
-            report.append(f"keeping clara-svc-{sid}: held by {len(holders)} running DAG run(s)")
-        elif idle >= ttl:
-            report.append(f"{'would stop' if dry_run else 'stopping'} clara-svc-{sid}: idle {idle:.0f} s >= ttl {ttl} s")
-            if not dry_run:
-                stop_service(sid, force=True)
-        else:
-            report.append(f"keeping clara-svc-{sid}: idle {idle:.0f} s < ttl {ttl} s")
+        try:
+            report.append(_collect_one(row, dry_run=dry_run, remove_orphans=remove_orphans, ttl_override=ttl_override))
+        except Exception as exc:  # one unreachable backend must not stop the pass for the others
+            report.append(f"error on clara-svc-{row['id']} ({row.get('backend')}): {type(exc).__name__}: {exc}")
     return report or ["no services recorded"]
+
+
+def _collect_one(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool, ttl_override: int | None) -> str:
+    from clara_airflow.services.leases import live_leases
+
+    sid = row["id"]
+    if row.get("orphan"):
+        if remove_orphans and not dry_run:
+            managers({row["backend"]})[row["backend"]].stop(sid)
+            return f"removed orphan clara-svc-{sid} ({row['state']}); no Variable recorded it"
+        return f"found orphan clara-svc-{sid} ({row['state']}); no Variable records it"
+    ttl = int(row.get("idle_ttl", 3600)) if ttl_override is None else ttl_override
+    idle = idle_seconds(row)
+    holders = live_leases(sid)
+    if holders:
+        return f"keeping clara-svc-{sid}: held by {len(holders)} running DAG run(s)"
+    if idle < ttl:
+        return f"keeping clara-svc-{sid}: idle {idle:.0f} s < ttl {ttl} s"
+    if dry_run:
+        return f"would stop clara-svc-{sid}: idle {idle:.0f} s >= ttl {ttl} s"
+    stop_service(sid, force=True)
+    return f"stopping clara-svc-{sid}: idle {idle:.0f} s >= ttl {ttl} s"

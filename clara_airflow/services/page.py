@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.admin import _managers, list_services, stop_service
+from clara_airflow.services.admin import list_services, manager_for, stop_service
 from clara_airflow.services.leases import live_leases
 
 
@@ -24,7 +24,7 @@ def service_logs(sid: str, lines: int) -> str:
     row = next((r for r in list_services() if r["id"] == sid), None)
     if row is None:
         return f"no service {sid}"
-    manager = _managers().get(row.get("backend", "docker"))
+    manager = manager_for(row)
     return (manager.logs(sid, lines) if manager else "") or "(no log lines)"
 
 

@@ -121,14 +121,20 @@ def read_records(store: VariableStore | None = None) -> list[dict[str, Any]]:
 
 
 def record_use(svc: ServicePlan, instance: ServiceInstance, *, backend: str, dag_id: str, idle_ttl: int,
-               connections: dict[str, str], store: VariableStore | None = None) -> dict[str, Any]:
-    """Upsert the record of a service a run has just ensured; returns what was written."""
+               connections: dict[str, str], location: dict[str, str] | None = None,
+               store: VariableStore | None = None) -> dict[str, Any]:
+    """Upsert the record of a service a run has just ensured; returns what was written.
+
+    :param location: where the instance lives (Docker ``network``, Kubernetes ``namespace``), so that
+        list, stop and the reaper address it there whatever the deployment defaults say.
+    """
     store = store or variable_store()
     old = read_record(svc.id, store) or {}
     record = {
         "id": svc.id,
         "identity": {"image": svc.image, "tag": svc.tag, "command": list(svc.command)},
         "backend": backend,
+        "location": location or {},
         "host": instance.host,
         "container": service_name(svc.id),
         "ports": sorted({p for _, p in svc.http if p}),

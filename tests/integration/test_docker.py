@@ -16,6 +16,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS, OUTPUT, TEST_NETWORK
+from tests.helpers import busybox_service
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -136,13 +137,10 @@ def test_missing_payload_fails_clearly(dagbag: Any, tmp_path: Path, capfd: Any) 
 def _ensure_in_process(args: tuple[str, str]) -> tuple[bool, str]:
     import logging
 
-    from clara_airflow.compiler.plan import Requests, ServicePlan
+    from tests.helpers import busybox_service
 
     token, network = args
-    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
-                      command=("/bin/sh", "-c", f"exec httpd -f -p 8090 -h /  # {token}"), names=("race",),
-                      http=(("RACE_URI", 8090),), volumes=(), variables=(), requests=Requests(1, 64, 0),
-                      consumers=("x",))
+    svc = busybox_service(token, f"exec httpd -f -p 8090 -h /  # {token}", 8090, "race")
     manager = DockerServiceManager({"network": network, "services.data_dir": "/tmp/clara-race-data"})
     instance = manager.ensure(svc, timeout=60, log=logging.getLogger("race"))
     return instance.created, instance.ref
@@ -167,14 +165,10 @@ def test_service_that_never_listens_fails_with_its_logs(docker_cli: Any) -> None
     import logging
     import uuid
 
-    from clara_airflow.compiler.plan import Requests, ServicePlan
     from clara_airflow.errors import ServiceError
 
     token = uuid.uuid4().hex[:12]
-    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
-                      command=("/bin/sh", "-c", "echo model-load-failed-marker; sleep 30"), names=("deaf",),
-                      http=(("DEAF_URI", 8091),), volumes=(), variables=(), requests=Requests(1, 64, 0),
-                      consumers=("x",))
+    svc = busybox_service(token, "echo model-load-failed-marker; sleep 30", 8091, "deaf")
     manager = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})
     try:
         with pytest.raises(ServiceError) as info:
@@ -208,13 +202,8 @@ def test_a_service_found_on_another_network_is_attached_and_reused(docker_cli: A
     import logging
     import uuid
 
-    from clara_airflow.compiler.plan import Requests, ServicePlan
-
     token = uuid.uuid4().hex[:12]
-    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
-                      command=("/bin/sh", "-c", "exec httpd -f -p 8092 -h /"), names=("elsewhere",),
-                      http=(("E_URI", 8092),), volumes=(), variables=(), requests=Requests(1, 64, 0),
-                      consumers=("x",))
+    svc = busybox_service(token, "exec httpd -f -p 8092 -h /", 8092, "elsewhere")
     other = f"clara-airflow-test-{token[:6]}"
     first = DockerServiceManager({"network": other, "services.data_dir": "/tmp/clara-race-data"})
     second = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})

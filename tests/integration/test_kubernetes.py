@@ -14,9 +14,9 @@ import pytest
 from clara_airflow.backends.kubernetes import KubernetesServiceManager
 from clara_airflow.backends.layout import run_folder_name
 from clara_airflow.compiler.compiler import compile_pipeline
-from clara_airflow.compiler.plan import Requests, ServicePlan
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS, TEST_NETWORK
+from tests.helpers import busybox_service
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.slow]
 DAG_ID = "it-kube-shared"
@@ -31,6 +31,11 @@ def cluster(tmp_path_factory: Any) -> Iterator[Any]:
     with FakeCluster(folder) as fake, FakeKubelet(fake.kubeconfig, TEST_NETWORK, folder / "claims", fake.logs):
         fake.claims = folder / "claims"
         yield fake
+    from clara_airflow.services.records import clear_record, read_records
+
+    for record in read_records():  # the fake cluster is gone: so are its services
+        if record.get("backend") == "kubernetes":
+            clear_record(record["id"])
 
 
 @pytest.fixture
@@ -64,6 +69,11 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
     assert (run_dir / ".clara-run-id").read_text() == first.run_id
     (deployment,) = deployments(kube_env)
     assert deployment.metadata.name == f"clara-svc-{svc.id}"
+    from clara_airflow.services.records import read_record
+
+    record = read_record(svc.id)
+    assert record is not None and record["backend"] == "kubernetes"
+    assert record["location"]["namespace"] == "clara-e2e" and record["host"] == expected.rsplit(":", 1)[0]
 
     second = dag.test(run_conf={"clara_payload": "/incoming/study-2"})
     assert second.state == "success"
@@ -73,10 +83,7 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
 
 def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
     token = uuid.uuid4().hex[:12]
-    svc = ServicePlan(id=token, image="clara-airflow/busybox", tag="1",
-                      command=("/bin/sh", "-c", "exec httpd -f -p 8088 -h /"), names=("race",),
-                      http=(("RACE_URI", 8088),), volumes=(), variables=(), requests=Requests(1, 64, 0),
-                      consumers=("x",))
+    svc = busybox_service(token, "exec httpd -f -p 8088 -h /", 8088, "race")
     options = {"namespace": "clara-race", "kube_config_file": str(kube_env.kubeconfig)}
     results: list[Any] = []
 

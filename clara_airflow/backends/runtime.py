@@ -1,0 +1,45 @@
+"""What a step task works out when it starts, the same on every backend: the run's payload and
+parameter values, the step with placeholders substituted, and its environment with the connection
+values its ensure tasks pushed to XCom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clara_airflow.backends.layout import check_payload
+from clara_airflow.compiler.plan import StepPlan, step_from_dict
+from clara_airflow.compiler.resolve import parameter_values, resolve_step
+from clara_airflow.errors import ClaraAirflowError
+
+ENSURE_TASK = "clara_services.ensure_{}"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """:param values: parameter values by lower-cased name. :param env: the container's environment."""
+
+    payload: str
+    values: dict[str, str]
+    step: StepPlan
+    env: dict[str, str]
+
+
+def run_inputs(context: Any, step: dict[str, Any], parameters: list[list[str]], services: dict[str, Any], *,
+               payload_root: str | None, local: bool) -> RunInputs:
+    """:param local: the payload folder must exist here (Docker); Kubernetes can only check the path."""
+    params = dict(context["params"])
+    payload = check_payload(params.get("clara_payload"), payload_root, local=local)
+    values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"})
+    ti = context["ti"]
+    pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in services}
+    missing = [sid for sid, data in pushed.items() if "connections" not in data]
+    if missing:
+        raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
+                                "that task must succeed first")
+    resolved = resolve_step(step_from_dict(step), values, {sid: data["id"] for sid, data in pushed.items()})
+    env = dict(resolved.variables)
+    for use in resolved.services:
+        connections = next(data["connections"] for data in pushed.values() if data["id"] == use.service)
+        env.update({name: connections[conn] for name, conn in use.env})
+    return RunInputs(payload, values, resolved, env)
