@@ -22,6 +22,10 @@ OUTPUT = HOME / "output"
 TEST_NETWORK = "clara-airflow-test"
 
 DAGS.mkdir()
+HOME.chmod(0o755)  # service containers run as nobody and read the model repository below it
+MODELS = HOME / "models"
+for model in ("liver", "spleen"):
+    (MODELS / model).mkdir(parents=True)
 shutil.copy(REPO / "dags" / "clara_pipelines.py", DAGS)
 for source in (REPO / "dags" / "pipelines").glob("*.yaml"):
     shutil.copy(source, DAGS)
@@ -33,11 +37,23 @@ os.environ.update({
     "AIRFLOW__CLARA__OUTPUT_ROOT": str(OUTPUT), "AIRFLOW__CLARA__NETWORK": TEST_NETWORK,
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(HOME / "service-data"),
     "AIRFLOW__CLARA__SERVICES_START_TIMEOUT": "60",
+    "AIRFLOW__CLARA__MODELS_IMAGE": "clara-airflow/kserve-stub", "AIRFLOW__CLARA__MODELS_TAG": "0.1",
+    "AIRFLOW__CLARA__MODELS_REPOSITORY": str(MODELS), "AIRFLOW__CLARA__MODELS_REQUESTS_GPU": "0",
     # One key for every process of the session: `airflow dags test` subprocesses share the Variables.
     "AIRFLOW__CORE__FERNET_KEY": "k0ZJWQe3m3Ch5tXa2mK1M0ZbqkT9lq9q3uWbW9oS1zA=",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_args.CONNECT_ARGS",
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 })
+
+
+try:  # CI runs the same examples every time; developers' runs keep exploring new ones
+    from hypothesis import settings as _hypothesis
+
+    _hypothesis.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis.load_profile("ci")
+except ImportError:
+    pass
 
 
 def docker_available() -> bool:

@@ -272,9 +272,9 @@ class KubernetesServiceManager:
             pods = self._pods(sid)
             if not pods:
                 return ""
-            text: str = self.core.read_namespaced_pod_log(pods[0].metadata.name, self.namespace,
-                                                          container=CONTAINER, tail_lines=lines)
-            return text.rstrip()
+            answer = self.core.read_namespaced_pod_log(pods[0].metadata.name, self.namespace, container=CONTAINER,
+                                                       tail_lines=lines, _preload_content=False)
+            return str(answer.data.decode("utf-8", "replace")).rstrip()
         except Exception:
             return ""
 

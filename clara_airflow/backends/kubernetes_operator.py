@@ -160,8 +160,10 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         if pod is None:
             return ""
         try:
-            text = self.client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
-                                                       container=self.base_container_name, tail_lines=20)
+            answer = self.client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
+                                                         container=self.base_container_name, tail_lines=20,
+                                                         _preload_content=False)
+            text = answer.data.decode("utf-8", "replace")
         except Exception:
             return ""
         return f"\n--- last pod output ---\n{text.rstrip()}" if text else ""

@@ -31,7 +31,9 @@ def states(dr: Any) -> dict[str, str]:
 
 
 def service_of(dag_id: str) -> str:
-    plan = compile_pipeline(load_pipeline(DAGS / f"{dag_id}.yaml"))
+    from clara_airflow.spec.defaults import deployment_settings
+
+    plan = compile_pipeline(load_pipeline(DAGS / f"{dag_id}.yaml"), deployment_settings(DAGS))
     (svc,) = plan.services
     return svc.id
 
@@ -216,3 +218,51 @@ def test_a_service_found_on_another_network_is_attached_and_reused(docker_cli: A
     finally:
         second.stop(token)
         docker_cli.networks.get(other).remove()
+
+
+def test_volume_connection_shares_one_named_volume(dagbag: Any, payload: Path, docker_cli: Any) -> None:
+    from clara_airflow.compiler.identity import volume_name
+
+    dr = run(dagbag, "it-volume", payload)
+    sid = service_of("it-volume")
+    try:
+        assert dr.state == "success", states(dr)
+        folder = run_folder(str(OUTPUT), "it-volume", dr.run_id) / "read-store"
+        assert (folder / "path").read_text().strip() == "/shared/store"
+        assert (folder / "ready.txt").read_text() == "written-by-service\n"
+        mounts = docker_cli.containers.get(service_name(sid)).attrs["Mounts"]
+        assert volume_name(sid, "/shared/store") in {m.get("Name") for m in mounts}
+    finally:
+        DockerServiceManager({}).stop(sid)
+
+
+def test_models_start_the_shared_inference_server(dagbag: Any, payload: Path) -> None:
+    dr = run(dagbag, "it-models", payload)
+    sid = service_of("it-models")
+    try:
+        assert dr.state == "success", states(dr)
+        folder = run_folder(str(OUTPUT), "it-models", dr.run_id) / "ask-model" / "result"
+        answer = json.loads((folder / "answer.json").read_text())
+        assert answer["model_name"] == "liver" and answer["outputs"][0]["data"] == [3.0, 4.0]
+        host = f"clara-svc-{sid}"
+        assert (folder / "env.txt").read_text() == f"{host}:8000 {host}:8000"
+    finally:
+        DockerServiceManager({}).stop(sid)
+
+
+def test_a_model_missing_from_the_repository_is_named(tmp_path: Path) -> None:
+    import logging
+
+    from clara_airflow.compiler.plan import Requests, ServicePlan
+    from clara_airflow.errors import ServiceError
+    from clara_airflow.spec.defaults import deployment_settings
+    from tests.conftest import MODELS
+
+    (svc,) = compile_pipeline(load_pipeline(DAGS / "it-models.yaml"), deployment_settings(DAGS)).services
+    missing = ServicePlan(**{**svc.to_dict(), "requests": Requests(1, 512, 0), "models": ("liver", "pancreas")})
+    manager = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": str(tmp_path)})
+    try:
+        with pytest.raises(ServiceError, match=f"model 'pancreas' is not in the model repository {MODELS}"):
+            manager.ensure(missing, timeout=30, log=logging.getLogger("models"))
+    finally:
+        manager.stop(svc.id)

@@ -81,6 +81,18 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
     assert again.metadata.uid == deployment.metadata.uid  # reused, not re-created
 
 
+def test_a_failing_pod_reports_its_output(kube_env: Any, airflow_db: None, capfd: Any) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).dags["it-kube-fail"]
+    run = dag.test(run_conf={"clara_payload": "/incoming/study-3"})
+    assert run.state == "failed"
+    out, err = capfd.readouterr()
+    assert "operator 'breaks' (clara-airflow/busybox:1) failed" in out + err
+    start = (out + err).find("last pod output")
+    assert "--- last pod output ---\nkube-failure-marker-7" in out + err, (out + err)[start - 300:start + 400]
+
+
 def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
     token = uuid.uuid4().hex[:12]
     svc = busybox_service(token, "exec httpd -f -p 8088 -h /", 8088, "race")

@@ -1,0 +1,71 @@
+"""KubernetesServiceManager decisions against mocked API clients: crash loops, ports, RBAC errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
+
+from clara_airflow.backends.kubernetes import KubernetesServiceManager
+from clara_airflow.errors import ServiceError
+from tests.helpers import busybox_service
+
+SVC: Any = busybox_service("0123456789ab", "exec httpd -f -p 8080 -h /", 8080, "web")
+
+
+@pytest.fixture
+def manager() -> KubernetesServiceManager:
+    manager = KubernetesServiceManager({"namespace": "radiology"})
+    manager.__dict__["hook"] = MagicMock()
+    return manager
+
+
+def pod(reason: str) -> Any:
+    waiting = k8s.V1ContainerStateWaiting(reason=reason, message="back-off 40s restarting failed container")
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="clara-svc-0123456789ab-7d9f", labels={
+        "clara-airflow/service-id": SVC.id}), status=k8s.V1PodStatus(container_statuses=[k8s.V1ContainerStatus(
+            name="service", image="x", image_id="", ready=False, restart_count=5,
+            state=k8s.V1ContainerState(waiting=waiting))]))
+
+
+def test_crash_loop_is_reported_with_events_and_logs(manager: KubernetesServiceManager) -> None:
+    core, apps = manager.hook.core_v1_client, manager.hook.apps_v1_client
+    apps.read_namespaced_deployment.return_value = k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name="clara-svc-0123456789ab"), spec=k8s.V1DeploymentSpec(
+            replicas=1, selector=k8s.V1LabelSelector(), template=k8s.V1PodTemplateSpec()),
+        status=k8s.V1DeploymentStatus(ready_replicas=0))
+    core.list_namespaced_pod.return_value = k8s.V1PodList(items=[pod("CrashLoopBackOff")])
+    core.list_namespaced_event.return_value = k8s.CoreV1EventList(items=[k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(), reason="BackOff", message="Back-off restarting failed container",
+        involved_object=k8s.V1ObjectReference(name="clara-svc-0123456789ab-7d9f"))])
+    core.read_namespaced_pod_log.return_value = MagicMock(data=b"model repository not found\n")
+    with pytest.raises(ServiceError) as info:
+        manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+    text = str(info.value)
+    assert "is CrashLoopBackOff" in text and "BackOff: Back-off restarting failed container" in text
+    assert "model repository not found" in text
+
+
+def test_forbidden_create_names_the_rbac(manager: KubernetesServiceManager) -> None:
+    manager.hook.apps_v1_client.create_namespaced_deployment.side_effect = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(ServiceError, match="403 Forbidden; check the RBAC"):
+        manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+
+
+def test_new_ports_are_added_to_an_existing_service(manager: KubernetesServiceManager) -> None:
+    core = manager.hook.core_v1_client
+    core.create_namespaced_service.side_effect = ApiException(status=409, reason="AlreadyExists")
+    core.read_namespaced_service.return_value = k8s.V1Service(spec=k8s.V1ServiceSpec(
+        ports=[k8s.V1ServicePort(name="p9000", port=9000, target_port=9000)]))
+    manager.hook.apps_v1_client.read_namespaced_deployment.return_value = k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name="x"), spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(),
+                                                                         template=k8s.V1PodTemplateSpec()),
+        status=k8s.V1DeploymentStatus(ready_replicas=1))
+    instance = manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+    assert instance.host == "clara-svc-0123456789ab.radiology.svc.cluster.local"
+    body = core.patch_namespaced_service.call_args.args[2]
+    assert [p["port"] for p in body["spec"]["ports"]] == [9000, 8080]
