@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +35,12 @@ def median_ms(func: Callable[[], object], repeat: int) -> float:
 
 def hand_written(plan: object) -> object:
     """The same DAG written directly with DockerOperator, as a user would without clara-airflow."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import DAG
 
-    with DAG(dag_id=plan.dag_id + "-hand", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=timezone.utc)) as dag:
+    with DAG(dag_id=plan.dag_id + "-hand", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)) as dag:
         tasks = {s.name: DockerOperator(task_id=s.name, image=f"{s.image}:{s.tag}", command=list(s.command) or None,
                                         environment=dict(s.variables), network_mode="clara-airflow",
                                         mount_tmp_dir=False, mem_limit=f"{s.requests.memory}m")

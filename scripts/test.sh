@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "[test] ruff"; .venv/bin/ruff check clara_airflow tests dags
+echo "[test] ruff"; .venv/bin/ruff check clara_airflow tests dags scripts
 echo "[test] mypy"; .venv/bin/mypy
 echo "[test] pytest"
 exec .venv/bin/python -m pytest "$@"

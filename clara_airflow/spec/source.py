@@ -128,23 +128,29 @@ def _alias_error(path: str, event: yaml.AliasEvent, why: str) -> SpecError:
 
 
 def _check_nodes(path: str, root: Node) -> None:
-    """V5-V7 in document order: standard tags only, string keys, no repeated key."""
+    """V5-V7 in document order: standard tags only, string keys, no repeated key.
+
+    This walk visits every node of every file the loader reads, so the common case (a standard tag,
+    a plain string key) stays inline.
+    """
     seen: set[int] = set()
     todo = [root]
+    standard = _STANDARD_TAGS
     while todo:
         node = todo.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
-        _check_tag(path, node)
-        if isinstance(node, MappingNode):
+        if node.tag not in standard:
+            _check_tag(path, node)
+        if type(node) is MappingNode:
             keys: set[str] = set()
-            children: list[Node] = []
-            for key, value in node.value:
-                _check_key(path, key, keys)
-                children.append(value)
-            todo.extend(reversed(children))
-        elif isinstance(node, SequenceNode):
+            for key, _ in node.value:
+                if type(key) is not ScalarNode or key.tag != STR or key.value in keys:
+                    _check_key(path, key, keys)
+                keys.add(key.value)
+            todo.extend(value for _, value in reversed(node.value))
+        elif type(node) is SequenceNode:
             todo.extend(reversed(node.value))
 
 
