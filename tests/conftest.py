@@ -36,7 +36,7 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     "AIRFLOW__CLARA__OUTPUT_ROOT": str(OUTPUT), "AIRFLOW__CLARA__NETWORK": TEST_NETWORK,
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(HOME / "service-data"),
-    "AIRFLOW__CLARA__SERVICES_START_TIMEOUT": "60",
+    "AIRFLOW__CLARA__SERVICES_START_TIMEOUT": "60", "AIRFLOW__CLARA__SERVICE_HEARTBEAT": "1",
     "AIRFLOW__CLARA__MODELS_IMAGE": "clara-airflow/kserve-stub", "AIRFLOW__CLARA__MODELS_TAG": "0.1",
     "AIRFLOW__CLARA__MODELS_REPOSITORY": str(MODELS), "AIRFLOW__CLARA__MODELS_REQUESTS_GPU": "0",
     # One key for every process of the session: `airflow dags test` subprocesses share the Variables.

@@ -20,6 +20,7 @@ from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import StepPlan, service_from_dict, step_from_dict
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.spec.template import expand_references
 
 
@@ -47,6 +48,7 @@ class ClaraDockerOperator(DockerOperator):
     :param network: the Docker network shared with services.
     :param services: compile-time service id -> ServicePlan dict of the services this step declares.
     :param payload_root: when set, ``clara_payload`` must lie inside it.
+    :param heartbeat: seconds between ``last_used`` refreshes of its services while the container runs.
     """
 
     template_fields: Sequence[str] = ()
@@ -54,7 +56,8 @@ class ClaraDockerOperator(DockerOperator):
     ui_color = "#c8e6a0"
 
     def __init__(self, *, step: dict[str, Any], parameters: list[list[str]], output_root: str, network: str,
-                 services: dict[str, dict[str, Any]], payload_root: str | None = None, **kwargs: Any) -> None:
+                 services: dict[str, dict[str, Any]], payload_root: str | None = None,
+                 heartbeat: float = 60.0, **kwargs: Any) -> None:
         plan = step_from_dict(step)
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
@@ -68,6 +71,8 @@ class ClaraDockerOperator(DockerOperator):
         self.network = network
         self.services = services
         self.payload_root = payload_root
+        self.heartbeat = heartbeat
+        self.service_ids: tuple[str, ...] = ()
 
     @property
     def cli(self) -> Any:
@@ -80,7 +85,8 @@ class ClaraDockerOperator(DockerOperator):
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
-            return super().execute(context)
+            with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log):
+                return super().execute(context)
         except Exception as exc:
             raise AirflowException(self._failure_text(exc)) from exc
 
@@ -89,6 +95,7 @@ class ClaraDockerOperator(DockerOperator):
                             local=True)
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self._recheck_services(inputs.values)
+        self.service_ids = inputs.service_ids
         ti = context["ti"]
         run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
         reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])

@@ -24,6 +24,7 @@ from clara_airflow.backends.layout import RUN_MARKER, run_folder_name
 from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import StepPlan, step_from_dict
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.services.heartbeat import ServiceHeartbeat, heartbeat_interval
 
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
 # The init container's script is constant: run id, folder and step reach it only as environment values.
@@ -82,6 +83,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         self.parameters = parameters
         self.services = services
         self.options = options
+        self.service_ids: tuple[str, ...] = ()
 
     def execute(self, context: Any) -> Any:
         try:
@@ -89,7 +91,9 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         except ClaraAirflowError as exc:
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
         try:
-            return super().execute(context)
+            with ServiceHeartbeat(self.service_ids, heartbeat_interval(self.options.get("service_heartbeat")),
+                                  self.log):
+                return super().execute(context)
         except Exception as exc:
             raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
 
@@ -98,6 +102,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         inputs = run_inputs(context, self.step, self.parameters, self.services,
                             payload_root=self.options.get("payload_root"), local=False)
         step, env, payload = inputs.step, inputs.env, inputs.payload
+        self.service_ids = inputs.service_ids
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         run_dir = f"{dag_id}/{run_folder_name(run_id)}"
         self.image = f"{step.image}:{step.tag}"

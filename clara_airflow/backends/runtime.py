@@ -17,12 +17,14 @@ ENSURE_TASK = "clara_services.ensure_{}"
 
 @dataclass(frozen=True)
 class RunInputs:
-    """:param values: parameter values by lower-cased name. :param env: the container's environment."""
+    """:param values: parameter values by lower-cased name. :param env: the container's environment.
+    :param service_ids: the ids of the service instances the step uses in this run."""
 
     payload: str
     values: dict[str, str]
     step: StepPlan
     env: dict[str, str]
+    service_ids: tuple[str, ...] = ()
 
 
 def run_inputs(context: Any, step: dict[str, Any], parameters: list[list[str]], services: dict[str, Any], *,
@@ -42,4 +44,4 @@ def run_inputs(context: Any, step: dict[str, Any], parameters: list[list[str]], 
     for use in resolved.services:
         connections = next(data["connections"] for data in pushed.values() if data["id"] == use.service)
         env.update({name: connections[conn] for name, conn in use.env})
-    return RunInputs(payload, values, resolved, env)
+    return RunInputs(payload, values, resolved, env, tuple(sorted({use.service for use in resolved.services})))

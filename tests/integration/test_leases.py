@@ -56,6 +56,9 @@ def test_held_service_survives_ttl_0_and_is_stopped_after_the_run(airflow_db: No
     proc = dags_test("it-hold", tmp_path)
     try:
         wait_for(lambda: live_leases(sid), 90, "the run's lease")
+        # While the step runs, its heartbeat ([clara] service_heartbeat = 1 s in tests) moves last_used on.
+        first = wait_for(lambda: (read_record(sid) or {}).get("last_used"), 30, "the service record")
+        wait_for(lambda: (read_record(sid) or {}).get("last_used", "") > first, 30, "a last_used heartbeat")
         report = collect_services(ttl_override=0)
         assert f"keeping clara-svc-{sid}: held by 1 running DAG run(s)" in report
         assert running(docker_cli, sid)

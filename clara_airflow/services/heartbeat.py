@@ -1,0 +1,69 @@
+"""While a step container runs, refresh ``last_used`` of the services it uses (clara-pdl 7.4: every 60 s).
+
+Leases already keep a held service from the reaper; the heartbeat keeps ``last_used`` truthful for
+people reading the services page, and for a lease lost to an operator's mistake. It runs in a
+daemon thread of the step task. The Task SDK's socket channel serializes requests from several
+threads with a lock (``CommsDecoder._thread_lock``), so Variable writes from this thread are safe
+in a worker; the thread is always stopped and joined before the step's ``execute`` returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from clara_airflow.services.records import VariableStore, touch, variable_store
+
+DEFAULT_INTERVAL = 60.0
+
+
+def heartbeat_interval(raw: object) -> float:
+    """``[clara] service_heartbeat`` in seconds; 0 or less turns the heartbeat off."""
+    try:
+        return float(str(raw)) if raw not in (None, "") else DEFAULT_INTERVAL
+    except ValueError:
+        return DEFAULT_INTERVAL
+
+
+class ServiceHeartbeat:
+    """Context manager: ``with ServiceHeartbeat(ids, 60, log): run the container``.
+
+    A failed refresh is logged and retried at the next beat; it never fails the step.
+    """
+
+    def __init__(self, service_ids: Sequence[str], interval: float, log: Any,
+                 *, store: VariableStore | None = None,
+                 refresh: Callable[[str, VariableStore], None] = touch) -> None:
+        self.service_ids = sorted(set(service_ids))
+        self.interval = interval
+        self.log = log
+        self.store = store
+        self.refresh = refresh
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ServiceHeartbeat:
+        if self.service_ids and self.interval > 0:
+            self.store = self.store or variable_store()
+            self._thread = threading.Thread(target=self._run, name="clara-service-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        assert self.store is not None
+        while not self._stop.wait(self.interval):
+            for sid in self.service_ids:
+                try:
+                    self.refresh(sid, self.store)
+                except Exception as exc:  # a beat must never fail the step
+                    self.log.warning("could not refresh last_used of clara-svc-%s: %s", sid, exc)
+            self.beats += 1
+            self.log.debug("refreshed last_used of %s", ", ".join(f"clara-svc-{s}" for s in self.service_ids))
