@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
     :param options: deployment-only ``[clara]`` options (Docker URL, network, Kubernetes settings).
     """
     from airflow.sdk import DAG, TaskGroup
+    from airflow.sdk.definitions.param import ParamsDict
 
     from clara_airflow.operators.ensure_service import EnsureServiceOperator
     from clara_airflow.operators.release_leases import ReleaseLeasesOperator
@@ -27,7 +27,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
     dag = DAG(
         dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s["schedule"],
         start_date=_start_date(s["start_date"]), catchup=s["catchup"], max_active_runs=s["max_active_runs"],
-        tags=sorted({"clara", *s["tags"]}), params=_params(plan),
+        tags=sorted({"clara", *s["tags"]}),
         default_args={"owner": s["owner"], "retries": s["retries"],
                       "retry_delay": timedelta(seconds=s["retry_delay"])},
     )
@@ -38,7 +38,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
             with TaskGroup("clara_services", tooltip="Shared services, started once per identity"):
                 for svc in plan.services:
                     ensure[svc.id] = EnsureServiceOperator(
-                        task_id=f"ensure_{svc.id}", service=asdict(svc),
+                        task_id=f"ensure_{svc.id}", service=svc,
                         parameters=[list(p) for p in plan.parameters], backend=s["backend"],
                         options=backend_options, start_timeout=s["services.start_timeout"],
                         idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
@@ -47,6 +47,10 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
                     task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
                     doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
         steps = {step.name: backend.build_step_task(step, plan) for step in plan.steps}
+    # Params are given to the DAG once its tasks exist: each operator class layer would otherwise
+    # deep-copy every Param into the task (a third of the build time). Tasks read them at run time
+    # from the DAG (``process_params`` merges dag.params, then task params, then the run's conf).
+    dag.params = ParamsDict(_params(plan))
     draw_edges(plan.steps, steps, ensure)
     if release is not None:
         list(steps.values()) >> release

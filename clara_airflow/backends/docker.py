@@ -10,7 +10,6 @@ import os
 import socket
 import time
 import urllib.request
-from dataclasses import asdict
 from datetime import UTC
 from functools import cached_property
 from typing import Any
@@ -66,7 +65,7 @@ class DockerBackend:
         from clara_airflow.services.heartbeat import heartbeat_interval
 
         return ClaraDockerOperator(
-            task_id=step.name, step=asdict(step), parameters=[list(p) for p in plan.parameters],
+            task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
             output_root=plan.settings["payload.output_root"], network=self.options["network"],
             docker_url=self.options["docker_url"], services=_service_refs(step, plan),
             payload_root=self.options.get("payload_root"),
@@ -77,8 +76,8 @@ class DockerBackend:
         return DockerServiceManager(self.options)
 
 
-def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, dict[str, Any]]:
-    return {use.service: asdict(plan.service(use.service)) for use in step.services}
+def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, ServicePlan]:
+    return {use.service: plan.service(use.service) for use in step.services}
 
 
 class DockerServiceManager:

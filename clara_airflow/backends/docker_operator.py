@@ -8,7 +8,7 @@ compiler's own rules and ``$(NAME)`` is expanded as Kubernetes would.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 from clara_airflow.backends.docker import DockerServiceManager, device_requests, ensure_network
 from clara_airflow.backends.layout import claim_run_folder, host_source, reset_step_folder
 from clara_airflow.backends.runtime import run_inputs
-from clara_airflow.compiler.plan import StepPlan, service_from_dict, step_from_dict
+from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.heartbeat import ServiceHeartbeat
@@ -42,11 +42,11 @@ class _QuotaClient:
 class ClaraDockerOperator(DockerOperator):
     """Runs one Clara operator in a container.
 
-    :param step: the compiled StepPlan as a dict.
+    :param step: the compiled StepPlan (or its ``asdict`` form).
     :param parameters: the pipeline's (name, default) parameter pairs.
     :param output_root: ``payload.output_root``.
     :param network: the Docker network shared with services.
-    :param services: compile-time service id -> ServicePlan dict of the services this step declares.
+    :param services: compile-time service id -> ServicePlan (or its dict) of the services this step declares.
     :param payload_root: when set, ``clara_payload`` must lie inside it.
     :param heartbeat: seconds between ``last_used`` refreshes of its services while the container runs.
     """
@@ -55,28 +55,28 @@ class ClaraDockerOperator(DockerOperator):
     template_ext: Sequence[str] = ()
     ui_color = "#c8e6a0"
 
-    def __init__(self, *, step: dict[str, Any], parameters: list[list[str]], output_root: str, network: str,
-                 services: dict[str, dict[str, Any]], payload_root: str | None = None,
+    def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]], output_root: str,
+                 network: str, services: Mapping[str, ServicePlan | dict[str, Any]], payload_root: str | None = None,
                  heartbeat: float = 60.0, **kwargs: Any) -> None:
-        plan = step_from_dict(step)
+        plan = as_step_plan(step)
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
             image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None, network_mode=network,
             mount_tmp_dir=False, cpus=float(plan.requests.cpu), mem_limit=f"{plan.requests.memory}m",
             device_requests=device_requests(plan.requests.gpu), privileged=False, do_xcom_push=False, **kwargs,
         )
-        self.step = step
+        self.step = plan
         self.parameters = parameters
         self.output_root = output_root
         self.network = network
-        self.services = services
+        self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
         self.payload_root = payload_root
         self.heartbeat = heartbeat
         self.service_ids: tuple[str, ...] = ()
 
     @property
     def cli(self) -> Any:
-        return _QuotaClient(self.hook.api_client, int(step_from_dict(self.step).requests.cpu * 10**9))
+        return _QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
 
     def execute(self, context: Any) -> Any:
         try:
@@ -124,8 +124,8 @@ class ClaraDockerOperator(DockerOperator):
         if not self.services:
             return
         manager = DockerServiceManager({"docker_url": self.docker_url, "network": self.network})
-        for data in self.services.values():
-            svc = resolve_service(service_from_dict(data), values)
+        for plan in self.services.values():
+            svc = resolve_service(plan, values)
             if manager.status(svc.id) != "running":
                 self.log.warning("service clara-svc-%s is not running any more; starting it again", svc.id)
                 manager.ensure(svc, timeout=300, log=self.log)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from functools import cached_property
 from typing import Any
 
@@ -55,8 +54,8 @@ class KubernetesBackend:
         from clara_airflow.backends.kubernetes_operator import ClaraKubernetesPodOperator
 
         return ClaraKubernetesPodOperator(
-            task_id=step.name, step=asdict(step), parameters=[list(p) for p in plan.parameters],
-            services={use.service: asdict(plan.service(use.service)) for use in step.services},
+            task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
+            services={use.service: plan.service(use.service) for use in step.services},
             options=self.options, pull_secrets=list(plan.pull_secrets), doc_md=step.description or None,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: TID253 - module is imported lazily
@@ -22,7 +22,7 @@ from kubernetes.client import models as k8s  # noqa: TID253 - module is imported
 from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
 from clara_airflow.backends.layout import RUN_MARKER, run_folder_name
 from clara_airflow.backends.runtime import run_inputs
-from clara_airflow.compiler.plan import StepPlan, step_from_dict
+from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.heartbeat import ServiceHeartbeat, heartbeat_interval
 
@@ -50,7 +50,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
 
     :param step: the compiled StepPlan as a dict.
     :param parameters: the pipeline's (name, default) parameter pairs.
-    :param services: compile-time service id -> ServicePlan dict of the services this step declares.
+    :param services: compile-time service id -> ServicePlan (or its dict) of the services this step declares.
     :param options: resolved settings and ``[clara]`` options (namespace, claim, output root, ...).
     :param pull_secrets: image-pull secret names of the pipeline.
     """
@@ -59,9 +59,10 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
     template_ext: Sequence[str] = ()
     ui_color = "#c8dcf0"
 
-    def __init__(self, *, step: dict[str, Any], parameters: list[list[str]], services: dict[str, dict[str, Any]],
+    def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]],
+                 services: Mapping[str, ServicePlan | dict[str, Any]],
                  options: dict[str, Any], pull_secrets: list[str], **kwargs: Any) -> None:
-        plan = step_from_dict(step)
+        plan = as_step_plan(step)
         selector, tolerations = scheduling(options, plan.requests.gpu)
         keep_failed = str(options.get("keep_failed_pods", True)).lower() in ("true", "1", "yes")
         connection = hook_kwargs(options)
@@ -79,9 +80,9 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             container_security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False),
             **kwargs,
         )
-        self.step = step
+        self.step = plan
         self.parameters = parameters
-        self.services = services
+        self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
         self.options = options
         self.service_ids: tuple[str, ...] = ()
 

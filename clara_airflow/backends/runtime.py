@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clara_airflow.backends.layout import check_payload
-from clara_airflow.compiler.plan import StepPlan, step_from_dict
+from clara_airflow.compiler.plan import StepPlan
 from clara_airflow.compiler.resolve import parameter_values, resolve_step
 from clara_airflow.errors import ClaraAirflowError
 
@@ -27,7 +27,7 @@ class RunInputs:
     service_ids: tuple[str, ...] = ()
 
 
-def run_inputs(context: Any, step: dict[str, Any], parameters: list[list[str]], services: dict[str, Any], *,
+def run_inputs(context: Any, step: StepPlan, parameters: list[list[str]], services: dict[str, Any], *,
                payload_root: str | None, local: bool) -> RunInputs:
     """:param local: the payload folder must exist here (Docker); Kubernetes can only check the path."""
     params = dict(context["params"])
@@ -39,7 +39,7 @@ def run_inputs(context: Any, step: dict[str, Any], parameters: list[list[str]], 
     if missing:
         raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
                                 "that task must succeed first")
-    resolved = resolve_step(step_from_dict(step), values, {sid: data["id"] for sid, data in pushed.items()})
+    resolved = resolve_step(step, values, {sid: data["id"] for sid, data in pushed.items()})
     env = dict(resolved.variables)
     for use in resolved.services:
         connections = next(data["connections"] for data in pushed.values() if data["id"] == use.service)

@@ -141,6 +141,15 @@ def step_from_dict(data: dict[str, Any]) -> StepPlan:
     )
 
 
+def as_step_plan(value: StepPlan | dict[str, Any]) -> StepPlan:
+    """Operator arguments take the plan itself (what ``build_dag`` passes) or its ``asdict`` form."""
+    return value if isinstance(value, StepPlan) else step_from_dict(value)
+
+
+def as_service_plan(value: ServicePlan | dict[str, Any]) -> ServicePlan:
+    return value if isinstance(value, ServicePlan) else service_from_dict(value)
+
+
 def service_from_dict(data: dict[str, Any]) -> ServicePlan:
     return ServicePlan(
         id=data["id"], image=data["image"], tag=data["tag"], command=tuple(data["command"]),

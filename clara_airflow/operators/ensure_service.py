@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowException
 from clara_airflow.backends.base import connection_values
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
-from clara_airflow.compiler.plan import service_from_dict
+from clara_airflow.compiler.plan import ServicePlan, as_service_plan
 from clara_airflow.compiler.resolve import parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.leases import take_lease
@@ -27,7 +27,7 @@ class EnsureServiceOperator(BaseOperator):
     Idempotent: safe to retry, to clear, and to run from many DAG runs at once; the container or
     Kubernetes object name decides who starts the instance.
 
-    :param service: the compiled ServicePlan as a dict (placeholders are substituted per run).
+    :param service: the compiled ServicePlan or its dict (placeholders are substituted per run).
     :param parameters: the pipeline's (name, default) parameter pairs.
     :param backend: ``docker`` or ``kubernetes``.
     :param options: deployment options for the backend (``[clara]`` section and resolved settings).
@@ -39,10 +39,10 @@ class EnsureServiceOperator(BaseOperator):
     ui_color = "#76b900"
     ui_fgcolor = "#ffffff"
 
-    def __init__(self, *, service: dict[str, Any], parameters: list[list[str]], backend: str,
+    def __init__(self, *, service: ServicePlan | dict[str, Any], parameters: list[list[str]], backend: str,
                  options: dict[str, Any], start_timeout: int = 300, idle_ttl: int = 3600, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = service
+        self.service = as_service_plan(service)
         self.parameters = parameters
         self.backend = backend
         self.options = options
@@ -52,15 +52,15 @@ class EnsureServiceOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, str]:
         params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
         try:
-            svc = resolve_service(service_from_dict(self.service), parameter_values(
+            svc = resolve_service(self.service, parameter_values(
                 self.parameters, params))
             manager = get_backend(self.backend, self.options).service_manager()
             began = time.perf_counter()
             instance = manager.ensure(svc, timeout=self.start_timeout, log=self.log)
             seconds = time.perf_counter() - began
         except ClaraAirflowError as exc:
-            raise AirflowException(f"service {service_name(self.service['id'])} "
-                                   f"({self.service['image']}:{self.service['tag']}): {exc}") from None
+            raise AirflowException(f"service {service_name(self.service.id)} "
+                                   f"({self.service.image}:{self.service.tag}): {exc}") from None
         take_lease(svc.id, context["dag"].dag_id, context["run_id"])
         connections = connection_values(svc, instance.host)
         location = {"network": self.options.get("network", ""), "namespace": self.options.get("namespace", "")}
