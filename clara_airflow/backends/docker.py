@@ -233,6 +233,7 @@ class DockerServiceManager:
     def _wait_ready(self, svc: ServicePlan, address: str, deadline: float) -> None:
         ports = sorted({p for _, p in svc.http if p})
         pending = list(ports)
+        delay = 0.01  # a server that is up in 30 ms is not kept waiting for a full POLL
         while pending:
             if _accepts(address, pending[0]):
                 pending.pop(0)
@@ -242,7 +243,8 @@ class DockerServiceManager:
                 raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) did not accept "
                                    f"connections on port {pending[0]} in time (services.start_timeout)",
                                    logs=self.logs(svc.id))
-            time.sleep(self.POLL)
+            time.sleep(delay)
+            delay = min(delay * 2, self.POLL)
         for model in svc.models:
             self._wait_model(svc, address, model, deadline)
 
