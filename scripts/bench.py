@@ -13,7 +13,11 @@ Every column is measured interleaved (one call of each per round), so drift hits
   a naive factory building that hand-written DAG from the dict, with no validation at all.
 - ``yaml->ours``: the whole path of a dags-folder parse, file bytes to DAG.
 
-Targets (AIRFLOW-NOTES): yaml->ours <= 1.2x yaml->hand; stretch: build_dag matches the hand DAG.
+- ``dag-factory`` (with ``--dag-factory``): dag-factory 1.1.0, installed from PyPI into ``.bench/``
+  on first use, on a dag-factory YAML that builds the hand-written DAG (telemetry off).
+
+Targets (AIRFLOW-NOTES): yaml->ours <= 1.2x yaml->hand; dag-factory >= 4x slower than yaml->ours;
+stretch: build_dag matches the hand DAG.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="clara-bench-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.update({"AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY": "False", "DO_NOT_TRACK": "1"})
+DAG_FACTORY = REPO / ".bench" / "dag-factory-1.1.0"
 sys.path.insert(0, str(REPO))
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -98,6 +105,34 @@ def ten_operators() -> Path:
     return path
 
 
+def dag_factory_loader() -> Callable[[Path], object]:
+    """dag-factory's ``load_yaml_dags`` for one config file, installed on first use."""
+    if not (DAG_FACTORY / "dagfactory").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(DAG_FACTORY),
+                        "dag-factory==1.1.0"], check=True)
+    sys.path.insert(0, str(DAG_FACTORY))
+    from dagfactory import load_yaml_dags
+
+    return lambda path: load_yaml_dags(globals_dict={}, config_filepath=str(path),
+                                       defaults_config_path=str(path.parent))
+
+
+def dag_factory_config(plan: Any) -> Path:
+    """The hand-written DAG as dag-factory YAML (written once, outside the measurement)."""
+    import yaml
+
+    config = {plan.dag_id + "-df": {
+        "default_args": {"start_date": "2024-01-01"}, "schedule": None,
+        "params": {"clara_payload": "/data/in", **dict(plan.parameters)},
+        "tasks": [{"task_id": s.name, "operator": "airflow.providers.docker.operators.docker.DockerOperator",
+                   "image": f"{s.image}:{s.tag}", "command": list(s.command), "environment": dict(s.variables),
+                   "network_mode": "clara-airflow", "mount_tmp_dir": False, "mem_limit": f"{s.requests.memory}m",
+                   **({"dependencies": list(s.upstream)} if s.upstream else {})} for s in plan.steps]}}
+    path = Path(tempfile.mkdtemp(prefix="clara-bench-df-")) / f"{plan.dag_id}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def medians(funcs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in funcs}
     for _ in range(repeat):
@@ -111,6 +146,7 @@ def medians(funcs: dict[str, Callable[[], object]], repeat: int) -> dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--dag-factory", action="store_true", help="also time dag-factory 1.1.0 (pip-installed)")
     args = parser.parse_args()
     import yaml
 
@@ -124,22 +160,32 @@ def main() -> None:
     files = sorted((shared if shared.is_dir() else REPO / "tests/fixtures/shared-pipelines").glob("*.yaml"))
     files += [REPO / "dags/pipelines/ct-organ-triage.yaml", ten_operators()]
     columns = ["libyaml", "load+compile", "hand DAG", "build_dag", "yaml->hand", "yaml->ours"]
+    df_load = dag_factory_loader() if args.dag_factory else None
+    if df_load:
+        columns.append("dag-factory")
     print(f"{'pipeline (ms, median)':<34}" + "".join(f"{c:>13}" for c in columns) + f"{'e2e ratio':>11}")
-    ratios: dict[str, list[float]] = {"e2e": [], "load": [], "dag": []}
+    ratios: dict[str, list[float]] = {"e2e": [], "load": [], "dag": [], "df": []}
     for path in files:
         data = path.read_bytes()
         plan = compile_pipeline(load_pipeline(path, data))
         for _ in range(5):  # warm caches and imports outside the measurement
             build_dag(plan, dict(CONFIG_ONLY))
             hand_from_yaml(data)
-        m = medians({
+        funcs: dict[str, Callable[[], object]] = {
             "libyaml": lambda d=data: yaml.load(d, Loader=yaml.CSafeLoader),
             "load+compile": lambda p=path, d=data: compile_pipeline(load_pipeline(p, d)),
             "hand DAG": lambda p=plan: hand_from_plan(p),
             "build_dag": lambda p=plan: build_dag(p, dict(CONFIG_ONLY)),
             "yaml->hand": lambda d=data: hand_from_yaml(d),
             "yaml->ours": lambda p=path, d=data: build_dag(compile_pipeline(load_pipeline(p, d)), dict(CONFIG_ONLY)),
-        }, args.repeat)
+        }
+        if df_load:
+            config = dag_factory_config(plan)
+            df_load(config)
+            funcs["dag-factory"] = lambda c=config: df_load(c)
+        m = medians(funcs, args.repeat)
+        if df_load:
+            ratios["df"].append(m["dag-factory"] / m["yaml->ours"])
         ratios["e2e"].append(m["yaml->ours"] / m["yaml->hand"])
         ratios["load"].append(m["load+compile"] / m["libyaml"])
         ratios["dag"].append(m["build_dag"] / m["hand DAG"])
@@ -149,6 +195,9 @@ def main() -> None:
     print(f"median ratio load+compile / libyaml read alone:             {statistics.median(ratios['load']):.2f}x")
     print(f"median ratio build_dag / hand-written DAG (incl. services): {statistics.median(ratios['dag']):.2f}x"
           "  (stretch: 1.0x)")
+    if ratios["df"]:
+        print(f"median ratio dag-factory / yaml->ours:                      {statistics.median(ratios['df']):.2f}x"
+              "  (target >= 4x)")
 
 
 if __name__ == "__main__":

@@ -31,10 +31,13 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     """
     settings = merge_settings(spec.airflow, deployment or {})
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
-    order = _topological_order(spec)
+    lowered = {op.name.lower(): op for op in spec.operators}
+    upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
+    order = _topological_order(spec, upstream)
     services, uses = _services(spec, settings, defaults)
     by_name = {op.name: op for op in spec.operators}
-    steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ())) for name in order)
+    steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ()), upstream[name], lowered)
+                  for name in order)
     params = tuple((p.name, p.default) for p in spec.all_parameters().values())
     return PipelinePlan(
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
@@ -42,33 +45,29 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     )
 
 
-def _upstream(spec: PipelineSpec, op: OperatorSpec) -> tuple[str, ...]:
-    names = {o.name.lower(): o.name for o in spec.operators}
+def _upstream(op: OperatorSpec, lowered: Mapping[str, OperatorSpec]) -> tuple[str, ...]:
+    """The operators named in ``op``'s ``input.from`` entries (names match case-insensitively)."""
     found: dict[str, None] = {}
     for inp in op.inputs:
         if inp.source is not None:
-            found[names[inp.source.lower()]] = None
+            found[lowered[inp.source.lower()].name] = None
     return tuple(found)
 
 
-def _topological_order(spec: PipelineSpec) -> list[str]:
+def _topological_order(spec: PipelineSpec, upstream: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Operators by depth in the graph, then by their order in the file."""
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-    for op in spec.operators:
-        sorter.add(op.name, *_upstream(spec, op))
+    for name, ups in upstream.items():
+        sorter.add(name, *ups)
     try:
         ready = list(sorter.static_order())
     except graphlib.CycleError as exc:
         raise CompileError(f"{spec.path}: cycle between operators: {' -> '.join(exc.args[1])}") from None
+    depth: dict[str, int] = {}
+    for name in ready:  # upstream operators come first in a static order
+        depth[name] = 1 + max((depth[u] for u in upstream[name]), default=-1)
     position = {op.name: i for i, op in enumerate(spec.operators)}
-    return sorted(ready, key=lambda n: (_depth(spec, n), position[n]))
-
-
-def _depth(spec: PipelineSpec, name: str, memo: dict[str, int] | None = None) -> int:
-    memo = {} if memo is None else memo
-    if name not in memo:
-        op = next(o for o in spec.operators if o.name == name)
-        memo[name] = 1 + max((_depth(spec, u, memo) for u in _upstream(spec, op)), default=-1)
-    return memo[name]
+    return sorted(ready, key=lambda n: (depth[n], position[n]))
 
 
 def _requests(req: RequestsSpec, settings: Mapping[str, Any], prefix: str = "resources.") -> Requests:
@@ -79,9 +78,8 @@ def _requests(req: RequestsSpec, settings: Mapping[str, Any], prefix: str = "res
     )
 
 
-def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any],
-          uses: tuple[ServiceUse, ...]) -> StepPlan:
-    by_name = {o.name.lower(): o for o in spec.operators}
+def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any], uses: tuple[ServiceUse, ...],
+          upstream: tuple[str, ...], by_name: Mapping[str, OperatorSpec]) -> StepPlan:
     mounts: list[MountPlan] = []
     for inp in op.inputs:
         if inp.source is None:
@@ -99,7 +97,7 @@ def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any],
             mounts.append(MountPlan(vol.path, "volume", False, volume=volume_name(sid, vol.path)))
     return StepPlan(
         name=op.name, image=op.container.image, tag=op.container.tag, command=op.container.command,
-        variables=op.variables, requests=_requests(op.requests, settings), upstream=_upstream(spec, op),
+        variables=op.variables, requests=_requests(op.requests, settings), upstream=upstream,
         mounts=tuple(mounts), services=uses, description=op.description,
     )
 

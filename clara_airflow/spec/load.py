@@ -411,10 +411,14 @@ class _Reader:
 
 
 def _where(node: Node, fields: Fields | None) -> dict[str, tuple[int, int]]:
+    """Positions of a mapping and of each field's key and value (``position`` inlined: every field of
+    every file passes here)."""
     where = {"@": position(node)}
     for key, (key_node, value) in (fields or {}).items():
-        where[key] = position(value)
-        where["key:" + key] = position(key_node)
+        mark = value.start_mark
+        where[key] = (mark.line + 1, mark.column + 1)
+        mark = key_node.start_mark
+        where["key:" + key] = (mark.line + 1, mark.column + 1)
     return where
 
 

@@ -177,7 +177,7 @@ def _check_nodes(path: str, root: Node) -> None:
                 if type(key) is not ScalarNode or key.tag != STR or key.value in keys:
                     _check_key(path, key, keys)
                 keys.add(key.value)
-            todo.extend(value for _, value in reversed(node.value))
+            todo.extend([value for _, value in reversed(node.value)])
         elif type(node) is SequenceNode:
             todo.extend(reversed(node.value))
 
