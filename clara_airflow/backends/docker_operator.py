@@ -15,7 +15,7 @@ from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TI
 from airflow.sdk.exceptions import AirflowException
 
 from clara_airflow.backends.docker import DockerServiceManager, device_requests, ensure_network
-from clara_airflow.backends.layout import claim_run_folder, host_source, reset_step_folder
+from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
 from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.compiler.resolve import resolve_service
@@ -49,6 +49,7 @@ class ClaraDockerOperator(DockerOperator):
     :param services: compile-time service id -> ServicePlan (or its dict) of the services this step declares.
     :param payload_root: when set, ``clara_payload`` must lie inside it.
     :param heartbeat: seconds between ``last_used`` refreshes of its services while the container runs.
+    :param step_user: ``[clara] step_user`` (``UID:GID``, ``UID`` or ``worker``); unset: the image's user.
     """
 
     template_fields: Sequence[str] = ()
@@ -57,7 +58,7 @@ class ClaraDockerOperator(DockerOperator):
 
     def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]], output_root: str,
                  network: str, services: Mapping[str, ServicePlan | dict[str, Any]], payload_root: str | None = None,
-                 heartbeat: float = 60.0, **kwargs: Any) -> None:
+                 heartbeat: float = 60.0, step_user: str | None = None, **kwargs: Any) -> None:
         plan = as_step_plan(step)
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
@@ -72,6 +73,7 @@ class ClaraDockerOperator(DockerOperator):
         self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
         self.payload_root = payload_root
         self.heartbeat = heartbeat
+        self.step_user = step_user
         self.service_ids: tuple[str, ...] = ()
 
     @property
@@ -98,7 +100,14 @@ class ClaraDockerOperator(DockerOperator):
         self.service_ids = inputs.service_ids
         ti = context["ti"]
         run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
-        reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
+        user = step_user(self.step_user)
+        self.user = f"{user[0]}:{user[1]}" if user else None
+        own = reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
+        try:
+            hand_over(own, user)
+        except PermissionError:
+            raise ClaraAirflowError(f"cannot give {own} to user {self.user} ([clara] step_user); run the worker "
+                                    "as root or set step_user = worker") from None
         self.image = f"{step.image}:{step.tag}"
         self.command = [expand_references(c, env) for c in step.command] or None
         self.environment = env

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
 from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
-from clara_airflow.backends.layout import RUN_MARKER, run_folder_name
+from clara_airflow.backends.layout import RUN_MARKER, run_folder_name, step_user
 from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.errors import ClaraAirflowError
@@ -33,7 +33,8 @@ PREPARE_SCRIPT = (
     'if ! (set -C; printf "%s" "$CLARA_RUN_ID" > "$d/' + RUN_MARKER + '") 2>/dev/null; then '
     'owner=$(cat "$d/' + RUN_MARKER + '"); if [ "$owner" != "$CLARA_RUN_ID" ]; then '
     'echo "output folder $d belongs to run $owner, not $CLARA_RUN_ID; refusing to overwrite it" >&2; exit 1; fi; fi; '
-    'rm -rf "$d/$CLARA_STEP"; mkdir -p "$d/$CLARA_STEP"; for s in $CLARA_SUBS; do mkdir -p "$d/$CLARA_STEP/$s"; done'
+    'rm -rf "$d/$CLARA_STEP"; mkdir -p "$d/$CLARA_STEP"; for s in $CLARA_SUBS; do mkdir -p "$d/$CLARA_STEP/$s"; done; '
+    'if [ -n "${CLARA_OWNER:-}" ]; then chown -R "$CLARA_OWNER" "$d/$CLARA_STEP"; fi'
 )
 
 
@@ -66,6 +67,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         selector, tolerations = scheduling(options, plan.requests.gpu)
         keep_failed = str(options.get("keep_failed_pods", True)).lower() in ("true", "1", "yes")
         connection = hook_kwargs(options)
+        user = step_user(options.get("step_user"), local=False)
         super().__init__(
             name=re.sub(r"[^a-z0-9-]", "-", f"clara-{plan.name}".lower())[:50].strip("-"),
             namespace=options.get("namespace") or "default", image=f"{plan.image}:{plan.tag}", cmds=None,
@@ -77,13 +79,16 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             get_logs=True, do_xcom_push=False, log_events_on_failure=True,
             kubernetes_conn_id=connection["conn_id"], config_file=connection["config_file"],
             in_cluster=connection["in_cluster"],
-            container_security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False),
+            container_security_context=k8s.V1SecurityContext(
+                allow_privilege_escalation=False, privileged=False,
+                run_as_user=user[0] if user else None, run_as_group=user[1] if user else None),
             **kwargs,
         )
         self.step = plan
         self.parameters = parameters
         self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
         self.options = options
+        self.owner = f"{user[0]}:{user[1]}" if user else ""
         self.service_ids: tuple[str, ...] = ()
 
     def execute(self, context: Any) -> Any:
@@ -152,7 +157,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         sub = output_root.strip("/") if claim else None
         subs = " ".join(m.sub for m in step.mounts if m.kind == "output" and m.sub)
         env = {"CLARA_ROOT": WORK_DIR, "CLARA_RUN_DIR": run_dir, "CLARA_RUN_ID": run_id, "CLARA_STEP": step.name,
-               "CLARA_SUBS": subs}
+               "CLARA_SUBS": subs, **({"CLARA_OWNER": self.owner} if self.owner else {})}
         return k8s.V1Container(
             name="clara-prepare-output", image=self.options.get("init_image") or "busybox:1.36",
             command=["/bin/sh", "-c", PREPARE_SCRIPT], env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],

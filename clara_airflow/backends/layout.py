@@ -52,6 +52,33 @@ def reset_step_folder(run_dir: Path, step: str, subs: list[str]) -> Path:
     return own
 
 
+def step_user(raw: object, *, local: bool = True) -> tuple[int, int] | None:
+    """``[clara] step_user``: the ``(uid, gid)`` step containers run as, or None for the image's user.
+
+    ``UID:GID`` or ``UID`` (then GID = UID); ``worker`` (Docker only) is the worker process's own user,
+    so outputs on the host belong to the account that runs Airflow.
+    """
+    text = str(raw).strip() if raw is not None else ""
+    if not text:
+        return None
+    if text == "worker" and local:
+        return os.getuid(), os.getgid()
+    parts = text.split(":")
+    if len(parts) in (1, 2) and all(p.isdigit() for p in parts):
+        uid = int(parts[0])
+        return uid, int(parts[-1])
+    choices = "UID, UID:GID or 'worker'" if local else "UID or UID:GID (numeric; 'worker' is Docker only)"
+    raise ClaraAirflowError(f"[clara] step_user {text!r} must be {choices}")
+
+
+def hand_over(folder: Path, user: tuple[int, int] | None) -> None:
+    """Give a step's fresh output folder to the user its container runs as (needs root, or that user)."""
+    if user is None or (os.geteuid() != 0 and user[0] == os.geteuid()):
+        return
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, *user)
+
+
 def check_payload(payload: object, payload_root: str | None, *, local: bool = True) -> str:
     """The run's ``clara_payload``: an absolute folder, inside ``payload_root`` when set; ``local``
     also requires it to exist here (Docker), where Kubernetes can only check the text."""

@@ -39,7 +39,7 @@ CONFIG_ONLY: dict[str, Any] = {
     "service_account": None, "node_selector": "{}", "gpu_node_selector": "{}", "tolerations": "[]",
     "keep_failed_pods": True, "docker_url": "unix://var/run/docker.sock", "network": "clara-airflow",
     "strict": False, "reaper_schedule": "*/5 * * * *", "remove_orphans": False, "payload_root": None,
-    "init_image": "busybox:1.36", "service_heartbeat": "60",
+    "init_image": "busybox:1.36", "service_heartbeat": "60", "step_user": None,
 }
 
 Validator = Callable[[Checker, Node, str], Any]

@@ -266,3 +266,22 @@ def test_a_model_missing_from_the_repository_is_named(tmp_path: Path) -> None:
             manager.ensure(missing, timeout=30, log=logging.getLogger("models"))
     finally:
         manager.stop(svc.id)
+
+
+def test_step_user_owns_the_outputs_on_the_host(airflow_db: None, payload: Path) -> None:
+    """``[clara] step_user``: containers run as that user, and what they write on the host is theirs."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "AIRFLOW__CLARA__STEP_USER": "4321:4322", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run([str(bin_dir / "airflow"), "dags", "test", "it-fan", "-c",
+                           json.dumps({"clara_payload": str(payload)})],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert "state=success" in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
+    runs = sorted((OUTPUT / "it-fan").iterdir(), key=lambda p: p.stat().st_mtime)
+    result = runs[-1] / "work-left" / "result.txt"
+    assert result.read_text() == "CHEST CT, 24 SLICES\n"
+    assert (result.stat().st_uid, result.stat().st_gid) == (4321, 4322)
+    assert (runs[-1] / "merge" / "merged").stat().st_uid == 4321

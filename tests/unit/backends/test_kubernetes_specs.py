@@ -44,11 +44,11 @@ class FakeTI:
                                            "MODEL_STORE_PATH": "/clara/common/models"}}
 
 
-def pods_of(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def pods_of(path: Path, settings: dict[str, Any], options: dict[str, Any] = OPTIONS) -> dict[str, Any]:
     from clara_airflow.dag import build_dag
 
     plan = compile_pipeline(load_pipeline(path), settings)
-    dag = build_dag(plan, OPTIONS)
+    dag = build_dag(plan, options)
     pods = {}
     for step in plan.steps:
         task = dag.get_task(step.name)
@@ -134,3 +134,21 @@ def test_service_objects_match_goldens(prefix: str) -> None:
     assert {e["name"] for e in container["env"]} >= {"NVIDIA_CLARA_SERVICE_DATA_PATH"}
     assert [p["port"] for p in objects["service"]["spec"]["ports"]] == [8000]
     assert manager.host(svc.id) == f"clara-svc-{svc.id}.radiology.svc.cluster.local"
+
+
+def test_step_user_runs_the_step_as_that_user_and_hands_it_its_output_folder() -> None:
+    pods = pods_of(VALID[0], SETTINGS, {**OPTIONS, "step_user": "1000:2000"})
+    (pod,) = pods.values()
+    (main,) = pod["spec"]["containers"]
+    assert main["security_context"] == {"allow_privilege_escalation": False, "privileged": False,
+                                        "run_as_user": 1000, "run_as_group": 2000}
+    (prepare,) = pod["spec"]["init_containers"]
+    assert {"name": "CLARA_OWNER", "value": "1000:2000"} in prepare["env"]
+    assert 'chown -R "$CLARA_OWNER"' in prepare["command"][-1]
+
+
+def test_step_user_worker_is_refused_on_kubernetes() -> None:
+    from clara_airflow.errors import ClaraAirflowError
+
+    with pytest.raises(ClaraAirflowError, match="'worker' is Docker only"):
+        pods_of(VALID[0], SETTINGS, {**OPTIONS, "step_user": "worker"})
