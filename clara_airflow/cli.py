@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     stop = svc_sub.add_parser("stop", help="stop a service and clear its record")
     stop.add_argument("service", help="service id, container name or service name")
     stop.add_argument("--force", action="store_true", help="stop even while runs hold leases")
+    stop.add_argument("--volumes", action="store_true",
+                      help="also remove the service's named volumes / claims (its data is lost)")
     stop.set_defaults(func=_services_stop)
     gc = svc_sub.add_parser("gc", help="stop idle services; report orphans")
     gc.add_argument("--dry-run", action="store_true")
@@ -178,7 +180,7 @@ def _services_list(args: argparse.Namespace) -> int:
 def _services_stop(args: argparse.Namespace) -> int:
     from clara_airflow.services.admin import stop_service
 
-    print(stop_service(args.service, force=args.force))
+    print(stop_service(args.service, force=args.force, volumes=args.volumes))
     return 0
 
 

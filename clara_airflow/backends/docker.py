@@ -292,6 +292,22 @@ class DockerServiceManager:
         except NotFound:
             return False
 
+    def remove_volumes(self, sid: str) -> list[str]:
+        """Remove the named volumes of the service's volume connections (``clara-svc-<id>-<hash>``)."""
+        from docker.errors import APIError, NotFound
+
+        prefix = service_name(sid) + "-"
+        names = sorted(v["Name"] for v in (self.cli.volumes(filters={"name": prefix}) or {}).get("Volumes") or []
+                       if v["Name"].startswith(prefix))
+        for name in names:
+            try:
+                self.cli.remove_volume(name)
+            except NotFound:
+                pass
+            except APIError as exc:
+                raise ServiceError(f"cannot remove volume {name} of {service_name(sid)}: {exc.explanation}") from None
+        return names
+
     def logs(self, sid: str, lines: int = 50) -> str:
         from docker.errors import APIError
 

@@ -266,6 +266,21 @@ class KubernetesServiceManager:
                     raise
         return found
 
+    def remove_volumes(self, sid: str) -> list[str]:
+        """Delete the PersistentVolumeClaims of the service's volume connections (by their service label)."""
+        from kubernetes.client.exceptions import ApiException
+
+        claims = self.core.list_namespaced_persistent_volume_claim(
+            self.namespace, label_selector=f"{LABEL_ID}={sid}").items
+        names = sorted(c.metadata.name for c in claims)
+        for name in names:
+            try:
+                self.core.delete_namespaced_persistent_volume_claim(name, self.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return names
+
     def logs(self, sid: str, lines: int = 50) -> str:
         try:
             pods = self._pods(sid)

@@ -81,8 +81,12 @@ def resolve(ref: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return matches[0]
 
 
-def stop_service(ref: str, *, force: bool = False) -> str:
-    """Stop one service and clear its record; refuses while runs hold leases, unless ``force``."""
+def stop_service(ref: str, *, force: bool = False, volumes: bool = False) -> str:
+    """Stop one service and clear its record; refuses while runs hold leases, unless ``force``.
+
+    :param volumes: also remove the named volumes (Docker) or claims (Kubernetes) of its volume
+        connections; by default they are kept, so a restarted service finds its data.
+    """
     from clara_airflow.services.leases import live_leases
 
     row = resolve(ref, list_services())
@@ -93,10 +97,12 @@ def stop_service(ref: str, *, force: bool = False) -> str:
                                 "wait for them or pass --force")
     manager = manager_for(row)
     stopped = bool(manager and manager.stop(row["id"]))
+    removed = manager.remove_volumes(row["id"]) if manager and volumes else []
     if not row.get("orphan"):
         clear_record(row["id"])
     return (f"stopped clara-svc-{row['id']}" if stopped else f"clara-svc-{row['id']} was not running") + \
-        ("" if row.get("orphan") else "; record cleared")
+        ("" if row.get("orphan") else "; record cleared") + \
+        (f"; removed volume(s) {', '.join(removed)}" if removed else "; no volumes removed" if volumes else "")
 
 
 def idle_seconds(record: dict[str, Any], now: datetime | None = None) -> float:

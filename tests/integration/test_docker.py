@@ -232,6 +232,14 @@ def test_volume_connection_shares_one_named_volume(dagbag: Any, payload: Path, d
         assert (folder / "ready.txt").read_text() == "written-by-service\n"
         mounts = docker_cli.containers.get(service_name(sid)).attrs["Mounts"]
         assert volume_name(sid, "/shared/store") in {m.get("Name") for m in mounts}
+        from clara_airflow.services.admin import stop_service
+
+        assert stop_service(sid).endswith("record cleared")  # a plain stop keeps the data
+        assert docker_cli.volumes.get(volume_name(sid, "/shared/store"))
+        assert run(dagbag, "it-volume", payload).state == "success"
+        said = stop_service(sid, volumes=True)
+        assert said.endswith(f"; removed volume(s) {volume_name(sid, '/shared/store')}"), said
+        assert not docker_cli.volumes.list(filters={"name": volume_name(sid, "/shared/store")})
     finally:
         DockerServiceManager({}).stop(sid)
 

@@ -71,3 +71,15 @@ def test_inspect_text_summary(capsys) -> None:  # type: ignore[no-untyped-def]
 def test_inspect_of_invalid_file_exits_1(path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["inspect", str(path)]) == 1
     assert f"{path}:" in capsys.readouterr().err
+
+
+def test_services_stop_passes_force_and_volumes(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from clara_airflow.services import admin
+
+    calls = []
+    monkeypatch.setattr(admin, "stop_service", lambda ref, **kw: calls.append((ref, kw)) or f"stopped {ref}")
+    assert main(["services", "stop", "triton", "--volumes"]) == 0
+    assert main(["services", "stop", "clara-svc-0123456789ab", "--force"]) == 0
+    assert calls == [("triton", {"force": False, "volumes": True}),
+                     ("clara-svc-0123456789ab", {"force": True, "volumes": False})]
+    assert capsys.readouterr().out.splitlines() == ["stopped triton", "stopped clara-svc-0123456789ab"]

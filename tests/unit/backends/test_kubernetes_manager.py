@@ -69,3 +69,14 @@ def test_new_ports_are_added_to_an_existing_service(manager: KubernetesServiceMa
     assert instance.host == "clara-svc-0123456789ab.radiology.svc.cluster.local"
     body = core.patch_namespaced_service.call_args.args[2]
     assert [p["port"] for p in body["spec"]["ports"]] == [9000, 8080]
+
+
+def test_remove_volumes_deletes_the_claims_labelled_with_the_service(manager: KubernetesServiceManager) -> None:
+    core = manager.hook.core_v1_client
+    core.list_namespaced_persistent_volume_claim.return_value = k8s.V1PersistentVolumeClaimList(items=[
+        k8s.V1PersistentVolumeClaim(metadata=k8s.V1ObjectMeta(name=f"clara-svc-{SVC.id}-{n}")) for n in ("b", "a")])
+    core.delete_namespaced_persistent_volume_claim.side_effect = [None, ApiException(status=404)]
+    assert manager.remove_volumes(SVC.id) == [f"clara-svc-{SVC.id}-a", f"clara-svc-{SVC.id}-b"]
+    core.list_namespaced_persistent_volume_claim.assert_called_once_with(
+        "radiology", label_selector=f"clara-airflow/service-id={SVC.id}")
+    assert core.delete_namespaced_persistent_volume_claim.call_count == 2
