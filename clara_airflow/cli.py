@@ -67,6 +67,8 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from clara_airflow.compiler.compiler import compile_pipeline
+    from clara_airflow.spec.defaults import deployment_settings
     from clara_airflow.spec.load import load_pipeline
 
     failed = 0
@@ -74,12 +76,17 @@ def _validate(args: argparse.Namespace) -> int:
     for path in _expand(args.paths):
         try:
             spec = load_pipeline(path)
+            compile_pipeline(spec, deployment_settings(path.parent))  # settings that only clash once merged
         except SpecError as exc:
             print(exc)
             failed += 1
             continue
         except OSError as exc:
             print(f"{path}:1:1: cannot read the file: {exc.strerror}")
+            failed += 1
+            continue
+        except ClaraAirflowError as exc:  # deployment settings ([clara] in the environment) or a compile error
+            print(f"{path}:1:1: {exc}")
             failed += 1
             continue
         if args.warnings:

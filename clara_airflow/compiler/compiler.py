@@ -11,7 +11,7 @@ from typing import Any
 
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
-from clara_airflow.errors import CompileError
+from clara_airflow.errors import CompileError, Problem, SpecError
 from clara_airflow.spec.crosscheck import select_output
 from clara_airflow.spec.defaults import merge_settings
 from clara_airflow.spec.model import MODEL_VARIABLES, OperatorSpec, PipelineSpec, RequestsSpec
@@ -28,8 +28,10 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     :param deployment: flat settings of ``clara-defaults.yaml`` merged over ``[clara]`` (lower
         precedence than the pipeline's own ``x-airflow`` block).
     :raises CompileError: when the operators form a cycle (never for a spec that passed V25).
+    :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
     settings = merge_settings(spec.airflow, deployment or {})
+    _check_schedule(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
     upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
@@ -43,6 +45,19 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
         settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
     )
+
+
+def _check_schedule(spec: PipelineSpec, settings: Mapping[str, Any]) -> None:
+    """A scheduled run has no trigger form, so its payload folder must have a default."""
+    if settings["schedule"] is None or settings["payload.input"]:
+        return
+    own = "schedule" in spec.airflow
+    line, col = spec.where.get("x-airflow", (1, 1)) if own else (1, 1)
+    source = "the x-airflow block" if own else "clara-defaults.yaml or [clara]"
+    raise SpecError([Problem(spec.path, line, col, (
+        f"schedule '{settings['schedule']}' (from {source}) needs a default input payload: scheduled runs have "
+        "no trigger form to ask for clara_payload; set payload.input in x-airflow (or in clara-defaults.yaml, "
+        "[clara] payload_input), or remove the schedule"), "V33")])
 
 
 def _upstream(op: OperatorSpec, lowered: Mapping[str, OperatorSpec]) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from clara_airflow.spec.source import (
     Node,
     ScalarNode,
     SequenceNode,
+    implicit_tag,
     position,
 )
 
@@ -135,12 +136,15 @@ class Checker:
     def integer(self, node: Node, what: str) -> int | None:
         if isinstance(node, ScalarNode) and node.tag == INT:
             text: str = node.value
-            return int(text) if text.isdigit() and text[0] != "0" else _yaml_int(text)
+            if text.isdigit() and text[0] != "0":
+                return int(text)
+            if implicit_tag(text) == INT:  # an explicit !!int must still hold an integer
+                return _yaml_int(text)
         self.error(node, "V11", f"{what} must be an integer, not '{_shown(node)}'")
         return None
 
     def boolean(self, node: Node, what: str) -> bool | None:
-        if isinstance(node, ScalarNode) and node.tag == BOOL:
+        if isinstance(node, ScalarNode) and node.tag == BOOL and implicit_tag(node.value) == BOOL:
             return node.value.lower() in ("yes", "true", "on", "y")
         self.error(node, "V11", f"{what} must be a boolean (true or false), not '{_shown(node)}'")
         return None

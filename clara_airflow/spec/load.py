@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from clara_airflow.errors import SpecError
 from clara_airflow.spec import crosscheck
@@ -37,6 +39,7 @@ SERVICE_KEYS = frozenset({"name", "description", "container", "requests", "varia
 CONTAINER_KEYS = frozenset({"image", "tag", "command"})
 IO_KEYS = frozenset({"from", "name", "path"})
 TYPED_KEYS = ("type", "element-type", "shape")
+T = TypeVar("T")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -145,10 +148,18 @@ class _Reader:
         for node in nodes:
             if self._is_import(node):
                 continue
-            op = self._operator(node)
+            op = self._read(self._operator, node, "an operator")
             if op is not None:
                 operators.append(op)
         return operators
+
+    def _read(self, reader: Callable[..., T | None], node: Node, what: str, *args: Any) -> T | None:
+        """Run ``reader``; a rejected entry always leaves an error, so nothing is ever dropped silently."""
+        before = len(self.c.problems)
+        value = reader(node, *args)
+        if value is None and len(self.c.problems) == before:
+            self.c.error(node, "V11", f"{what} could not be read; check its fields against clara-pdl.md")
+        return value
 
     def _is_import(self, node: Node) -> bool:
         if not isinstance(node, MappingNode):
@@ -176,9 +187,10 @@ class _Reader:
             container, container_vars = self._container(fields, what, allow_variables=True)
             variables = self._variables(fields, what)
             requests = self._requests(fields, what)
-            inputs = [i for n in self._seq(fields, "input") if (i := self._input(n, what))]
+            inputs = [i for n in self._seq(fields, "input") if (i := self._read(self._input, n, "an input", what))]
             outputs = self._outputs(fields, what)
-            services = [s for n in self._seq(fields, "services") if (s := self._service(n, what))]
+            services = [s for n in self._seq(fields, "services")
+                        if (s := self._read(self._service, n, "a service", what))]
             models = self._models(fields, what)
         finally:
             c.scope = outer_scope
@@ -205,8 +217,14 @@ class _Reader:
             return None, []
         image = self._opt(sub, "image", lambda n: self.c.string(n, "image", placeholders=True))
         tag = self._opt(sub, "tag", lambda n: self.c.string(n, "tag", placeholders=True, quote_hint=True))
-        command = [self.c.string(n, "command item", placeholders=True)
-                   for n in self._seq(sub, "command")]
+        command: list[str | None] = []
+        for item in self._seq(sub, "command"):
+            if is_null(item):
+                self.c.error(item, "V11", f"a command item of {what} is empty (null); write every item as "
+                             'a string, e.g. "" for an empty argument')
+                command.append(None)
+            else:
+                command.append(self.c.string(item, "command item", placeholders=True))
         if image is not None:
             _check_image(self.c, sub["image"][1], image, tag or "latest", sub.get("tag"))
         variables = self._variables(sub, f"the container of {what}")

@@ -194,6 +194,11 @@ def _check_tag(path: str, node: Node) -> None:
                 "!!bool, !!null, !!seq and !!map may be used (remove the tag)")
 
 
+def implicit_tag(text: str) -> str:
+    """The tag a plain scalar ``text`` gets in YAML 1.1 (what ``!!int``/``!!bool`` values must match)."""
+    return _implicit_tag(text)
+
+
 def _implicit_tag(text: str) -> str:
     tag: str = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
     return tag

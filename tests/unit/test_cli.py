@@ -83,3 +83,13 @@ def test_services_stop_passes_force_and_volumes(monkeypatch, capsys) -> None:  #
     assert calls == [("triton", {"force": False, "volumes": True}),
                      ("clara-svc-0123456789ab", {"force": True, "volumes": False})]
     assert capsys.readouterr().out.splitlines() == ["stopped triton", "stopped clara-svc-0123456789ab"]
+
+
+def test_validate_checks_settings_that_clash_once_merged(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "nightly.yaml").write_text("api-version: 0.4.0\nname: nightly\nx-airflow:\n  schedule: '@daily'\n"
+                                           "operators:\n- name: a\n  container: {image: busybox}\n")
+    assert main(["validate", str(tmp_path / "nightly.yaml")]) == 1
+    assert "nightly.yaml:4:3: schedule '@daily' (from the x-airflow block) needs a default input payload" in \
+        capsys.readouterr().out
+    (tmp_path / "clara-defaults.yaml").write_text("payload:\n  input: /data/incoming\n")
+    assert main(["validate", str(tmp_path / "nightly.yaml")]) == 0

@@ -138,3 +138,31 @@ def test_compiling_is_deterministic(path) -> None:  # type: ignore[no-untyped-de
 
 def test_examples_folder_is_used() -> None:
     assert EXAMPLES.is_dir()
+
+
+SCHEDULED = """api-version: 0.4.0
+name: nightly
+x-airflow:
+  schedule: "0 2 * * *"
+operators:
+- name: a
+  container: {image: busybox, tag: "1"}
+  input:
+  - path: /in
+"""
+
+
+def test_a_schedule_needs_a_default_payload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from clara_airflow.errors import SpecError
+
+    path = tmp_path / "nightly.yaml"
+    path.write_text(SCHEDULED)
+    with pytest.raises(SpecError) as info:
+        compile_pipeline(load_pipeline(path))
+    assert str(info.value).startswith(f"{path}:4:3: schedule '0 2 * * *' (from the x-airflow block) needs a default")
+    assert "set payload.input" in str(info.value)
+    plan = compile_pipeline(load_pipeline(path), {"payload.input": "/data/incoming"})
+    assert plan.settings["schedule"] == "0 2 * * *"
+    path.write_text(SCHEDULED.replace('x-airflow:\n  schedule: "0 2 * * *"\n', ""))
+    with pytest.raises(SpecError, match=r"nightly.yaml:1:1: schedule '@daily' \(from clara-defaults.yaml or \[clara\]\)"):
+        compile_pipeline(load_pipeline(path), {"schedule": "@daily"})
