@@ -61,11 +61,13 @@ class EnsureServiceOperator(BaseOperator):
         except ClaraAirflowError as exc:
             raise AirflowException(f"service {service_name(self.service.id)} "
                                    f"({self.service.image}:{self.service.tag}): {exc}") from None
-        take_lease(svc.id, context["dag"].dag_id, context["run_id"])
         connections = connection_values(svc, instance.host)
         location = {"network": self.options.get("network", ""), "namespace": self.options.get("namespace", "")}
+        # Record first, lease second: a worker killed in between leaves a recorded service that the
+        # reaper stops once idle, never a held-looking instance no record knows (an orphan).
         record_use(svc, instance, backend=self.backend, dag_id=context["dag"].dag_id, idle_ttl=self.idle_ttl,
                    connections=connections, location={k: v for k, v in location.items() if v})
+        take_lease(svc.id, context["dag"].dag_id, context["run_id"])
         self.log.info("service %s %s in %.3f s; connections: %s", instance.host,
                       "started" if instance.created else "reused", seconds, connections)
         context["ti"].xcom_push(key="service", value={
