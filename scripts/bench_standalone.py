@@ -27,21 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.browser.standalone import Standalone, start  # noqa: E402 - after the path is set
 
-STEPS = 4
-PIPELINE = "api-version: 0.4.0\nname: bench-standalone-compiled\noperators:\n" + "".join(
-    f"- name: step{n}\n  container:\n    image: clara-airflow/busybox\n    tag: '1'\n"
-    f"    command: [/bin/sh, -c, sleep 1]\n  input:\n  - path: /in\n" + (f"    from: step{n - 1}\n" if n else "")
-    + "  output:\n  - path: /out\n" for n in range(STEPS))
-HAND = f'''
-from datetime import datetime, timezone
-from airflow.providers.docker.operators.docker import DockerOperator
-from airflow.sdk import DAG, chain
+sys.path.insert(0, str(REPO / "scripts"))
+from benchlib import STEPS, chain_dag_file, chain_pipeline  # noqa: E402 - after the path is set
 
-with DAG("bench-standalone-hand", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=timezone.utc)):
-    chain(*[DockerOperator(task_id=f"step{{n}}", image="clara-airflow/busybox:1", command=["/bin/sh", "-c", "sleep 1"],
-                           network_mode="clara-airflow", mount_tmp_dir=False, auto_remove="force")
-            for n in range({STEPS})])
-'''
+PIPELINE = chain_pipeline("bench-standalone-compiled")
+HAND = chain_dag_file("bench-standalone-hand", "clara-airflow")
 
 
 def when(text: str) -> datetime:
