@@ -29,7 +29,15 @@ def docker_client(url: str) -> Any:
     """A low-level ``docker.APIClient`` through the provider's hook (no registry login)."""
     from airflow.providers.docker.hooks.docker import DockerHook
 
-    return DockerHook(docker_conn_id=None, base_url=url).get_conn()
+    try:
+        return DockerHook(docker_conn_id=None, base_url=url).get_conn()
+    except Exception as exc:
+        raise ServiceError(engine_down(url, exc)) from None
+
+
+def engine_down(url: object, exc: object) -> str:
+    return (f"the Docker engine at {url} does not answer ({exc}); start it (scripts/setup.sh does) or set "
+            "[clara] docker_url to the engine's address")
 
 
 def ensure_network(cli: Any, name: str) -> None:

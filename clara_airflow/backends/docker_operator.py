@@ -14,7 +14,7 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
 from airflow.sdk.exceptions import AirflowException
 
-from clara_airflow.backends.docker import DockerServiceManager, device_requests, ensure_network
+from clara_airflow.backends.docker import DockerServiceManager, device_requests, engine_down, ensure_network
 from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
 from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
@@ -85,6 +85,10 @@ class ClaraDockerOperator(DockerOperator):
             self._prepare(context)
         except ClaraAirflowError as exc:
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
+        except AirflowException as exc:
+            if "establish connection" not in str(exc):
+                raise
+            raise AirflowException(f"operator '{self.task_id}': {engine_down(self.docker_url, exc)}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
             with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log):
@@ -143,6 +147,8 @@ class ClaraDockerOperator(DockerOperator):
         logs = getattr(exc, "logs", None) or []
         tail = "\n".join(str(line) for line in list(logs)[-20:])
         text = str(exc)
+        if "establish connection" in text:
+            text = engine_down(self.docker_url, text)
         if "device driver" in text:
             text += ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
                      "nvidia-container-toolkit or lower requests.gpu.")

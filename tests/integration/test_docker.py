@@ -293,3 +293,13 @@ def test_step_user_owns_the_outputs_on_the_host(airflow_db: None, payload: Path)
     assert result.read_text() == "CHEST CT, 24 SLICES\n"
     assert (result.stat().st_uid, result.stat().st_gid) == (4321, 4322)
     assert (runs[-1] / "merge" / "merged").stat().st_uid == 4321
+
+
+def test_an_unreachable_engine_is_named_with_a_fix() -> None:
+    from clara_airflow.errors import ServiceError
+    from tests.helpers import busybox_service
+
+    manager = DockerServiceManager({"docker_url": "unix:///nonexistent/docker.sock"})
+    with pytest.raises(ServiceError, match=r"the Docker engine at unix:///nonexistent/docker.sock does not answer"
+                                           r".*\[clara\] docker_url"):
+        manager.ensure(busybox_service("0123456789ab", "true", 80, "web"), timeout=5, log=None)
