@@ -149,6 +149,9 @@ class ClaraDockerOperator(DockerOperator):
         text = str(exc)
         if "establish connection" in text:
             text = engine_down(self.docker_url, text)
+        if "images/create" in text:  # the provider pulls a missing image, and the pull failed
+            text += (f"\nThe image {self.image} is not on the Docker engine and could not be pulled; build or "
+                     "load it there (docker/build.sh builds the demo images) or log the engine in to its registry.")
         if "device driver" in text:
             text += ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
                      "nvidia-container-toolkit or lower requests.gpu.")

@@ -129,6 +129,13 @@ def test_failing_operator_log_shows_container_output(dagbag: Any, payload: Path,
     assert "operator 'breaks' (clara-airflow/busybox:1) failed" in out + err
 
 
+def test_a_missing_image_says_how_to_get_it(dagbag: Any, payload: Path, capfd: Any) -> None:
+    dr = run(dagbag, "it-missing-image", payload)
+    assert dr.state == "failed"
+    out, err = capfd.readouterr()
+    assert "The image clara-airflow/never-built:0 is not on the Docker engine and could not be pulled" in out + err
+
+
 def test_missing_payload_fails_clearly(dagbag: Any, tmp_path: Path, capfd: Any) -> None:
     dr = run(dagbag, "it-fail", tmp_path / "nope")
     assert dr.state == "failed"
