@@ -160,6 +160,17 @@ class KubernetesServiceManager:
 
     # -- find or start ------------------------------------------------------------------------------------
     def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
+        """Return the ready instance of ``svc``, creating its claims, Deployment and Service if needed."""
+        from urllib3.exceptions import HTTPError as TransportError
+
+        try:
+            return self._ensure(svc, timeout=timeout, log=log)
+        except TransportError as exc:
+            raise ServiceError(
+                f"the Kubernetes API server does not answer ({exc}); check [clara] kubernetes_conn_id, "
+                "kube_config_file or in_cluster, and that the worker can reach the cluster") from None
+
+    def _ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
         name = service_name(svc.id)
         deadline = time.monotonic() + timeout
         for _, path in svc.volumes:

@@ -80,3 +80,12 @@ def test_remove_volumes_deletes_the_claims_labelled_with_the_service(manager: Ku
     core.list_namespaced_persistent_volume_claim.assert_called_once_with(
         "radiology", label_selector=f"clara-airflow/service-id={SVC.id}")
     assert core.delete_namespaced_persistent_volume_claim.call_count == 2
+
+
+def test_an_unreachable_api_server_is_named_with_the_settings_to_check(manager: KubernetesServiceManager) -> None:
+    from urllib3.exceptions import MaxRetryError
+
+    manager.hook.apps_v1_client.create_namespaced_deployment.side_effect = MaxRetryError(
+        None, "/apis/apps/v1/namespaces/radiology/deployments", "Connection refused")  # type: ignore[arg-type]
+    with pytest.raises(ServiceError, match=r"the Kubernetes API server does not answer .*kubernetes_conn_id"):
+        manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
