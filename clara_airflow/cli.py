@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=_inspect)
     svc = sub.add_parser("services", help="shared services recorded in Airflow Variables")
     svc_sub = svc.add_subparsers(dest="action", required=True)
-    lst = svc_sub.add_parser("list", help="list recorded services and whether each runs")
+    lst = svc_sub.add_parser("list", help="list recorded services: state, address, last use, idle TTL, leases")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_services_list)
     stop = svc_sub.add_parser("stop", help="stop a service and clear its record")
@@ -169,18 +169,27 @@ def _plan_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _services_list(args: argparse.Namespace) -> int:
-    from clara_airflow.services.admin import list_services
+LIST_COLUMNS = ("ID", "STATE", "IMAGE", "BACKEND", "ADDRESS", "STARTED", "LAST USED", "IDLE TTL", "LEASES", "NAMES")
 
-    rows = list_services()
+
+def _services_list(args: argparse.Namespace) -> int:
+    from clara_airflow.services.admin import service_rows
+
+    rows = service_rows()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
         print("no services recorded")
-    for row in rows:
-        print(f"{row['id']}  {row['state']:<9} {row['image']}:{row['tag']}  {row['backend']}  "
-              f"{row.get('host', '')}  names={','.join(row.get('names', []))}  last_used={row.get('last_used')}")
+        return 0
+    table = [LIST_COLUMNS] + [(
+        row["id"], row["state"], f"{row['image']}:{row['tag']}", row.get("backend", "?"), row.get("host") or "-",
+        row.get("started_at") or "-", row.get("last_used") or "-",
+        f"{row['idle_ttl']} s" if row.get("idle_ttl") is not None else "-",
+        str(len(row["leases"])), ",".join(row.get("names", [])) or "-") for row in rows]
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(LIST_COLUMNS))]
+    for line in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
 
 

@@ -69,6 +69,18 @@ def list_services() -> list[dict[str, Any]]:
     return rows
 
 
+def service_rows() -> list[dict[str, Any]]:
+    """``list_services`` with the live leases of each service (the runs holding it now)."""
+    from clara_airflow.services.leases import live_leases
+
+    rows = []
+    for row in list_services():
+        holders = [] if row.get("orphan") else live_leases(row["id"])
+        rows.append({**row, "leases": [{"dag_id": h["dag_id"], "run_id": h["run_id"], "state": h["state"]}
+                                       for h in holders]})
+    return rows
+
+
 def resolve(ref: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """A row by service id, instance name (``clara-svc-<id>``) or declared service name."""
     sid = ref[len(SERVICE_PREFIX):] if ref.startswith(SERVICE_PREFIX) else ref

@@ -7,17 +7,9 @@ import json
 from typing import Any
 
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.admin import list_services, manager_for, stop_service
-from clara_airflow.services.leases import live_leases
+from clara_airflow.services.admin import list_services, manager_for, service_rows, stop_service
 
-
-def service_rows() -> list[dict[str, Any]]:
-    rows = []
-    for row in list_services():
-        holders = [] if row.get("orphan") else live_leases(row["id"])
-        rows.append({**row, "leases": [{"dag_id": h["dag_id"], "run_id": h["run_id"], "state": h["state"]}
-                                       for h in holders]})
-    return rows
+__all__ = ["render_page", "service_logs", "service_rows", "stop"]
 
 
 def service_logs(sid: str, lines: int) -> str:

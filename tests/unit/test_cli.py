@@ -93,3 +93,25 @@ def test_validate_checks_settings_that_clash_once_merged(tmp_path, capsys) -> No
         capsys.readouterr().out
     (tmp_path / "clara-defaults.yaml").write_text("payload:\n  input: /data/incoming\n")
     assert main(["validate", str(tmp_path / "nightly.yaml")]) == 0
+
+
+def test_services_list_prints_a_table_with_ttl_and_leases(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from clara_airflow.services import admin
+
+    rows = [{"id": "6f43604d0b13", "state": "running", "image": "clara-airflow/kserve-stub", "tag": "0.1",
+             "backend": "docker", "host": "clara-svc-6f43604d0b13", "started_at": "2026-12-02T22:46:09+00:00",
+             "last_used": "2026-12-02T22:46:28+00:00", "idle_ttl": 3600, "names": ["ct-inference"],
+             "leases": [{"dag_id": "ct-organ-triage", "run_id": "manual__1", "state": "running"}]},
+            {"id": "feedfacecafe", "state": "running (orphan: no record)", "image": "?", "tag": "?",
+             "backend": "docker", "names": [], "orphan": True, "leases": []}]
+    monkeypatch.setattr(admin, "service_rows", lambda: rows)
+    assert main(["services", "list"]) == 0
+    header, first, orphan = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "STATE", "IMAGE", "BACKEND", "ADDRESS", "STARTED", "LAST", "USED", "IDLE", "TTL",
+                              "LEASES", "NAMES"]
+    assert first.split() == ["6f43604d0b13", "running", "clara-airflow/kserve-stub:0.1", "docker",
+                             "clara-svc-6f43604d0b13", "2026-12-02T22:46:09+00:00", "2026-12-02T22:46:28+00:00",
+                             "3600", "s", "1", "ct-inference"]
+    assert orphan.startswith("feedfacecafe  running (orphan: no record)")
+    assert main(["services", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["leases"][0]["run_id"] == "manual__1"
