@@ -73,10 +73,13 @@ def _validate(args: argparse.Namespace) -> int:
 
     failed = 0
     names: dict[str, Path] = {}
+    deployments: dict[Path, dict[str, Any]] = {}
     for path in _expand(args.paths):
         try:
             spec = load_pipeline(path)
-            compile_pipeline(spec, deployment_settings(path.parent))  # settings that only clash once merged
+            if path.parent not in deployments:
+                deployments[path.parent] = deployment_settings(path.parent)
+            compile_pipeline(spec, deployments[path.parent])  # settings that only clash once merged
         except SpecError as exc:
             print(exc)
             failed += 1

@@ -19,6 +19,7 @@ def create_app() -> Any:
     from fastapi.responses import HTMLResponse, PlainTextResponse
 
     from clara_airflow.services import page
+    from clara_airflow.services.admin import service_rows
 
     can_read = [Depends(requires_access_variable("GET"))]
     can_stop = [Depends(requires_access_variable("DELETE"))]
@@ -26,11 +27,11 @@ def create_app() -> Any:
 
     @app.get("/services", response_class=HTMLResponse, dependencies=can_read)
     def services_page() -> str:
-        return page.render_page(page.service_rows())
+        return page.render_page(service_rows())
 
     @app.get("/api/services", dependencies=can_read)
     def services_json() -> list[dict[str, Any]]:
-        return page.service_rows()
+        return service_rows()
 
     @app.get("/api/services/{sid}/logs", response_class=PlainTextResponse, dependencies=can_read)
     def service_logs(sid: str, lines: int = 100) -> str:

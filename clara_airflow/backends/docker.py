@@ -66,22 +66,22 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
-    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any:
-        from clara_airflow.backends.docker_operator import ClaraDockerOperator
         from clara_airflow.backends.layout import step_user
         from clara_airflow.services.heartbeat import heartbeat_interval
 
-        step_user(self.options.get("step_user"))  # a bad value fails when the DAG is built, not at 2 a.m.
+        self.options = options
+        step_user(options.get("step_user"))  # a bad value fails when the DAG is built, not at 2 a.m.
+        self.heartbeat = heartbeat_interval(options.get("service_heartbeat"))
+
+    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any:
+        from clara_airflow.backends.docker_operator import ClaraDockerOperator
 
         return ClaraDockerOperator(
             task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
             output_root=plan.settings["payload.output_root"], network=self.options["network"],
             docker_url=self.options["docker_url"], services=_service_refs(step, plan),
             payload_root=self.options.get("payload_root"),
-            heartbeat=heartbeat_interval(self.options.get("service_heartbeat")),
-            step_user=self.options.get("step_user"), doc_md=step.description or None,
+            heartbeat=self.heartbeat, step_user=self.options.get("step_user"), doc_md=step.description or None,
         )
 
     def service_manager(self) -> DockerServiceManager:

@@ -85,10 +85,8 @@ class ClaraDockerOperator(DockerOperator):
             self._prepare(context)
         except ClaraAirflowError as exc:
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
-        except AirflowException as exc:
-            if "establish connection" not in str(exc):
-                raise
-            raise AirflowException(f"operator '{self.task_id}': {engine_down(self.docker_url, exc)}") from None
+        except AirflowException as exc:  # the provider's hook: an unreachable engine
+            raise AirflowException(f"operator '{self.task_id}': {self._advice(str(exc))}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
             with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log):
@@ -146,17 +144,23 @@ class ClaraDockerOperator(DockerOperator):
     def _failure_text(self, exc: Exception) -> str:
         logs = getattr(exc, "logs", None) or []
         tail = "\n".join(str(line) for line in list(logs)[-20:])
-        text = str(exc)
-        if "establish connection" in text:
-            text = engine_down(self.docker_url, text)
-        if "images/create" in text:  # the provider pulls a missing image, and the pull failed
-            text += (f"\nThe image {self.image} is not on the Docker engine and could not be pulled; build or "
-                     "load it there (docker/build.sh builds the demo images) or log the engine in to its registry.")
-        if "device driver" in text:
-            text += ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
-                     "nvidia-container-toolkit or lower requests.gpu.")
+        text = self._advice(str(exc))
         detail = f"\n--- last container output ---\n{tail}" if tail else ""
         return f"operator '{self.task_id}' ({self.image}) failed: {text}{detail}"
+
+
+    def _advice(self, text: str) -> str:
+        """A Docker error with what to do about it, where the error is a known one."""
+        if "establish connection" in text:
+            return engine_down(self.docker_url, text)
+        if "images/create" in text:  # the provider pulls a missing image, and the pull failed
+            return text + (f"\nThe image {self.image} is not on the Docker engine and could not be pulled; build "
+                           "or load it there (docker/build.sh builds the demo images) or log the engine in to its "
+                           "registry.")
+        if "device driver" in text:
+            return text + ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
+                           "nvidia-container-toolkit or lower requests.gpu.")
+        return text
 
 
 def _container_name(dag_id: str, step: str, run_id: str, try_number: int) -> str:

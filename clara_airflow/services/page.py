@@ -7,9 +7,7 @@ import json
 from typing import Any
 
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.admin import list_services, manager_for, service_rows, stop_service
-
-__all__ = ["render_page", "service_logs", "service_rows", "stop"]
+from clara_airflow.services.admin import list_services, manager_for, stop_service
 
 
 def service_logs(sid: str, lines: int) -> str:

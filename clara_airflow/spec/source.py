@@ -14,7 +14,6 @@ MAX_BYTES = 1_048_576
 ALIAS_BUDGET = 10_000
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_RESOLVER = yaml.resolver.Resolver()
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
 SEQ, MAP = _T + "seq", _T + "map"
@@ -34,21 +33,25 @@ _BY_FIRST = {first: (*resolvers, *_WILDCARD)
              for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items() if first is not None}
 
 
+def implicit_tag(text: str) -> str:
+    """The tag a plain scalar ``text`` gets in YAML 1.1, by PyYAML's resolvers for its first character
+    (what the loader gives untagged scalars, and what ``!!int``/``!!bool`` values must match)."""
+    for tag, regexp in _BY_FIRST.get(text[:1], _WILDCARD):
+        if regexp.match(text):
+            return str(tag)
+    return STR
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """The safe loader with the implicit-tag lookup of PyYAML's Resolver, minus its generality.
 
     The composer calls ``resolve`` once per node; the safe loader has no path resolvers, so the
-    path bookkeeping is skipped and scalars go straight to the resolvers for their first character.
-    Same tags as ``SafeLoader`` (tests compare both on every example file).
+    path bookkeeping is skipped. Same tags as ``SafeLoader`` (tests compare both on every example).
     """
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            if implicit[0]:
-                for tag, regexp in _BY_FIRST.get(value[:1], _WILDCARD):
-                    if regexp.match(value):
-                        return str(tag)
-            return STR
+            return implicit_tag(value) if implicit[0] else STR
         return SEQ if kind is SequenceNode else MAP
 
     def descend_resolver(self, current_node: object, current_index: object) -> None:
@@ -186,7 +189,7 @@ def _check_tag(path: str, node: Node) -> None:
     tag = node.tag
     if tag in _STANDARD_TAGS:
         return
-    if isinstance(node, ScalarNode) and not node.style and _implicit_tag(node.value) == tag:
+    if isinstance(node, ScalarNode) and not node.style and implicit_tag(node.value) == tag:
         return  # an implicit type such as a date: read as text by string fields
     line, col = position(node)
     shown = tag.replace(_T, "!!")
@@ -194,14 +197,6 @@ def _check_tag(path: str, node: Node) -> None:
                 "!!bool, !!null, !!seq and !!map may be used (remove the tag)")
 
 
-def implicit_tag(text: str) -> str:
-    """The tag a plain scalar ``text`` gets in YAML 1.1 (what ``!!int``/``!!bool`` values must match)."""
-    return _implicit_tag(text)
-
-
-def _implicit_tag(text: str) -> str:
-    tag: str = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-    return tag
 
 
 def _check_key(path: str, key: Node, keys: set[str]) -> None:
