@@ -56,11 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Folders become the pipeline files below them (the loader's own finder); a path ending in
+    .yaml/.yml is a file to check, whatever it is on disk."""
+    from clara_airflow.spec.source import PIPELINE_SUFFIXES, pipeline_files
+
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")
-                            and p.name != "clara-defaults.yaml")
+        if path.is_dir() and not path.name.endswith(PIPELINE_SUFFIXES):
+            files += pipeline_files(path)
         else:
             files.append(path)
     return files
@@ -74,7 +77,8 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     names: dict[str, Path] = {}
     deployments: dict[Path, dict[str, Any]] = {}
-    for path in _expand(args.paths):
+    files = _expand(args.paths)
+    for path in files:
         try:
             spec = load_pipeline(path)
             if path.parent not in deployments:
@@ -100,8 +104,11 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{path}:{spec.where['name'][0]}:{spec.where['name'][1]}: duplicate pipeline name "
                   f"'{spec.name}' (also in {other}); pipeline names must be unique ignoring case")
             failed += 1
-    total = len(_expand(args.paths))
+    total = len(files)
     print(f"{total - failed} valid, {failed} invalid", file=sys.stderr)
+    if not files:
+        print("no pipeline files (*.yaml, *.yml) found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
+        return 1
     return 1 if failed else 0
 
 

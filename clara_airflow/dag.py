@@ -7,6 +7,7 @@ from typing import Any
 
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+from clara_airflow.compiler.resolve import MAX_VALUE_LENGTH
 
 
 def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
@@ -28,8 +29,11 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
         dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s["schedule"],
         start_date=_start_date(s["start_date"]), catchup=s["catchup"], max_active_runs=s["max_active_runs"],
         tags=sorted({"clara", *s["tags"]}),
+        dagrun_timeout=timedelta(seconds=s["run_timeout"]) if s["run_timeout"] else None,
         default_args={"owner": s["owner"], "retries": s["retries"],
-                      "retry_delay": timedelta(seconds=s["retry_delay"])},
+                      "retry_delay": timedelta(seconds=s["retry_delay"]),
+                      # x-airflow.timeout: a step over its time fails, and its container or pod is removed
+                      "execution_timeout": timedelta(seconds=s["timeout"])},
     )
     with dag:
         ensure: dict[str, Any] = {}
@@ -42,6 +46,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
                         parameters=[list(p) for p in plan.parameters], backend=s["backend"],
                         options=backend_options, start_timeout=s["services.start_timeout"],
                         idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
+                        execution_timeout=timedelta(seconds=s["services.start_timeout"] + 120),
                     )
                 release = ReleaseLeasesOperator(
                     task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
@@ -82,11 +87,24 @@ def _params(plan: PipelinePlan) -> dict[str, Any]:
                                                      description=described, minLength=1)
                               if payload else Param(type="string", title="Input payload folder",
                                                     description=described + " Required.", minLength=1)}
+    rules = plan.settings.get("parameters") or {}
     for name, default in plan.parameters:
         params[name] = Param(default, type="string", title=name,
                              description=f"Clara pipeline parameter `{name}` (default `{default}`), "
-                                         "substituted into ${{ " + name + " }} placeholders.")
+                                         "substituted into ${{ " + name + " }} placeholders.",
+                             **param_schema(rules.get(name.lower(), {})))
     return params
+
+
+def param_schema(rule: dict[str, Any]) -> dict[str, Any]:
+    """``x-airflow.parameters`` rules as JSON-schema keywords of the trigger form's Param, so Airflow
+    refuses a bad value before the run starts (the run checks again). A pattern must match the whole value."""
+    schema: dict[str, Any] = {"maxLength": int(rule.get("max_length", MAX_VALUE_LENGTH))}
+    if "enum" in rule:
+        schema["enum"] = list(rule["enum"])
+    if "pattern" in rule:
+        schema["pattern"] = f"^(?:{rule['pattern']})$"
+    return schema
 
 
 def _summary(plan: PipelinePlan) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -18,30 +19,29 @@ from clara_airflow.backends.registry import deployment_options
 from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.plan import PipelinePlan
 from clara_airflow.errors import ClaraAirflowError, SpecError
-from clara_airflow.services.reaper import REAPER_DAG_ID, build_reaper_dag
-from clara_airflow.spec.defaults import DEFAULTS_FILE, load_defaults_file
+from clara_airflow.services.reaper import build_reaper_dag
+from clara_airflow.spec.defaults import load_defaults_file
 from clara_airflow.spec.load import load_pipeline
+from clara_airflow.spec.model import ERROR_DAG_PREFIX, MAX_DAG_ID, REAPER_DAG_ID
+from clara_airflow.spec.source import pipeline_files, read_pipeline_bytes
+
+__all__ = ["load_dags", "pipeline_files"]
 
 log = logging.getLogger(__name__)
 ERROR_TAG = "clara-compile-error"
-SUFFIXES = (".yaml", ".yml")
 _NAME_LINE = re.compile(r"^name:[ \t]*['\"]?([A-Za-z0-9_-]+)['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
 _CACHE: dict[tuple[str, bytes, str], PipelinePlan] = {}
 
 
-def pipeline_files(folder: Path) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` below ``folder`` (hidden folders skipped), sorted, without the defaults file."""
-    found = [p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.name != DEFAULTS_FILE
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()]
-    return sorted(found)
-
-
-def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | None = None) -> dict[str, Any]:
+def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | None = None,
+              reaper: bool | None = None) -> dict[str, Any]:
     """Build one DAG per pipeline file and register each in ``namespace`` (a DAG file's ``globals()``).
 
     :param anchor: the loader file (``__file__``) or a folder; pipelines are searched below its folder.
     :param strict: raise one error listing every broken file instead of placeholder DAGs;
         default ``[clara] strict``.
+    :param reaper: define the ``clara_service_reaper`` DAG here; default: only in the first loader file
+        (by path) of the dags folder, so a deployment with several loader files defines it once.
     """
     from airflow.sdk import get_parsing_context
 
@@ -67,7 +67,7 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
             log.exception("clara-airflow: cannot build the error DAG of %s", path)
             continue
         dags[dag.dag_id] = dag
-    if not wanted or wanted == REAPER_DAG_ID:
+    if (not wanted or wanted == REAPER_DAG_ID) and (reaper if reaper is not None else defines_reaper(anchor)):
         dags[REAPER_DAG_ID] = build_reaper_dag(options)
     namespace.update(dags)
     return dags
@@ -106,7 +106,7 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: dict[str,
 
 def _compile(path: Path, deployment: dict[str, Any]) -> PipelinePlan:
     """Compiled plans are cached per process by file content and settings."""
-    data = path.read_bytes()
+    data = read_pipeline_bytes(path)
     key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())))
     if key not in _CACHE:
         _CACHE[key] = compile_pipeline(load_pipeline(path, data), deployment)
@@ -114,11 +114,40 @@ def _compile(path: Path, deployment: dict[str, Any]) -> PipelinePlan:
 
 
 def _declared_name(path: Path) -> str | None:
+    """The ``name:`` line's value, read without parsing (only regular files, bounded)."""
     try:
-        match = _NAME_LINE.search(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
+        text = read_pipeline_bytes(path).decode("utf-8", errors="replace")
+    except SpecError:
         return None
+    match = _NAME_LINE.search(text)
     return match.group(1) if match else None
+
+
+def loader_files(dags_folder: Path) -> list[Path]:
+    """The ``.py`` files of the dags folder that call ``load_dags`` (hidden folders skipped), by path."""
+    found = []
+    for here, dirs, names in os.walk(dags_folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+        for name in names:
+            path = Path(here) / name
+            if name.endswith(".py") and not name.startswith("."):
+                try:
+                    with open(path, "rb") as handle:
+                        if b"load_dags(" in handle.read(65536):
+                            found.append(path)
+                except OSError:
+                    continue
+    return sorted(found)
+
+
+def defines_reaper(anchor: str | Path) -> bool:
+    """Only the first loader file of the dags folder defines the reaper DAG (a DAG id must be unique)."""
+    from airflow.sdk import conf
+
+    anchor = Path(anchor).resolve()
+    folder = Path(conf.get("core", "dags_folder", fallback=str(anchor.parent))).resolve()
+    loaders = loader_files(folder) if anchor.is_relative_to(folder) else []
+    return not loaders or loaders[0].resolve() == anchor
 
 
 def error_dag(path: Path, text: str, folder: Path, *, taken: set[str]) -> Any:
@@ -128,12 +157,18 @@ def error_dag(path: Path, text: str, folder: Path, *, taken: set[str]) -> Any:
     from clara_airflow.operators.pipeline_error import PipelineErrorOperator
 
     name = _declared_name(path)
-    slug = re.sub(r"[^A-Za-z0-9_-]", "_", str(path.relative_to(folder)))
-    dag_id = name if name and name not in taken and "duplicate pipeline name" not in text else f"clara_error__{slug}"
+    relative = str(path.relative_to(folder))
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", relative)
+    if len(slug) > 200:
+        slug = f"{slug[:180]}_{hashlib.sha256(relative.encode()).hexdigest()[:12]}"
+    usable = name and len(name) <= MAX_DAG_ID and name.lower() != REAPER_DAG_ID \
+        and not name.lower().startswith(ERROR_DAG_PREFIX) and name not in taken and "duplicate pipeline name" not in text
+    dag_id = name if usable and name else f"{ERROR_DAG_PREFIX}{slug}"
+    text = text.replace(f"{folder}/", "")  # paths relative to the dags folder: no host paths in the UI
     first = text.splitlines()[0] if text else "unknown error"
-    doc = (f"# Broken Clara pipeline `{path.name}`\n\nThis file could not be loaded; no run can start until it "
+    doc = (f"# Broken Clara pipeline `{relative}`\n\nThis file could not be loaded; no run can start until it "
            f"is fixed. Every problem, as `file:line:col: message`:\n\n```\n{text}\n```\n\n"
-           f"Check it locally with `clara-airflow validate {path}`.")
+           f"Check it locally with `clara-airflow validate {relative}`.")
     with DAG(dag_id=dag_id, description=f"BROKEN: {first}"[:200], doc_md=doc, schedule=None,
              tags=["clara", ERROR_TAG], is_paused_upon_creation=True) as dag:
         PipelineErrorOperator(task_id="clara_compile_error", message=text)

@@ -26,6 +26,7 @@ WORK = Path(tempfile.mkdtemp(prefix="clara-bench-run-"))
 os.environ.update({
     "AIRFLOW_HOME": str(WORK / "home"), "AIRFLOW__CORE__DAGS_FOLDER": str(WORK / "dags"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CLARA__OUTPUT_ROOT": str(WORK / "output"),
+    "AIRFLOW__CLARA__PAYLOAD_ROOT": str(WORK / "payload"),
     "AIRFLOW__CLARA__NETWORK": "clara-airflow-bench",
 })
 sys.path.insert(0, str(REPO))

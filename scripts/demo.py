@@ -24,6 +24,7 @@ def main() -> int:
     output_root = os.environ.get("CLARA_DEMO_OUTPUT", "/var/lib/clara-airflow/output")
     env = {**os.environ, "AIRFLOW_HOME": str(DEMO / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CLARA__OUTPUT_ROOT": output_root,
+           "AIRFLOW__CLARA__PAYLOAD_ROOT": str(DEMO / "payload"),
            "PATH": f"{BIN}:{os.environ['PATH']}"}
     began = time.monotonic()
     DEMO.mkdir(exist_ok=True)

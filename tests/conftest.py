@@ -35,6 +35,7 @@ os.environ.update({
     "AIRFLOW_HOME": str(HOME), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     "AIRFLOW__CLARA__OUTPUT_ROOT": str(OUTPUT), "AIRFLOW__CLARA__NETWORK": TEST_NETWORK,
+    "AIRFLOW__CLARA__PAYLOAD_ROOT": tempfile.gettempdir(),  # pytest's tmp_path folders are payloads too
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(HOME / "service-data"),
     "AIRFLOW__CLARA__SERVICES_START_TIMEOUT": "60", "AIRFLOW__CLARA__SERVICE_HEARTBEAT": "1",
     "AIRFLOW__CLARA__MODELS_IMAGE": "clara-airflow/kserve-stub", "AIRFLOW__CLARA__MODELS_TAG": "0.1",

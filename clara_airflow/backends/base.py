@@ -26,6 +26,26 @@ class ServiceInstance:
     volumes: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Managed:
+    """A service instance found by its label. :param age: seconds since it was created (inf: unknown)."""
+
+    state: str
+    age: float = float("inf")
+
+
+@dataclass(frozen=True)
+class StepContainer:
+    """A step container found by its label (Docker): what the reaper needs to judge a leftover."""
+
+    ref: str
+    name: str
+    dag_id: str
+    run_id: str
+    state: str
+    age: float
+
+
 class ServiceManager(Protocol):
     def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance: ...
 
@@ -37,7 +57,11 @@ class ServiceManager(Protocol):
 
     def logs(self, sid: str, lines: int = 50) -> str: ...
 
-    def list_managed(self) -> dict[str, str]: ...
+    def list_managed(self) -> dict[str, Managed]: ...
+
+    def list_steps(self) -> list[StepContainer]: ...
+
+    def remove_step(self, ref: str) -> None: ...
 
 
 class Backend(Protocol):

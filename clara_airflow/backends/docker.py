@@ -6,6 +6,7 @@ the others get HTTP 409 and reuse the winner's container (AIRFLOW-NOTES section 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -14,7 +15,7 @@ from datetime import UTC
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import ServiceInstance
+from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
 from clara_airflow.errors import ServiceError
@@ -22,6 +23,9 @@ from clara_airflow.spec.template import expand_references
 
 LABEL_ID = "clara-airflow/service-id"
 LABEL_MANAGED = "clara-airflow/managed"
+LABEL_STEP = "clara-airflow/step"  # on step containers: the operator; with LABEL_DAG and LABEL_RUN_ID
+LABEL_DAG = "clara-airflow/dag-id"
+LABEL_RUN_ID = "clara-airflow/run-id"
 DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
 
 
@@ -80,7 +84,7 @@ class DockerBackend:
             task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
             output_root=plan.settings["payload.output_root"], network=self.options["network"],
             docker_url=self.options["docker_url"], services=_service_refs(step, plan),
-            payload_root=self.options.get("payload_root"),
+            payload_root=self.options.get("payload_root"), options=self.options,
             heartbeat=self.heartbeat, step_user=self.options.get("step_user"), doc_md=step.description or None,
         )
 
@@ -325,10 +329,24 @@ class DockerServiceManager:
         except APIError:
             return ""
 
-    def list_managed(self) -> dict[str, str]:
-        """Every service container carrying the clara-airflow label: id -> state."""
+    def list_managed(self) -> dict[str, Managed]:
+        """Every service container carrying the clara-airflow label: id -> state and age."""
         found = self.cli.containers(all=True, filters={"label": LABEL_ID})
-        return {c["Labels"][LABEL_ID]: c["State"] for c in found}
+        return {c["Labels"][LABEL_ID]: Managed(c["State"], time.time() - float(c.get("Created") or 0))
+                for c in found}
+
+    def list_steps(self) -> list[StepContainer]:
+        """Every step container (any state), with the DAG run it belongs to."""
+        found = self.cli.containers(all=True, filters={"label": LABEL_STEP})
+        return [StepContainer(ref=c["Id"], name=(c.get("Names") or ["?"])[0].lstrip("/"),
+                              dag_id=c["Labels"].get(LABEL_DAG, ""), run_id=c["Labels"].get(LABEL_RUN_ID, ""),
+                              state=c["State"], age=time.time() - float(c.get("Created") or 0)) for c in found]
+
+    def remove_step(self, ref: str) -> None:
+        from docker.errors import NotFound
+
+        with contextlib.suppress(NotFound):
+            self.cli.remove_container(ref, force=True)
 
 
 def _accepts(address: str, port: int) -> bool:

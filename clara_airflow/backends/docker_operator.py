@@ -14,12 +14,21 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
 from airflow.sdk.exceptions import AirflowException
 
-from clara_airflow.backends.docker import DockerServiceManager, device_requests, engine_down, ensure_network
+from clara_airflow.backends.docker import (
+    LABEL_DAG,
+    LABEL_RUN_ID,
+    LABEL_STEP,
+    DockerServiceManager,
+    device_requests,
+    engine_down,
+    ensure_network,
+)
 from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
 from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.spec.template import expand_references
 
@@ -50,6 +59,8 @@ class ClaraDockerOperator(DockerOperator):
     :param payload_root: when set, ``clara_payload`` must lie inside it.
     :param heartbeat: seconds between ``last_used`` refreshes of its services while the container runs.
     :param step_user: ``[clara] step_user`` (``UID:GID``, ``UID`` or ``worker``); unset: the image's user.
+    :param options: the backend options the ensure tasks use (service data folder, start timeout, idle
+        TTL), so a service this step has to start again is started exactly as its ensure task would.
     """
 
     template_fields: Sequence[str] = ()
@@ -58,7 +69,8 @@ class ClaraDockerOperator(DockerOperator):
 
     def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]], output_root: str,
                  network: str, services: Mapping[str, ServicePlan | dict[str, Any]], payload_root: str | None = None,
-                 heartbeat: float = 60.0, step_user: str | None = None, **kwargs: Any) -> None:
+                 heartbeat: float = 60.0, step_user: str | None = None, options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         plan = as_step_plan(step)
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
@@ -74,6 +86,9 @@ class ClaraDockerOperator(DockerOperator):
         self.payload_root = payload_root
         self.heartbeat = heartbeat
         self.step_user = step_user
+        self.options = {**(options or {}), "docker_url": self.docker_url, "network": network}
+        self.rules = self.options.get("parameters") or {}
+        self.data_dir = str(self.options.get("services.data_dir") or "/var/lib/clara-airflow/service-data")
         self.service_ids: tuple[str, ...] = ()
 
     @property
@@ -89,16 +104,16 @@ class ClaraDockerOperator(DockerOperator):
             raise AirflowException(f"operator '{self.task_id}': {self._advice(str(exc))}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
-            with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log):
+            with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log, dag_id=context["dag"].dag_id):
                 return super().execute(context)
         except Exception as exc:
-            raise AirflowException(self._failure_text(exc)) from exc
+            raise AirflowException(self._failure_text(exc) + self._lost_services()) from exc
 
     def _prepare(self, context: Any) -> None:
         inputs = run_inputs(context, self.step, self.parameters, self.services, payload_root=self.payload_root,
-                            local=True)
+                            local=True, reserved=(self.output_root, self.data_dir), rules=self.rules)
         step, env, payload = inputs.step, inputs.env, inputs.payload
-        self._recheck_services(inputs.values)
+        self._recheck_services(inputs.values, RunRef(context["dag"].dag_id, context["run_id"]))
         self.service_ids = inputs.service_ids
         ti = context["ti"]
         run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
@@ -117,7 +132,7 @@ class ClaraDockerOperator(DockerOperator):
         self.container_name = _container_name(context["dag"].dag_id, step.name, context["run_id"],
                                               getattr(ti, "try_number", 1))
         ensure_network(self.hook.api_client, self.network)
-        self.labels = {"clara-airflow/dag-id": context["dag"].dag_id, "clara-airflow/operator": step.name,
+        self.labels = {LABEL_DAG: context["dag"].dag_id, LABEL_STEP: step.name, LABEL_RUN_ID: context["run_id"],
                        "clara-airflow/run": run_dir.name}
 
     def _mounts(self, step: StepPlan, run_dir: Any, payload: str) -> list[Any]:
@@ -130,16 +145,31 @@ class ClaraDockerOperator(DockerOperator):
             mounts.append(Mount(target=m.target, source=source, type=kind, read_only=m.read_only))
         return mounts
 
-    def _recheck_services(self, values: dict[str, str]) -> None:
-        """Just before the step starts: a service that vanished since its ensure task is started again."""
+    def _recheck_services(self, values: dict[str, str], run: RunRef) -> None:
+        """Just before the step starts: a service that vanished since its ensure task is started again,
+        through the same code and settings as the ensure task, and recorded."""
         if not self.services:
             return
-        manager = DockerServiceManager({"docker_url": self.docker_url, "network": self.network})
+        manager = DockerServiceManager(self.options)
         for plan in self.services.values():
-            svc = resolve_service(plan, values)
+            svc = resolve_service(plan, values, self.rules)
             if manager.status(svc.id) != "running":
                 self.log.warning("service clara-svc-%s is not running any more; starting it again", svc.id)
-                manager.ensure(svc, timeout=300, log=self.log)
+                ensure_service(svc, manager, run, backend="docker", location={"network": self.network},
+                               idle_ttl=int(self.options.get("services.idle_ttl") or 3600),
+                               start_timeout=float(self.options.get("services.start_timeout") or 300), log=self.log)
+
+    def _lost_services(self) -> str:
+        """A step that failed while one of its services was gone says so: the failure is retryable."""
+        if not self.service_ids:
+            return ""
+        try:
+            manager = DockerServiceManager(self.options)
+            gone = {sid: state for sid in self.service_ids if (state := manager.status(sid)) != "running"}
+        except Exception:
+            return ""
+        return "".join(f"\nservice clara-svc-{sid} is {state}: it stopped while this step ran. The task can be "
+                       "retried (x-airflow.retries); its next try starts the service again." for sid, state in gone.items())
 
     def _failure_text(self, exc: Exception) -> str:
         logs = getattr(exc, "logs", None) or []

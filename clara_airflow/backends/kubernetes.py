@@ -12,7 +12,7 @@ import time
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import ServiceInstance
+from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import PipelinePlan, Requests, ServicePlan, StepPlan
 from clara_airflow.errors import ServiceError
@@ -303,7 +303,29 @@ class KubernetesServiceManager:
         except Exception:
             return ""
 
-    def list_managed(self) -> dict[str, str]:
+    def list_managed(self) -> dict[str, Managed]:
         items = self.apps.list_namespaced_deployment(self.namespace, label_selector=LABEL_ID).items
-        return {d.metadata.labels[LABEL_ID]: ("running" if (d.status.ready_replicas or 0) >= 1 else "not ready")
-                for d in items if LABEL_ID in (d.metadata.labels or {})}
+        return {d.metadata.labels[LABEL_ID]: Managed(
+            "running" if (d.status.ready_replicas or 0) >= 1 else "not ready", _age(d.metadata.creation_timestamp))
+            for d in items if LABEL_ID in (d.metadata.labels or {})}
+
+    def list_steps(self) -> list[StepContainer]:
+        """Step pods are deleted by KubernetesPodOperator itself, and re-attached after a worker crash."""
+        return []
+
+    def remove_step(self, ref: str) -> None:
+        raise NotImplementedError("step pods are cleaned up by KubernetesPodOperator")
+
+
+def _age(created: Any) -> float:
+    import datetime as _dt
+
+    if isinstance(created, str):
+        try:
+            created = _dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            return float("inf")
+    if not isinstance(created, _dt.datetime):
+        return float("inf")
+    moment = created if created.tzinfo else created.replace(tzinfo=_dt.UTC)
+    return (_dt.datetime.now(_dt.UTC) - moment).total_seconds()

@@ -98,7 +98,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
         try:
             with ServiceHeartbeat(self.service_ids, heartbeat_interval(self.options.get("service_heartbeat")),
-                                  self.log):
+                                  self.log, dag_id=context["dag"].dag_id):
                 return super().execute(context)
         except Exception as exc:
             raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
@@ -106,7 +106,9 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
     def prepare(self, context: Any) -> None:
         """Fill in what depends on the run: image, args, env, volumes, init container, labels."""
         inputs = run_inputs(context, self.step, self.parameters, self.services,
-                            payload_root=self.options.get("payload_root"), local=False)
+                            payload_root=self.options.get("payload_root"), local=False,
+                            reserved=(self._roots()[1], self.options.get("services.data_dir", "")),
+                            rules=self.options.get("parameters") or {})
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self.service_ids = inputs.service_ids
         dag_id, run_id = context["dag"].dag_id, context["run_id"]

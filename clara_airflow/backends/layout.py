@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 from clara_airflow.compiler.plan import MountPlan
@@ -79,22 +80,80 @@ def hand_over(folder: Path, user: tuple[int, int] | None) -> None:
         os.chown(path, *user)
 
 
-def check_payload(payload: object, payload_root: str | None, *, local: bool = True) -> str:
-    """The run's ``clara_payload``: an absolute folder, inside ``payload_root`` when set; ``local``
-    also requires it to exist here (Docker), where Kubernetes can only check the text."""
+DEFAULT_PAYLOAD_ROOT = "/var/lib/clara-airflow/payloads"
+# Host folders no payload may be, lie inside or contain, whatever ``payload_root`` says: the kernel's
+# and the engine's interfaces, system configuration and root's home.
+DENIED = ("/proc", "/sys", "/dev", "/run", "/var/run", "/etc", "/root", "/boot")
+_MAX_PAYLOAD_ENTRIES = 500_000
+
+
+def check_payload(payload: object, payload_root: str | None, *, local: bool = True,
+                  reserved: tuple[str, ...] = ()) -> str:
+    """The run's ``clara_payload``, checked: it comes from the run's conf, which a user who may only
+    trigger DAGs controls, and it becomes a host folder mounted into a container.
+
+    :param payload_root: the folder every payload must lie in (``[clara] payload_root``); None means
+        :data:`DEFAULT_PAYLOAD_ROOT`.
+    :param local: the folder is on this machine (Docker): symlinks are resolved, it must exist and hold
+        no socket. Kubernetes can only check the text (it is a path on a claim or a node).
+    :param reserved: folders of other runs and services (the output root, the service data folder);
+        a payload may neither lie inside one nor contain one.
+    :raises ClaraAirflowError: naming the value, the rule and the setting to change.
+    """
     if not isinstance(payload, str) or not payload.startswith("/"):
         raise ClaraAirflowError(f"clara_payload must be the absolute path of the input payload folder, "
                                 f"not {payload!r}; set it in the trigger form or in x-airflow.payload.input")
+    if len(payload) > 4096 or any(ord(ch) < 32 or ch == "\x7f" for ch in payload):
+        raise ClaraAirflowError(f"clara_payload {payload[:80]!r} is over 4096 characters or holds a control "
+                                "character; give a plain folder path")
     if ".." in payload.split("/"):
         raise ClaraAirflowError(f"clara_payload {payload!r} must not contain '..'")
-    real = os.path.realpath(payload) if local else payload.rstrip("/") or "/"
-    root = (os.path.realpath(payload_root) if local else payload_root.rstrip("/")) if payload_root else None
-    if root and os.path.commonpath([real, root]) != root:
-        raise ClaraAirflowError(f"clara_payload {payload!r} is outside the allowed payload root {payload_root!r} "
-                                "([clara] payload_root)")
-    if local and not os.path.isdir(real):
-        raise ClaraAirflowError(f"clara_payload folder {payload!r} does not exist or is not a folder")
+    resolve = os.path.realpath if local else _normalise
+    real = resolve(payload)
+    root = resolve(payload_root or DEFAULT_PAYLOAD_ROOT)
+    if not _inside(real, root):
+        raise ClaraAirflowError(
+            f"clara_payload {payload!r} is outside the payload root {root!r}; put the study below it, or point "
+            "[clara] payload_root (AIRFLOW__CLARA__PAYLOAD_ROOT) at the folder your payloads live in")
+    for folder, why in [*((d, "a system folder") for d in DENIED),
+                        *((r, "another run's or a service's data") for r in reserved if r)]:
+        for form in {folder, resolve(folder)}:
+            if _inside(real, form) or _inside(form, real):
+                raise ClaraAirflowError(
+                    f"clara_payload {payload!r} is or contains {form} ({why}); a payload folder may not be, "
+                    f"lie inside or contain it, whatever [clara] payload_root says; choose a study folder")
+    if local:
+        if not os.path.isdir(real):
+            raise ClaraAirflowError(f"clara_payload folder {payload!r} does not exist or is not a folder")
+        _refuse_sockets(real, payload)
     return real
+
+
+def _normalise(path: str) -> str:
+    return os.path.normpath(path).replace("//", "/")
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _refuse_sockets(folder: str, shown: str) -> None:
+    """A socket in a payload (a Docker or database socket) would hand its server to the step."""
+    count = 0
+    todo = [folder]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                count += 1
+                if count > _MAX_PAYLOAD_ENTRIES:
+                    raise ClaraAirflowError(f"clara_payload {shown!r} holds over {_MAX_PAYLOAD_ENTRIES} entries; "
+                                            "give one study's folder")
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISSOCK(mode):
+                    raise ClaraAirflowError(f"clara_payload {shown!r} holds the socket {entry.path}; a payload may "
+                                            "not hold sockets (they would give the step the server behind them)")
+                if stat.S_ISDIR(mode):
+                    todo.append(entry.path)
 
 
 def host_source(mount: MountPlan, run_dir: Path, payload: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from clara_airflow.backends.layout import check_payload
 from clara_airflow.compiler.plan import StepPlan
-from clara_airflow.compiler.resolve import parameter_values, resolve_step
+from clara_airflow.compiler.resolve import Rules, parameter_values, resolve_step
 from clara_airflow.errors import ClaraAirflowError
 
 ENSURE_TASK = "clara_services.ensure_{}"
@@ -28,18 +28,21 @@ class RunInputs:
 
 
 def run_inputs(context: Any, step: StepPlan, parameters: list[list[str]], services: dict[str, Any], *,
-               payload_root: str | None, local: bool) -> RunInputs:
-    """:param local: the payload folder must exist here (Docker); Kubernetes can only check the path."""
+               payload_root: str | None, local: bool, reserved: tuple[str, ...] = (),
+               rules: Rules | None = None) -> RunInputs:
+    """:param local: the payload folder must exist here (Docker); Kubernetes can only check the path.
+    :param reserved: folders a payload may neither be inside nor contain (output root, service data).
+    :param rules: ``x-airflow.parameters``, checked against the run's values."""
     params = dict(context["params"])
-    payload = check_payload(params.get("clara_payload"), payload_root, local=local)
-    values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"})
+    payload = check_payload(params.get("clara_payload"), payload_root, local=local, reserved=reserved)
+    values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"}, rules)
     ti = context["ti"]
     pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in services}
     missing = [sid for sid, data in pushed.items() if "connections" not in data]
     if missing:
         raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
                                 "that task must succeed first")
-    resolved = resolve_step(step, values, {sid: data["id"] for sid, data in pushed.items()})
+    resolved = resolve_step(step, values, {sid: data["id"] for sid, data in pushed.items()}, rules)
     env = dict(resolved.variables)
     for use in resolved.services:
         connections = next(data["connections"] for data in pushed.values() if data["id"] == use.service)

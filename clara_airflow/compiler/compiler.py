@@ -12,7 +12,7 @@ from typing import Any
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
 from clara_airflow.errors import CompileError, Problem, SpecError
-from clara_airflow.spec.crosscheck import select_output
+from clara_airflow.spec.crosscheck import pinned_uses, select_output
 from clara_airflow.spec.defaults import merge_settings
 from clara_airflow.spec.model import MODEL_VARIABLES, OperatorSpec, PipelineSpec, RequestsSpec
 from clara_airflow.spec.template import substitute
@@ -31,6 +31,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
     settings = merge_settings(spec.airflow, deployment or {})
+    settings["parameters"] = effective_rules(spec, settings.get("parameters") or {})
     _check_schedule(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
@@ -45,6 +46,18 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
         settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
     )
+
+
+def effective_rules(spec: PipelineSpec, rules: Mapping[str, Any]) -> dict[str, Any]:
+    """``x-airflow.parameters``, plus a pin to the default for every parameter that chooses an image,
+    tag or service identity and has no ``enum`` of its own (whoever triggers a run may not pick those)."""
+    declared = spec.all_parameters()
+    found = {name: dict(rule) for name, rule in rules.items()}
+    for name, at, _ in pinned_uses(spec):
+        if "enum" not in found.get(name, {}) and name in declared:
+            found[name] = {**found.get(name, {}), "name": declared[name].name, "enum": [declared[name].default],
+                           "pinned": True, "at": list(at)}
+    return found
 
 
 def _check_schedule(spec: PipelineSpec, settings: Mapping[str, Any]) -> None:

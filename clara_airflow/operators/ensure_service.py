@@ -3,21 +3,18 @@ connection values to XCom for the steps that declare it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from clara_airflow.backends.base import connection_values
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan, as_service_plan
 from clara_airflow.compiler.resolve import parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.leases import take_lease
-from clara_airflow.services.records import record_use
+from clara_airflow.services.ensure import RunRef, ensure_service
 
 
 class EnsureServiceOperator(BaseOperator):
@@ -51,26 +48,18 @@ class EnsureServiceOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, str]:
         params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
+        run = RunRef(context["dag"].dag_id, context["run_id"])
+        location = {k: v for k in ("network", "namespace") if (v := str(self.options.get(k) or ""))}
         try:
-            svc = resolve_service(self.service, parameter_values(
-                self.parameters, params))
+            rules = self.options.get("parameters") or {}
+            svc = resolve_service(self.service, parameter_values(self.parameters, params, rules), rules)
             manager = get_backend(self.backend, self.options).service_manager()
-            began = time.perf_counter()
-            instance = manager.ensure(svc, timeout=self.start_timeout, log=self.log)
-            seconds = time.perf_counter() - began
+            result = ensure_service(svc, manager, run, backend=self.backend, location=location,
+                                    idle_ttl=self.idle_ttl, start_timeout=self.start_timeout, log=self.log)
         except ClaraAirflowError as exc:
             raise AirflowException(f"service {service_name(self.service.id)} "
                                    f"({self.service.image}:{self.service.tag}): {exc}") from None
-        connections = connection_values(svc, instance.host)
-        location = {"network": self.options.get("network", ""), "namespace": self.options.get("namespace", "")}
-        # Record first, lease second: a worker killed in between leaves a recorded service that the
-        # reaper stops once idle, never a held-looking instance no record knows (an orphan).
-        record_use(svc, instance, backend=self.backend, dag_id=context["dag"].dag_id, idle_ttl=self.idle_ttl,
-                   connections=connections, location={k: v for k, v in location.items() if v})
-        take_lease(svc.id, context["dag"].dag_id, context["run_id"])
-        self.log.info("service %s %s in %.3f s; connections: %s", instance.host,
-                      "started" if instance.created else "reused", seconds, connections)
-        context["ti"].xcom_push(key="service", value={
-            "id": svc.id, "host": instance.host, "connections": connections, "created": instance.created,
-            "seconds": round(seconds, 4)})
-        return connections
+        self.log.info("service %s %s in %.3f s; connections: %s", result.host,
+                      "started" if result.created else "reused", result.seconds, result.connections)
+        context["ti"].xcom_push(key="service", value=result.as_xcom())
+        return result.connections

@@ -30,5 +30,5 @@ class ReleaseLeasesOperator(BaseOperator):
             pushed = ti.xcom_pull(task_ids=task_id, key="service") or {}
             run_sid = pushed.get("id", sid)
             release_lease(run_sid, dag_id, run_id)
-            touch(run_sid)
+            touch(run_sid, dag_id)
             self.log.info("released the lease of %s on clara-svc-%s", run_id, run_sid)

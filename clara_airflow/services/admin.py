@@ -1,14 +1,30 @@
-"""Service administration shared by the CLI and the UI: list, stop, and collect idle services."""
+"""Service administration shared by the CLI, the UI and the reaper: list, stop, and collect.
+
+Stops follow the handshake of :mod:`clara_airflow.services.leases`: write the stop intent, then read
+the leases, and stop only when no run holds the service at that moment.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from clara_airflow import airflow_compat
 from clara_airflow.backends.registry import deployment_options, get_backend
-from clara_airflow.compiler.identity import SERVICE_PREFIX
+from clara_airflow.compiler.identity import SERVICE_PREFIX, service_name
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.records import clear_record, read_records
+from clara_airflow.services.leases import Holder, clear_stopping, live_leases, mark_stopping
+from clara_airflow.services.records import (
+    VariableStore,
+    clear_record,
+    parse_time,
+    read_views,
+    service_view,
+    variable_store,
+)
+
+STEP_GRACE = 600.0  # seconds a finished run's step container is kept for a look before the reaper removes it
 
 
 def _options() -> dict[str, Any]:
@@ -46,39 +62,38 @@ def _state(manager: Any, sid: str) -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def list_services() -> list[dict[str, Any]]:
+def list_services(store: VariableStore | None = None) -> list[dict[str, Any]]:
     """Every recorded service with its live state, plus unrecorded (orphan) instances found by label."""
+    store = store or variable_store()
     rows = []
-    recorded = set()
-    for record in read_records():
-        sid = record["id"]
-        recorded.add(sid)
-        manager = manager_for(record)
-        identity = record.get("identity", {})
-        rows.append({**record, "image": identity.get("image", "?"), "tag": identity.get("tag", "?"),
-                     "state": _state(manager, sid) if manager else "unknown (backend not installed)"})
+    for view in read_views(store):
+        row = view.as_row()
+        manager = manager_for(row)
+        row["state"] = _state(manager, view.id) if manager else "unknown (backend not installed)"
+        if view.bad:
+            row["state"] += " (bad record)"
+        rows.append(row)
+    recorded = {r["id"] for r in rows}
     for backend, manager in managers({r.get("backend", "docker") for r in rows}).items():
         try:
             managed = manager.list_managed()
         except Exception:
             continue
-        for sid, state in managed.items():
+        for sid, found in managed.items():
             if sid not in recorded:
-                rows.append({"id": sid, "backend": backend, "state": f"{state} (orphan: no record)",
-                             "image": "?", "tag": "?", "names": [], "orphan": True})
+                rows.append({"id": sid, "backend": backend, "state": f"{found.state} (orphan: no record)",
+                             "age": found.age, "image": "?", "tag": "?", "names": [], "orphan": True})
     return rows
 
 
-def service_rows() -> list[dict[str, Any]]:
+def _holder_row(h: Holder) -> dict[str, str]:
+    return {"dag_id": h.dag_id, "run_id": h.run_id, "state": h.state}
+
+
+def service_rows(store: VariableStore | None = None) -> list[dict[str, Any]]:
     """``list_services`` with the live leases of each service (the runs holding it now)."""
-    from clara_airflow.services.leases import live_leases
-
-    rows = []
-    for row in list_services():
-        holders = [] if row.get("orphan") else live_leases(row["id"])
-        rows.append({**row, "leases": [{"dag_id": h["dag_id"], "run_id": h["run_id"], "state": h["state"]}
-                                       for h in holders]})
-    return rows
+    store = store or variable_store()
+    return [{**row, "leases": [_holder_row(h) for h in live_leases(row["id"], store)]} for row in list_services(store)]
 
 
 def resolve(ref: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -93,69 +108,146 @@ def resolve(ref: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return matches[0]
 
 
-def stop_service(ref: str, *, force: bool = False, volumes: bool = False) -> str:
+def _held_text(sid: str, holders: list[Holder]) -> str:
+    runs = ", ".join(f"{h.dag_id}/{h.run_id} ({h.state})" for h in holders)
+    return f"service {service_name(sid)} is in use by DAG runs: {runs}"
+
+
+def stop_guarded(row: dict[str, Any], *, force: bool, by: str, store: VariableStore,
+                 still_wanted: Callable[[], bool] = lambda: True, volumes: bool = False,
+                 after_intent: Callable[[], None] | None = None) -> str:
+    """Stop one service unless a run holds it at the moment of the stop (``force``: even then).
+
+    :param still_wanted: re-checked once the intent is written (the reaper re-reads the idle time).
+    :param after_intent: a test hook, called between the intent and the lease read.
+    :raises ClaraAirflowError: when runs hold it (and not ``force``), saying which.
+    """
+    sid = row["id"]
+    mark_stopping(sid, by, store)
+    try:
+        if after_intent is not None:
+            after_intent()
+        holders = live_leases(sid, store)
+        if holders and not force:
+            raise ClaraAirflowError(_held_text(sid, holders) + "; wait for them or pass --force")
+        if not still_wanted():
+            return f"keeping {service_name(sid)}: used again while it was being stopped"
+        manager = manager_for(row)
+        stopped = bool(manager and manager.stop(sid))
+        removed = manager.remove_volumes(sid) if manager and volumes else []
+        if not row.get("orphan"):
+            clear_record(sid, store)
+    finally:
+        clear_stopping(sid, store)
+    return (f"stopped {service_name(sid)}" if stopped else f"{service_name(sid)} was not running") + \
+        ("" if row.get("orphan") else "; record cleared") + \
+        (f"; removed volume(s) {', '.join(removed)}" if removed else "; no volumes removed" if volumes else "")
+
+
+def stop_service(ref: str, *, force: bool = False, volumes: bool = False, store: VariableStore | None = None) -> str:
     """Stop one service and clear its record; refuses while runs hold leases, unless ``force``.
 
     :param volumes: also remove the named volumes (Docker) or claims (Kubernetes) of its volume
         connections; by default they are kept, so a restarted service finds its data.
     """
-    from clara_airflow.services.leases import live_leases
-
-    row = resolve(ref, list_services())
-    holders = live_leases(row["id"])
-    if holders and not force:
-        runs = ", ".join(f"{h['dag_id']}/{h['run_id']}" for h in holders)
-        raise ClaraAirflowError(f"service clara-svc-{row['id']} is in use by running DAG runs ({runs}); "
-                                "wait for them or pass --force")
-    manager = manager_for(row)
-    stopped = bool(manager and manager.stop(row["id"]))
-    removed = manager.remove_volumes(row["id"]) if manager and volumes else []
-    if not row.get("orphan"):
-        clear_record(row["id"])
-    return (f"stopped clara-svc-{row['id']}" if stopped else f"clara-svc-{row['id']} was not running") + \
-        ("" if row.get("orphan") else "; record cleared") + \
-        (f"; removed volume(s) {', '.join(removed)}" if removed else "; no volumes removed" if volumes else "")
+    store = store or variable_store()
+    row = resolve(ref, list_services(store))
+    return stop_guarded(row, force=force, by="clara-airflow services stop", store=store, volumes=volumes)
 
 
-def idle_seconds(record: dict[str, Any], now: datetime | None = None) -> float:
-    last = record.get("last_used") or record.get("started_at")
-    if not last:
-        return float("inf")
-    moment = datetime.fromisoformat(last)
+def idle_seconds(row: dict[str, Any], now: datetime | None = None) -> float:
+    """Seconds since the service was last used; 0 when that is not known (never a reason to stop)."""
+    moment = parse_time(row.get("last_used")) or parse_time(row.get("started_at"))
+    if moment is None:
+        return 0.0
     return ((now or datetime.now(UTC)) - moment).total_seconds()
 
 
 def collect_services(*, dry_run: bool = False, remove_orphans: bool | None = None,
-                     ttl_override: int | None = None) -> list[str]:
-    """One reaper pass: stop services idle past their TTL with no live lease; report orphans."""
-    _, options = deployment_options()
+                     ttl_override: int | None = None, store: VariableStore | None = None) -> list[str]:
+    """One reaper pass: stop services idle past their TTL with no live lease; report or remove orphans;
+    remove step containers left behind by runs that have ended."""
+    store = store or variable_store()
+    options = _options()
     remove_orphans = bool(options["remove_orphans"]) if remove_orphans is None else remove_orphans
+    start_timeout = float(options.get("services.start_timeout", 300))
     report = []
-    for row in list_services():
+    for row in list_services(store):
         try:
-            report.append(_collect_one(row, dry_run=dry_run, remove_orphans=remove_orphans, ttl_override=ttl_override))
+            report.append(_collect_one(row, dry_run=dry_run, remove_orphans=remove_orphans,
+                                       ttl_override=ttl_override, start_timeout=start_timeout, store=store))
         except Exception as exc:  # one unreachable backend must not stop the pass for the others
-            report.append(f"error on clara-svc-{row['id']} ({row.get('backend')}): {type(exc).__name__}: {exc}")
+            report.append(f"error on {service_name(row['id'])} ({row.get('backend')}): {type(exc).__name__}: {exc}")
+    report += collect_steps(dry_run=dry_run)
     return report or ["no services recorded"]
 
 
-def _collect_one(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool, ttl_override: int | None) -> str:
-    from clara_airflow.services.leases import live_leases
-
+def _collect_one(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool, ttl_override: int | None,
+                 start_timeout: float, store: VariableStore) -> str:
     sid = row["id"]
     if row.get("orphan"):
-        if remove_orphans and not dry_run:
-            managers({row["backend"]})[row["backend"]].stop(sid)
-            return f"removed orphan clara-svc-{sid} ({row['state']}); no Variable recorded it"
-        return f"found orphan clara-svc-{sid} ({row['state']}); no Variable records it"
+        return _collect_orphan(row, dry_run=dry_run, remove_orphans=remove_orphans, start_timeout=start_timeout,
+                               store=store)
+    if row.get("bad"):
+        return (f"keeping {service_name(sid)}: bad record ({'; '.join(row['bad'])}); the next run that uses it "
+                "rewrites it, or stop it with 'clara-airflow services stop'")
     ttl = int(row.get("idle_ttl", 3600)) if ttl_override is None else ttl_override
-    idle = idle_seconds(row)
-    holders = live_leases(sid)
+    holders = live_leases(sid, store)
     if holders:
-        return f"keeping clara-svc-{sid}: held by {len(holders)} running DAG run(s)"
+        return f"keeping {service_name(sid)}: held by {len(holders)} DAG run(s)"
+    idle = idle_seconds(row)
     if idle < ttl:
-        return f"keeping clara-svc-{sid}: idle {idle:.0f} s < ttl {ttl} s"
+        return f"keeping {service_name(sid)}: idle {idle:.0f} s < ttl {ttl} s"
     if dry_run:
-        return f"would stop clara-svc-{sid}: idle {idle:.0f} s >= ttl {ttl} s"
-    stop_service(sid, force=True)
-    return f"stopping clara-svc-{sid}: idle {idle:.0f} s >= ttl {ttl} s"
+        return f"would stop {service_name(sid)}: idle {idle:.0f} s >= ttl {ttl} s"
+
+    def still_idle() -> bool:
+        return idle_seconds(service_view(sid, store).as_row()) >= ttl
+
+    try:
+        done = stop_guarded(row, force=False, by="clara_service_reaper", store=store, still_wanted=still_idle)
+    except ClaraAirflowError:
+        return f"keeping {service_name(sid)}: a run took it while the reaper looked"
+    return f"{done} (idle {idle:.0f} s >= ttl {ttl} s)"
+
+
+def _collect_orphan(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool, start_timeout: float,
+                    store: VariableStore) -> str:
+    """An orphan is an instance with no record and no lease that is older than the start timeout: an
+    instance younger than that may be one whose ensure has not written its record yet."""
+    sid = row["id"]
+    age = float(row.get("age", float("inf")))
+    if age <= start_timeout or live_leases(sid, store):
+        return f"keeping {service_name(sid)} ({row['state']}): it may still be starting (age {age:.0f} s)"
+    if remove_orphans and not dry_run:
+        try:
+            stop_guarded(row, force=False, by="clara_service_reaper (orphan)", store=store,
+                         still_wanted=lambda: service_view(sid, store).record is None)
+        except ClaraAirflowError:
+            return f"keeping orphan {service_name(sid)}: a run took it while the reaper looked"
+        return f"removed orphan {service_name(sid)} ({row['state']}); no Variable recorded it"
+    return f"found orphan {service_name(sid)} ({row['state']}); no Variable records it"
+
+
+def collect_steps(*, dry_run: bool = False, grace: float = STEP_GRACE,
+                  state_of: Callable[[str, str], str] = airflow_compat.run_state) -> list[str]:
+    """Step containers whose DAG run has ended (killed workers leave them ``Exited`` or ``Created``)."""
+    report = []
+    for backend, manager in managers().items():
+        try:
+            steps = manager.list_steps()
+        except Exception as exc:
+            report.append(f"cannot list step containers on {backend}: {type(exc).__name__}: {exc}")
+            continue
+        for step in steps:
+            if step.age < grace:
+                continue
+            state = state_of(step.dag_id, step.run_id)
+            if state not in ("success", "failed", airflow_compat.GONE):
+                continue
+            if not dry_run:
+                manager.remove_step(step.ref)
+            verb = "would remove" if dry_run else "removed"
+            report.append(f"{verb} step container {step.name} ({step.state}) of {step.dag_id}/{step.run_id} "
+                          f"(run {state})")
+    return report

@@ -14,17 +14,24 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.records import VariableStore, touch, variable_store
 
 DEFAULT_INTERVAL = 60.0
 
 
 def heartbeat_interval(raw: object) -> float:
-    """``[clara] service_heartbeat`` in seconds; 0 or less turns the heartbeat off."""
-    try:
-        return float(str(raw)) if raw not in (None, "") else DEFAULT_INTERVAL
-    except ValueError:
+    """``[clara] service_heartbeat`` in seconds; 0 or less turns the heartbeat off.
+
+    :raises ClaraAirflowError: for a value that is not a number (never a silent fallback).
+    """
+    if raw in (None, ""):
         return DEFAULT_INTERVAL
+    try:
+        return float(str(raw))
+    except ValueError:
+        raise ClaraAirflowError(f"[clara] service_heartbeat {raw!r} must be a number of seconds "
+                                "(0 turns the heartbeat off)") from None
 
 
 class ServiceHeartbeat:
@@ -33,10 +40,11 @@ class ServiceHeartbeat:
     A failed refresh is logged and retried at the next beat; it never fails the step.
     """
 
-    def __init__(self, service_ids: Sequence[str], interval: float, log: Any,
-                 *, store: VariableStore | None = None,
-                 refresh: Callable[[str, VariableStore], None] = touch) -> None:
+    def __init__(self, service_ids: Sequence[str], interval: float, log: Any, *, dag_id: str = "",
+                 store: VariableStore | None = None,
+                 refresh: Callable[[str, str, VariableStore], None] = touch) -> None:
         self.service_ids = sorted(set(service_ids))
+        self.dag_id = dag_id
         self.interval = interval
         self.log = log
         self.store = store
@@ -62,7 +70,7 @@ class ServiceHeartbeat:
         while not self._stop.wait(self.interval):
             for sid in self.service_ids:
                 try:
-                    self.refresh(sid, self.store)
+                    self.refresh(sid, self.dag_id, self.store)
                 except Exception as exc:  # a beat must never fail the step
                     self.log.warning("could not refresh last_used of clara-svc-%s: %s", sid, exc)
             self.beats += 1

@@ -34,8 +34,13 @@ text-align:left;vertical-align:top}th{background:#f4f6f4}.state-running{color:#2
 pre:empty{display:none}pre{background:#111;color:#ddd;padding:.8rem;max-height:24rem;overflow:auto;font-size:.8rem}
 """
 
+# The only script of the page: static text. Data reach it through data- attributes, never inside code.
 _SCRIPT = """
-async function stopService(sid, leases) {
+function post(url) {
+  return fetch(url, {method: 'POST', credentials: 'same-origin', headers: {'X-Requested-With': 'clara-airflow'}});
+}
+async function stopService(button) {
+  const sid = button.dataset.sid, leases = Number(button.dataset.leases);
   let force = false;
   if (leases > 0) {
     if (!confirm(`clara-svc-${sid} is held by ${leases} running DAG run(s). Stop it anyway?`)) return;
@@ -43,17 +48,23 @@ async function stopService(sid, leases) {
   } else if (!confirm(`Stop the shared service clara-svc-${sid}? Pipelines start it again when they need it.`)) {
     return;
   }
-  const answer = await fetch(`api/services/${sid}/stop?force=${force}`,
-    {method: 'POST', credentials: 'same-origin', headers: {'X-Requested-With': 'clara-airflow'}});
+  const answer = await post(`api/services/${encodeURIComponent(sid)}/stop?force=${force}`);
   const body = await answer.json();
   document.getElementById('message').textContent = answer.ok ? body.detail : `refused: ${body.detail}`;
   if (answer.ok) setTimeout(() => location.reload(), 600);
 }
-async function showLogs(sid) {
-  const answer = await fetch(`api/services/${sid}/logs?lines=200`, {credentials: 'same-origin'});
+async function showLogs(button) {
+  const sid = button.dataset.sid;
+  const answer = await fetch(`api/services/${encodeURIComponent(sid)}/logs?lines=200`, {credentials: 'same-origin'});
   document.getElementById('logs-title').textContent = `last log lines of clara-svc-${sid}`;
   document.getElementById('logs').textContent = await answer.text();
 }
+document.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (!button) return;
+  if (button.dataset.action === 'stop') stopService(button);
+  if (button.dataset.action === 'logs') showLogs(button);
+});
 """
 
 
@@ -66,7 +77,7 @@ def _row(row: dict[str, Any]) -> str:
     state = str(row.get("state", "?"))
     css = "state-running" if state == "running" else "state-other"
     ident = row.get("identity", {})
-    command = " ".join(ident.get("command", [])) or "(image default)"
+    command = " ".join(map(str, ident.get("command") or [])) or "(image default)"
     conns = "<br>".join(f"<code>{html.escape(k)}={html.escape(str(v))}</code>"
                         for k, v in row.get("connections", {}).items()) or "—"
     leases = row.get("leases", [])
@@ -76,8 +87,15 @@ def _row(row: dict[str, Any]) -> str:
             f"<td>{_cell(row.get('backend'))}</td><td class=\"{css}\">{html.escape(state)}</td><td>{conns}</td>"
             f"<td>{_cell(row.get('started_at'))}</td><td class=\"last-used\">{_cell(row.get('last_used'))}</td>"
             f"<td class=\"leases\">{held}</td><td>{_cell(', '.join(row.get('pipelines', [])))}</td>"
-            f"<td><button onclick=\"showLogs('{sid}')\">Logs</button> "
-            f"<button class=\"stop\" onclick=\"stopService('{sid}', {len(leases)})\">Stop</button></td></tr>")
+            f"<td><button class=\"logs\" data-action=\"logs\" data-sid=\"{sid}\">Logs</button> "
+            f"<button class=\"stop\" data-action=\"stop\" data-sid=\"{sid}\" data-leases=\"{len(leases)}\">Stop"
+            "</button></td></tr>")
+
+
+def _json_block(rows: list[dict[str, Any]]) -> str:
+    """JSON safe inside a script element: no ``<``, ``>`` or ``&`` can end it or open a tag."""
+    text = json.dumps(rows, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_page(rows: list[dict[str, Any]]) -> str:
@@ -91,6 +109,6 @@ def render_page(rows: list[dict[str, Any]]) -> str:
         "<th>backend</th><th>state</th><th>connections</th><th>started</th><th>last used</th>"
         "<th>runs holding leases</th><th>pipelines</th><th></th></tr></thead>"
         f"<tbody>{body}</tbody></table><h2 id=\"logs-title\"></h2><pre id=\"logs\"></pre>"
-        f"<script type=\"application/json\" id=\"data\">{html.escape(json.dumps(rows, default=str))}</script>"
+        f"<script type=\"application/json\" id=\"data\">{_json_block(rows)}</script>"
         "</body></html>"
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-REAPER_DAG_ID = "clara_service_reaper"
+from clara_airflow.spec.model import REAPER_DAG_ID
+
+__all__ = ["REAPER_DAG_ID", "build_reaper_dag", "reap"]
 
 
 def reap(**_: Any) -> list[str]:

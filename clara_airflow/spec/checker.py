@@ -55,8 +55,8 @@ class Checker:
         line, col = position(node) if isinstance(node, Node) else node
         self.problems.append(Problem(self.path, line, col, message, rule))
 
-    def warn(self, node: Node, message: str) -> None:
-        line, col = position(node)
+    def warn(self, node: Node | tuple[int, int], message: str) -> None:
+        line, col = position(node) if isinstance(node, Node) else node
         self.warnings.append(Problem(self.path, line, col, f"warning: {message}"))
 
     # -- containers -------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
-from clara_airflow.spec.checker import Checker
+from clara_airflow.spec.checker import PLACEHOLDER_RE, Checker
 from clara_airflow.spec.model import MODEL_VARIABLES, InputSpec, OperatorSpec, OutputSpec, PipelineSpec
 from clara_airflow.spec.source import Node, position
 from clara_airflow.spec.template import substitute
@@ -55,6 +56,7 @@ def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> 
     edges = _check_inputs(c, spec, operator_names)
     _check_cycles(c, spec, edges)
     _check_identities(c, spec)
+    _check_parameter_rules(c, spec)
 
 
 def _check_operator(c: Checker, op: OperatorSpec) -> None:
@@ -203,3 +205,61 @@ def _check_identities(c: Checker, spec: PipelineSpec) -> None:
                             f"{value!s} here but {seen[key][0]!s} at line {seen[key][1]}; one service "
                             "identity must give each name one value")
                 seen.setdefault(key, (value, at[0]))
+
+
+def placeholder_names(text: str) -> set[str]:
+    """Lower-cased names of the ``${{ name }}`` placeholders in ``text``."""
+    return {m.group(1).lower() for m in PLACEHOLDER_RE.finditer(text)} if "${{" in text else set()
+
+
+def _check_parameter_rules(c: Checker, spec: PipelineSpec) -> None:
+    """Run values are input from users who may only trigger runs: an image, a tag or a service identity
+    may come from a parameter only when ``x-airflow.parameters`` lists its values (``enum``); rules
+    name declared parameters, and each default obeys its own rules."""
+    rules: dict[str, dict[str, object]] = spec.airflow.get("parameters", {})
+    declared = spec.all_parameters()
+    for lower, rule in rules.items():
+        at: list[int] = rule["at"]  # type: ignore[assignment]
+        if lower not in declared:
+            c.error((at[0], at[1]), "V33", f"x-airflow.parameters names '{rule['name']}', which no `parameters` map "
+                    "declares; declare it or remove its rules")
+            continue
+        problem = rule_violation(declared[lower].default, rule)
+        if problem:
+            c.error(declared[lower].where["@"], "V33", f"the default of parameter '{declared[lower].name}' "
+                    f"{problem} (x-airflow.parameters.{rule['name']}); fix the default or the rule")
+    for name, used_at, what in pinned_uses(spec):
+        if "enum" not in rules.get(name, {}) and name in declared:
+            c.warn(used_at, f"parameter '{name}' is used in {what}: runs may use only its default "
+                   f"'{declared[name].default}', until x-airflow.parameters.{name}.enum lists the values a run may "
+                   "choose (whoever triggers a run must not pick images or start new services)")
+
+
+def pinned_uses(spec: PipelineSpec) -> list[tuple[str, Pos, str]]:
+    """Parameters (lower-cased) used in an operator's image or tag, or in a service identity, with the
+    position and what they choose: such a parameter takes only values its ``enum`` lists."""
+    found = []
+    for op in spec.operators:
+        uses = [(op.container, {"image": op.container.image, "tag": op.container.tag},
+                 f"the image of operator '{op.name}'")]
+        uses += [(svc.container, {"image": svc.container.image, "tag": svc.container.tag,
+                                  "command": " ".join(svc.container.command)},
+                  f"the identity (image, tag, command) of service '{svc.name}'") for svc in op.services]
+        for cont, fields, what in uses:
+            for key, text in fields.items():
+                found += [(name, cont.where.get(key, cont.where["@"]), what) for name in sorted(placeholder_names(text))]
+    return found
+
+
+def rule_violation(value: str, rule: Mapping[str, object]) -> str:
+    """Why ``value`` breaks ``rule`` (``enum``, ``pattern``, ``max_length``), or ''."""
+    enum = rule.get("enum")
+    if isinstance(enum, list) and value not in enum:
+        return f"'{value[:80]}' is not one of {', '.join(map(str, enum))}"
+    pattern = rule.get("pattern")
+    if isinstance(pattern, str) and not re.fullmatch(pattern, value):
+        return f"'{value[:80]}' does not match the pattern {pattern}"
+    limit = rule.get("max_length")
+    if isinstance(limit, int) and len(value) > limit:
+        return f"is {len(value)} characters long, over max_length {limit}"
+    return ""

@@ -16,13 +16,15 @@ import yaml
 
 from clara_airflow.errors import ClaraAirflowError, SpecError
 from clara_airflow.spec.checker import Checker, hint, is_null
-from clara_airflow.spec.source import NULL, MappingNode, Node, read_document
+from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, position, read_document
 
-DEFAULTS_FILE = "clara-defaults.yaml"
+__all__ = ["DEFAULTS_FILE"]
+
 
 BUILTIN: dict[str, Any] = {
     "schedule": None, "start_date": "2024-01-01", "catchup": False, "max_active_runs": 16,
-    "tags": (), "owner": "airflow", "retries": 0, "retry_delay": 300,
+    "tags": (), "owner": "airflow", "retries": 0, "retry_delay": 300, "timeout": 1800, "run_timeout": None,
+    "parameters": {},
     "backend": "docker", "namespace": "default",
     "payload.input": None, "payload.output_root": "/var/lib/clara-airflow/output", "payload.claim": None,
     "services.idle_ttl": 3600, "services.start_timeout": 300,
@@ -138,11 +140,61 @@ def _image(c: Checker, node: Node, key: str) -> Any:
     return _bad(c, node, key, f"must be an image name without tag, not '{value}'")
 
 
+def _optional_int(low: int) -> Validator:
+    positive = _int(low)
+
+    def check(c: Checker, node: Node, key: str) -> Any:
+        return None if is_null(node) else positive(c, node, key)
+    return check
+
+
+RULE_KEYS = ("pattern", "enum", "max_length")
+
+
+def _parameter_rules(c: Checker, node: Node, key: str) -> Any:
+    """``x-airflow.parameters``: per parameter name, the values a run may give it (trigger-form schema).
+
+    Returns lower-cased name -> ``{"name", "pattern", "enum", "max_length", "at"}`` (``at``: line, col).
+    """
+    rules: dict[str, dict[str, Any]] = {}
+    for name_node, body in c.pairs(node, "x-airflow key 'parameters'"):
+        name = c.name(name_node, "parameter name in x-airflow.parameters")
+        fields = c.mapping(body, f"x-airflow.parameters.{name_node.value}", RULE_KEYS)
+        if name is None or fields is None:
+            continue
+        rule: dict[str, Any] = {"name": name, "at": list(position(name_node))}
+        if "pattern" in fields:
+            rule["pattern"] = _rule_pattern(c, fields["pattern"][1], name)
+        if "enum" in fields:
+            items = c.sequence(fields["enum"][1], f"x-airflow.parameters.{name}.enum")
+            values = [c.string(item, f"x-airflow.parameters.{name}.enum item") for item in items]
+            if not values:
+                c.error(fields["enum"][1], "V33", f"x-airflow.parameters.{name}.enum must list at least one value")
+            rule["enum"] = [v for v in values if v is not None]
+        if "max_length" in fields:
+            rule["max_length"] = c.integer(fields["max_length"][1], f"x-airflow.parameters.{name}.max_length")
+        rules[name.lower()] = {k: v for k, v in rule.items() if v is not None}
+    return rules
+
+
+def _rule_pattern(c: Checker, node: Node, name: str) -> str | None:
+    text = c.string(node, f"x-airflow.parameters.{name}.pattern")
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as exc:
+        c.error(node, "V33", f"x-airflow.parameters.{name}.pattern is not a valid regular expression ({exc})")
+        return None
+    return text
+
+
 _REQUESTS: dict[str, Any] = {"cpu": _int(1), "memory": _int(1), "gpu": _int(0)}
 Schema = dict[str, Union[Validator, "Schema"]]
 SCHEMA: Schema = {
     "schedule": _schedule, "start_date": _start_date, "catchup": _bool, "max_active_runs": _int(1),
     "tags": _tags, "owner": _string, "retries": _int(0), "retry_delay": _int(0),
+    "timeout": _int(1), "run_timeout": _optional_int(1), "parameters": _parameter_rules,
     "backend": _choice("docker", "kubernetes"), "namespace": _k8s_name(False),
     "payload": {"input": _abs_path(True), "output_root": _abs_path(False), "claim": _k8s_name(True)},
     "services": {"idle_ttl": _int(60), "start_timeout": _int(1), "data_dir": _abs_path(False)},

@@ -14,6 +14,9 @@ from clara_airflow.spec.checker import Checker, Fields, is_null
 from clara_airflow.spec.defaults import parse_airflow_block
 from clara_airflow.spec.model import (
     API_VERSIONS,
+    ERROR_DAG_PREFIX,
+    MAX_DAG_ID,
+    REAPER_DAG_ID,
     SHARED_MEMORY_TYPES,
     ContainerSpec,
     HttpConnectionSpec,
@@ -26,7 +29,7 @@ from clara_airflow.spec.model import (
     ServiceSpec,
     VolumeConnectionSpec,
 )
-from clara_airflow.spec.source import MappingNode, Node, SequenceNode, position, read_document
+from clara_airflow.spec.source import MappingNode, Node, SequenceNode, position, read_document, read_pipeline_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def load_pipeline(path: str | Path, data: bytes | None = None) -> PipelineSpec:
     :raises SpecError: listing every problem, sorted, each as ``PATH:LINE:COL: message``.
     """
     name = str(path)
-    root = read_document(name, Path(path).read_bytes() if data is None else data)
+    root = read_document(name, read_pipeline_bytes(path) if data is None else data)
     checker = Checker(name)
     spec = _Reader(checker).pipeline(root)
     if checker.problems or spec is None:
@@ -78,7 +81,11 @@ class _Reader:
         if fields is None:
             return None
         self.version = self._api_version(fields) or "0.4.0"
-        name = self._opt(fields, "name", lambda n: c.name(n, "pipeline name", max_len=250))
+        name = self._opt(fields, "name", lambda n: c.name(n, "pipeline name", max_len=MAX_DAG_ID))
+        if name is not None and (name.lower() == REAPER_DAG_ID or name.lower().startswith(ERROR_DAG_PREFIX)):
+            c.error(fields["name"][1], "V14", f"pipeline name '{name}' is reserved by clara-airflow (its own "
+                    f"{'service reaper' if name.lower() == REAPER_DAG_ID else 'broken-file'} DAG); rename the pipeline")
+            name = None
         orchestrator = self._opt(fields, "orchestrator", lambda n: c.string(n, "orchestrator"))
         if orchestrator is not None and orchestrator.lower() not in ("clara", "argo"):
             c.error(fields["orchestrator"][1], "V13",

@@ -16,6 +16,10 @@ Where = dict[str, tuple[int, int]]
 SHARED_MEMORY_TYPES = frozenset(
     ["array", "string", "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f16", "f32", "f64", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 )
+# DAG ids clara-airflow defines itself: no pipeline may take them.
+REAPER_DAG_ID = "clara_service_reaper"
+ERROR_DAG_PREFIX = "clara_error__"
+MAX_DAG_ID = 250
 API_VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0")
 MODEL_VARIABLES = ("NVIDIA_TRITON_HTTPURI", "NVIDIA_TRITON_GRPCURI", "NVIDIA_CLARA_TRTISURI",
                    "CLARA_TRITON_URI")

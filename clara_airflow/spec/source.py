@@ -6,6 +6,11 @@ key types and repeated keys. Loading errors stop at the first one found, in docu
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+from pathlib import Path
+
 import yaml
 
 from clara_airflow.errors import Problem, SpecError
@@ -71,6 +76,63 @@ def _fail(path: str, line: int, col: int, rule: str, message: str) -> SpecError:
     return SpecError([Problem(path, line, col, message, rule)])
 
 
+PIPELINE_SUFFIXES = (".yaml", ".yml")
+DEFAULTS_FILE = "clara-defaults.yaml"
+
+
+def pipeline_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every name ending in ``.yaml``/``.yml`` below ``folder``, except ``clara-defaults.yaml`` and
+    anything in or named like a hidden folder (``.git``), sorted. Symlinked folders are not entered.
+
+    Not only regular files are listed: a folder, FIFO, dangling symlink or symlink loop with such a
+    name is listed too, so that reading it reports the problem instead of the file vanishing.
+    """
+    root = Path(folder)
+    found = []
+    for here, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(here)
+        found += [base / n for n in names if n.endswith(PIPELINE_SUFFIXES) and not n.startswith(".")
+                  and n != DEFAULTS_FILE]
+        found += [base / d for d in dirs if d.endswith(PIPELINE_SUFFIXES)]
+    return sorted(found)
+
+
+def read_pipeline_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A pipeline file's bytes, read safely: regular files only, the size checked before reading, and
+    never more than the limit plus one byte read.
+
+    :raises SpecError: for a missing file, a dangling symlink or loop, a folder, FIFO or device (V1 for size).
+    """
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        kind = "a symlink loop" if exc.errno == errno.ELOOP else \
+            "a dangling symlink" if os.path.islink(path) else f"unreadable ({exc.strerror})"
+        raise _fail(name, 1, 1, "V1", f"cannot read the pipeline file: it is {kind}; fix or remove it") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else \
+            "a device or socket"
+        raise _fail(name, 1, 1, "V1", f"not a regular file but {kind}; a pipeline must be a YAML file "
+                    "(rename it so it does not end in .yaml/.yml, or remove it)")
+    if info.st_size > MAX_BYTES:
+        raise _too_large(name, info.st_size)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise _fail(name, 1, 1, "V1", f"cannot read the pipeline file: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise _too_large(name, len(data))
+    return data
+
+
+def _too_large(path: str, size: int) -> SpecError:
+    return _fail(path, 1, 1, "V1", f"file is too large: {size:,} bytes, the limit is "
+                 f"{MAX_BYTES:,} bytes; split the pipeline or remove embedded data")
+
+
 def read_document(path: str, data: bytes) -> Node:
     """Read one pipeline file's bytes into a position-carrying YAML node tree.
 
@@ -79,8 +141,7 @@ def read_document(path: str, data: bytes) -> Node:
     :raises SpecError: with the first loading error (rules V1-V7).
     """
     if len(data) > MAX_BYTES:
-        raise _fail(path, 1, 1, "V1", f"file is too large: {len(data):,} bytes, the limit is "
-                    f"{MAX_BYTES:,} bytes; split the pipeline or remove embedded data")
+        raise _too_large(path, len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -71,6 +71,7 @@ def start(home: Path, pipelines: list[Path], env: dict[str, str], timeout: float
            "AIRFLOW__CORE__PARALLELISM": "4", "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "AIRFLOW__CLARA__OUTPUT_ROOT": str(output),
+           "AIRFLOW__CLARA__PAYLOAD_ROOT": str(payload),
            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
            "PATH": f"{bin_dir}:{env.get('PATH', os.environ['PATH'])}"}
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)

@@ -102,10 +102,9 @@ def test_second_run_reuses_the_service(dagbag: Any, payload: Path, docker_cli: A
     assert dr.state == "success"
     assert docker_cli.containers.get(service_name(sid)).id == first_id
     assert len(docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={sid}"})) == 1
-    from clara_airflow.services.records import read_record
+    from clara_airflow.services.records import service_view
 
-    record = read_record(sid)
-    assert record is not None
+    record = service_view(sid).as_row()
     assert record["connections"] == {"WEB_URI": f"clara-svc-{sid}:8080", "OTHER_NAME": f"clara-svc-{sid}:8080"}
     assert record["pipelines"] == ["it-shared"] and record["host"] == f"clara-svc-{sid}"
 

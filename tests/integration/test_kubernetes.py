@@ -31,17 +31,18 @@ def cluster(tmp_path_factory: Any) -> Iterator[Any]:
     with FakeCluster(folder) as fake, FakeKubelet(fake.kubeconfig, TEST_NETWORK, folder / "claims", fake.logs):
         fake.claims = folder / "claims"
         yield fake
-    from clara_airflow.services.records import clear_record, read_records
+    from clara_airflow.services.records import clear_record, read_views
 
-    for record in read_records():  # the fake cluster is gone: so are its services
-        if record.get("backend") == "kubernetes":
-            clear_record(record["id"])
+    for view in read_views():  # the fake cluster is gone: so are its services
+        if view.record is not None and view.record.backend == "kubernetes":
+            clear_record(view.id)
 
 
 @pytest.fixture
 def kube_env(cluster: Any, monkeypatch: Any) -> Any:
     monkeypatch.setenv("AIRFLOW__CLARA__KUBE_CONFIG_FILE", str(cluster.kubeconfig))
     monkeypatch.setenv("AIRFLOW__CLARA__INIT_IMAGE", "clara-airflow/busybox:1")
+    monkeypatch.setenv("AIRFLOW__CLARA__PAYLOAD_ROOT", "/incoming")  # a path on the claim, checked as text
     return cluster
 
 
@@ -69,11 +70,11 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
     assert (run_dir / ".clara-run-id").read_text() == first.run_id
     (deployment,) = deployments(kube_env)
     assert deployment.metadata.name == f"clara-svc-{svc.id}"
-    from clara_airflow.services.records import read_record
+    from clara_airflow.services.records import BadRecord, read_record
 
     record = read_record(svc.id)
-    assert record is not None and record["backend"] == "kubernetes"
-    assert record["location"]["namespace"] == "clara-e2e" and record["host"] == expected.rsplit(":", 1)[0]
+    assert record is not None and not isinstance(record, BadRecord) and record.backend == "kubernetes"
+    assert record.location["namespace"] == "clara-e2e" and record.host == expected.rsplit(":", 1)[0]
 
     second = dag.test(run_conf={"clara_payload": "/incoming/study-2"})
     assert second.state == "success"

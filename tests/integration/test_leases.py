@@ -17,7 +17,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.services.admin import collect_services
 from clara_airflow.services.leases import leases, live_leases, take_lease
-from clara_airflow.services.records import read_record
+from clara_airflow.services.records import read_record, service_view
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS
 
@@ -57,10 +57,10 @@ def test_held_service_survives_ttl_0_and_is_stopped_after_the_run(airflow_db: No
     try:
         wait_for(lambda: live_leases(sid), 90, "the run's lease")
         # While the step runs, its heartbeat ([clara] service_heartbeat = 1 s in tests) moves last_used on.
-        first = wait_for(lambda: (read_record(sid) or {}).get("last_used"), 30, "the service record")
-        wait_for(lambda: (read_record(sid) or {}).get("last_used", "") > first, 30, "a last_used heartbeat")
+        first = wait_for(lambda: service_view(sid).last_used, 30, "the service record")
+        wait_for(lambda: service_view(sid).last_used > first, 30, "a last_used heartbeat")
         report = collect_services(ttl_override=0)
-        assert f"keeping clara-svc-{sid}: held by 1 running DAG run(s)" in report
+        assert f"keeping clara-svc-{sid}: held by 1 DAG run(s)" in report
         assert running(docker_cli, sid)
         (tmp_path / "release").write_text("done")
         out, _ = proc.communicate(timeout=120)
@@ -69,14 +69,14 @@ def test_held_service_survives_ttl_0_and_is_stopped_after_the_run(airflow_db: No
         proc.kill()
     assert leases(sid) == []
     report = collect_services(ttl_override=0)
-    assert any(line.startswith(f"stopping clara-svc-{sid}: idle") for line in report), report
+    assert any(line.startswith(f"stopped clara-svc-{sid}; record cleared (idle") for line in report), report
     assert not running(docker_cli, sid)
-    assert read_record(sid) is None
+    assert read_record(sid) is None and service_view(sid).uses == ()
 
 
 def test_lease_of_a_run_that_is_not_running_is_stale(airflow_db: None) -> None:
     take_lease("feedfacecafe", "it-hold", "manual__killed-worker-run")
-    assert [x["run_id"] for x in leases("feedfacecafe")] == ["manual__killed-worker-run"]
+    assert [x.run_id for x in leases("feedfacecafe")] == ["manual__killed-worker-run"]
     assert live_leases("feedfacecafe") == []
     assert leases("feedfacecafe") == []
 
@@ -91,17 +91,17 @@ def test_lease_of_a_killed_run_is_stale_once_airflow_ends_the_run(airflow_db: No
     proc = dags_test("it-hold", tmp_path)
     try:
         (held,) = wait_for(lambda: live_leases(sid), 90, "the run's lease")
-        assert read_record(sid) is not None, "the record is written before the lease"
+        assert read_record(sid) is not None, "the record is written before the step runs"
     finally:
         proc.kill()  # the worker dies: no teardown runs, the lease stays behind
         proc.wait()
-    assert [x["run_id"] for x in leases(sid)] == [held["run_id"]]
+    assert [x.run_id for x in leases(sid)] == [held.run_id]
     with create_session() as session:  # what the scheduler does once it finds the run's task dead
-        run = session.query(DagRun).filter_by(dag_id="it-hold", run_id=held["run_id"]).one()
+        run = session.query(DagRun).filter_by(dag_id="it-hold", run_id=held.run_id).one()
         run.state = DagRunState.FAILED
     assert live_leases(sid) == []
     report = collect_services(ttl_override=0)
-    assert any(line.startswith(f"stopping clara-svc-{sid}") for line in report), report
+    assert any(line.startswith(f"stopped clara-svc-{sid}") for line in report), report
 
 
 def test_eight_concurrent_runs_of_two_pipelines_share_one_service(airflow_db: None, docker_cli: Any,
@@ -123,9 +123,8 @@ def test_eight_concurrent_runs_of_two_pipelines_share_one_service(airflow_db: No
         released = sum(f"on clara-svc-{sid}" in out and "released the lease" in out for out in outputs)
         assert released == 8
         assert leases(sid) == []
-        record = read_record(sid)
-        assert record is not None and record["pipelines"] in (["it-shared", "it-shared-b"], ["it-shared"],
-                                                               ["it-shared-b"])
+        # Each pipeline's use has its own key: none is lost to a concurrent write.
+        assert service_view(sid).as_row()["pipelines"] == ["it-shared", "it-shared-b"]
     finally:
         for c in docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={sid}"}):
             c.remove(force=True)

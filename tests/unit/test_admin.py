@@ -8,6 +8,7 @@ import pytest
 
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services import admin
+from tests.memory import MemoryStore
 
 ROWS = [{"id": "aaaaaaaaaaaa", "backend": "kubernetes", "names": ["triton"], "idle_ttl": 60,
          "last_used": "2020-01-01T00:00:00+00:00"},
@@ -34,10 +35,11 @@ def test_a_failing_backend_does_not_stop_the_reaper_pass(monkeypatch: Any) -> No
         stopped.append(row["id"])
         return f"stopping clara-svc-{row['id']}"
 
-    monkeypatch.setattr(admin, "list_services", lambda: ROWS)
+    monkeypatch.setattr(admin, "list_services", lambda store: ROWS)
     monkeypatch.setattr(admin, "_collect_one", collect_one)
-    monkeypatch.setattr(admin, "deployment_options", lambda: ({}, {"remove_orphans": False}))
-    report = admin.collect_services()
+    monkeypatch.setattr(admin, "collect_steps", lambda **_: [])
+    monkeypatch.setattr(admin, "_options", lambda: {"remove_orphans": False})
+    report = admin.collect_services(store=MemoryStore())
     assert report[0].startswith("error on clara-svc-aaaaaaaaaaaa (kubernetes): ConnectionError")
     assert report[1] == "stopping clara-svc-bbbbbbbbbbbb" and stopped == ["bbbbbbbbbbbb"]
 
@@ -47,4 +49,6 @@ def test_idle_seconds_counts_from_last_use() -> None:
 
     now = datetime(2020, 1, 1, 0, 1, tzinfo=UTC)
     assert admin.idle_seconds(ROWS[0], now) == 60
-    assert admin.idle_seconds({}, now) == float("inf")
+    # An unknown last use is never a reason to stop (a bad record once read as "idle inf s").
+    assert admin.idle_seconds({}, now) == 0
+    assert admin.idle_seconds({"last_used": "garbage"}, now) == 0

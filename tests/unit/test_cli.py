@@ -53,8 +53,10 @@ def test_inspect_json_contract() -> None:
     assert svc["connections"] == {"NVIDIA_CLARA_TRTISURI": 8000}
 
 
-def test_inspect_substitutes_given_parameters(capsys) -> None:  # type: ignore[no-untyped-def]
-    path = next(p for p in VALID if p.name.startswith("08-"))
+def test_inspect_substitutes_given_parameters(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "08.yaml"
+    text = next(p for p in VALID if p.name.startswith("08-")).read_text()
+    path.write_text(text + "x-airflow:\n  parameters:\n    TOOL_IMAGE: {enum: [example/assembly-tools, lab/tools]}\n")
     assert main(["inspect", str(path), "--param", "TOOL_IMAGE=lab/tools", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {op["image"] for op in data["operators"]} == {"lab/tools"}

@@ -7,36 +7,22 @@ import logging
 import time
 from typing import Any
 
+import pytest
+
+from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.heartbeat import DEFAULT_INTERVAL, ServiceHeartbeat, heartbeat_interval
-from clara_airflow.services.records import read_record, touch
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.writes = 0
-
-    def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self.writes += 1
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def keys(self, prefix: str) -> list[str]:
-        return [k for k in self.data if k.startswith(prefix)]
+from clara_airflow.services.records import touch, use_key
+from tests.memory import MemoryStore
 
 
 def test_refreshes_last_used_while_inside_and_stops_on_exit() -> None:
     store = MemoryStore()
-    store.set("clara_service_aaaaaaaaaaaa", json.dumps({"id": "aaaaaaaaaaaa", "last_used": "2020-01-01T00:00:00+00:00"}))
-    with ServiceHeartbeat(["aaaaaaaaaaaa"], 0.02, logging.getLogger("t"), store=store) as beat:
+    key = use_key("aaaaaaaaaaaa", "dag-a")
+    store.set(key, json.dumps({"service": "aaaaaaaaaaaa", "dag_id": "dag-a", "names": ["s"], "connections": {},
+                               "idle_ttl": 60, "last_used": "2020-01-01T00:00:00+00:00", "schema": 1}))
+    with ServiceHeartbeat(["aaaaaaaaaaaa"], 0.02, logging.getLogger("t"), dag_id="dag-a", store=store) as beat:
         time.sleep(0.2)
-    record = read_record("aaaaaaaaaaaa", store)
-    assert record is not None and record["last_used"] > "2020-01-01T00:00:00+00:00"
+    assert json.loads(store.data[key])["last_used"] > "2020-01-01T00:00:00+00:00"
     assert beat.beats >= 2
     writes = store.writes
     time.sleep(0.1)
@@ -46,7 +32,7 @@ def test_refreshes_last_used_while_inside_and_stops_on_exit() -> None:
 def test_a_failing_refresh_is_logged_and_never_fails_the_step(caplog: Any) -> None:
     calls: list[str] = []
 
-    def broken(sid: str, store: Any) -> None:
+    def broken(sid: str, dag_id: str, store: Any) -> None:
         calls.append(sid)
         raise ConnectionError("API server gone")
 
@@ -70,12 +56,13 @@ def test_no_thread_without_services_or_with_interval_0() -> None:
 
 def test_a_missing_record_is_not_created() -> None:
     store = MemoryStore()
-    touch("cccccccccccc", store)
+    touch("cccccccccccc", "dag-c", store)
     assert store.data == {}
 
 
 def test_interval_option() -> None:
     assert heartbeat_interval(None) == DEFAULT_INTERVAL == 60
     assert heartbeat_interval("15") == 15
-    assert heartbeat_interval("soon") == DEFAULT_INTERVAL
+    with pytest.raises(ClaraAirflowError, match="service_heartbeat 'soon' must be a number of seconds"):
+        heartbeat_interval("soon")
     assert heartbeat_interval("0") == 0

@@ -22,7 +22,7 @@ GOLDEN = REPO / "tests" / "fixtures" / "golden" / "kubernetes"
 RUN_ID = "scheduled__2026-11-24T02:00:00+00:00"
 SETTINGS = {"backend": "kubernetes", "namespace": "radiology", "payload.output_root": "/clara/out",
             "payload.claim": "clara-data"}
-OPTIONS = {**CONFIG_ONLY, "service_account": "clara-runner", "gpu_node_selector": '{"nvidia.com/gpu.present": "true"}',
+OPTIONS = {**CONFIG_ONLY, "payload_root": "/incoming", "service_account": "clara-runner", "gpu_node_selector": '{"nvidia.com/gpu.present": "true"}',
            "tolerations": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'}
 
 

@@ -103,8 +103,11 @@ def test_requests_defaults_come_from_x_airflow_then_deployment() -> None:
     assert plan.step("volume-denoise").requests.memory == 4096
 
 
+ALLOWED_TAGS = {"parameters": {"tool_tag": {"name": "TOOL_TAG", "enum": ["2.0", "3.1", "bad tag"], "at": [1, 1]}}}
+
+
 def test_parameters_are_kept_then_resolved() -> None:
-    plan = plan_of("08-")
+    plan = plan_of("08-", ALLOWED_TAGS)
     assert plan.step("overlap").image == "${{ TOOL_IMAGE }}"
     resolved = resolve_plan(plan, {"tool_tag": "3.1"})
     assert resolved.step("overlap").tag == "3.1"
@@ -114,6 +117,32 @@ def test_parameters_are_kept_then_resolved() -> None:
         resolve_plan(plan, {"NOPE": "x"})
     with pytest.raises(CompileError, match="tag"):
         resolve_plan(plan, {"TOOL_TAG": "bad tag"})
+
+
+def test_a_parameter_that_chooses_an_image_is_pinned_to_its_default_without_an_enum() -> None:
+    plan = plan_of("08-")
+    assert plan.settings["parameters"]["tool_image"]["enum"] == ["example/assembly-tools"]
+    assert resolve_plan(plan, {"TOOL_IMAGE": "example/assembly-tools"}).step("overlap").image == "example/assembly-tools"
+    with pytest.raises(CompileError, match=r"'evil.example/miner' is not one of example/assembly-tools"):
+        resolve_plan(plan, {"TOOL_IMAGE": "evil.example/miner"})
+    with pytest.raises(CompileError, match="TOOL_TAG"):
+        resolve_plan(plan, {"TOOL_TAG": "latest"})
+
+
+@pytest.mark.parametrize("value", ["16; rm -rf /output", "16\nid", "$(id)", "`id`", "16 && id", "16|id"])
+def test_shell_characters_never_reach_a_sh_c_command(value: str) -> None:
+    plan = plan_of("08-")
+    with pytest.raises(CompileError, match="ALIGN_THREADS|align_threads.*runs a shell"):
+        resolve_plan(plan, {"ALIGN_THREADS": value})
+    assert resolve_plan(plan, {"ALIGN_THREADS": "32"}).step("overlap").command[-1].endswith("-t 32")
+
+
+def test_a_pattern_rule_is_checked_at_run_time_and_allows_what_it_matches() -> None:
+    rules = {"parameters": {"align_threads": {"name": "ALIGN_THREADS", "pattern": "[0-9]{1,3}", "at": [1, 1]}}}
+    plan = plan_of("08-", rules)
+    assert resolve_plan(plan, {"ALIGN_THREADS": "64"}).step("overlap").command[-1].endswith("-t 64")
+    with pytest.raises(CompileError, match="does not match the pattern"):
+        resolve_plan(plan, {"ALIGN_THREADS": "64; id"})
 
 
 def test_models_compile_to_the_implicit_inference_server(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,118 @@
+"""The one place where clara-airflow touches Airflow API that is not the public Task SDK.
+
+Every use says why, and since which Airflow version it holds. Code elsewhere calls these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GONE = "gone"  # the DAG run does not exist (deleted, or never created)
+UNKNOWN = "unknown"  # the state could not be read (network, database, API server)
+
+
+def in_task() -> bool:
+    """True inside a running task (Task SDK supervisor comms are set up).
+
+    Why: a task must use the SDK's Variable and run-state calls, other processes (CLI, api-server)
+    the metadata database. ``task_runner.SUPERVISOR_COMMS`` is module state of the SDK (since 3.0).
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:
+        return False
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+class _SdkStore:
+    """Variables through the Task SDK (public: ``airflow.sdk.Variable``)."""
+
+    def get(self, key: str) -> str | None:
+        from airflow.sdk import Variable
+
+        value: str | None = Variable.get(key, default=None)
+        return value
+
+    def set(self, key: str, value: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(key, value, description="clara-airflow record (a registry, not a lock)")
+
+    def delete(self, key: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        from airflow.sdk import Variable
+
+        return list(Variable.keys(prefix=prefix))
+
+
+class _DatabaseStore:
+    """Variables in the metadata database, for the CLI and the api-server plugin.
+
+    Why: outside a task there are no SDK comms; ``airflow.models.variable.Variable`` and
+    ``create_session`` are core internals (stable since 2.x, checked on 3.3).
+    """
+
+    def get(self, key: str) -> str | None:
+        from airflow.models.variable import Variable
+
+        value: str | None = Variable.get(key, default_var=None)
+        return value
+
+    def set(self, key: str, value: str) -> None:
+        from airflow.models.variable import Variable
+
+        Variable.set(key, value, description="clara-airflow record (a registry, not a lock)")
+
+    def delete(self, key: str) -> None:
+        from airflow.models.variable import Variable
+
+        Variable.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        from airflow.models.variable import Variable
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.query(Variable.key).filter(Variable.key.startswith(prefix)).all()
+        return [row[0] for row in rows]
+
+
+def variable_store() -> Any:
+    """The SDK's Variables inside a running task, the database's elsewhere."""
+    return _SdkStore() if in_task() else _DatabaseStore()
+
+
+def run_state(dag_id: str, run_id: str) -> str:
+    """The DAG run's state; :data:`GONE` when it does not exist; :data:`UNKNOWN` when it cannot be read.
+
+    Only a state read from Airflow may release anything: a transient error is never taken for "ended".
+    Why internal: inside a task ``RuntimeTaskInstance.get_dagrun_state`` (SDK, since 3.0) raises
+    ``AirflowRuntimeError`` whose detail carries the API server's status (404: no such run); outside,
+    ``DagRun.find`` is the core model's query (since 2.x).
+    """
+    try:
+        if in_task():
+            return _sdk_run_state(dag_id, run_id)
+        from airflow.models.dagrun import DagRun
+
+        runs = DagRun.find(dag_id=dag_id, run_id=run_id)
+        return str(runs[0].state) if runs else GONE
+    except Exception:
+        return UNKNOWN
+
+
+def _sdk_run_state(dag_id: str, run_id: str) -> str:
+    from airflow.sdk.exceptions import AirflowRuntimeError
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        return str(RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id))
+    except AirflowRuntimeError as exc:
+        detail = getattr(exc.error, "detail", None) or {}
+        if isinstance(detail, dict) and detail.get("status_code") == 404:
+            return GONE
+        return UNKNOWN
