@@ -16,22 +16,36 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HOME = Path(tempfile.mkdtemp(prefix="clara-airflow-test-"))
+# One test home per session: processes the tests start (spawned racers, `airflow dags test`) import this
+# module too, and reuse the home instead of leaving a new /tmp folder each.
+_INHERITED = os.environ.get("CLARA_TEST_HOME")
+HOME = Path(_INHERITED) if _INHERITED else Path(tempfile.mkdtemp(prefix="clara-airflow-test-"))
 DAGS = HOME / "dags"
 OUTPUT = HOME / "output"
-TEST_NETWORK = "clara-airflow-test"
-
-DAGS.mkdir()
-HOME.chmod(0o755)  # service containers run as nobody and read the model repository below it
 MODELS = HOME / "models"
-for model in ("liver", "spleen"):
-    (MODELS / model).mkdir(parents=True)
-shutil.copy(REPO / "dags" / "clara_pipelines.py", DAGS)
-for source in (REPO / "dags" / "pipelines").glob("*.yaml"):
-    shutil.copy(source, DAGS)
-for source in (REPO / "tests" / "fixtures" / "dags").glob("*.yaml"):
-    shutil.copy(source, DAGS)
+TEST_NETWORK = "clara-airflow-test"
+# The demo pipeline under test gets a service identity of its own (an extra argument the stub ignores),
+# so the tests never stop, or move to their network, the service that `scripts/demo.sh` started.
+TEST_SERVICE_ARG = '"--model-repository=/opt/models", "--clara-test-identity"]'
+
+
+def _make_home() -> None:
+    DAGS.mkdir()
+    HOME.chmod(0o755)  # service containers run as nobody and read the model repository below it
+    for model in ("liver", "spleen"):
+        (MODELS / model).mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "clara_pipelines.py", DAGS)
+    for source in (REPO / "dags" / "pipelines").glob("*.yaml"):
+        text = source.read_text().replace('"--model-repository=/opt/models"]', TEST_SERVICE_ARG)
+        (DAGS / source.name).write_text(text)
+    for source in (REPO / "tests" / "fixtures" / "dags").glob("*.yaml"):
+        shutil.copy(source, DAGS)
+
+
+if not _INHERITED:
+    _make_home()
 os.environ.update({
+    "CLARA_TEST_HOME": str(HOME),
     "AIRFLOW_HOME": str(HOME), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     "AIRFLOW__CLARA__OUTPUT_ROOT": str(OUTPUT), "AIRFLOW__CLARA__NETWORK": TEST_NETWORK,
@@ -69,6 +83,8 @@ def docker_available() -> bool:
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     if any("docker" in item.keywords for item in items) and not docker_available():
+        if os.environ.get("CI"):  # CI must never pass by skipping: the engine is part of the test rig
+            raise pytest.UsageError("CI=true but no Docker engine answers; scripts/setup.sh starts one")
         skip = pytest.mark.skip(reason="no Docker engine answers (scripts/setup.sh starts one)")
         for item in items:
             if "docker" in item.keywords:
@@ -81,7 +97,13 @@ def airflow_db() -> Iterator[None]:
 
     db.resetdb()
     yield
-    shutil.rmtree(HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_home() -> Iterator[None]:
+    yield
+    if not _INHERITED:
+        shutil.rmtree(HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -75,3 +75,28 @@ def test_plugin_is_registered_with_airflow(client: Any) -> None:
     plugins = call(client, "GET", "/api/v2/plugins", "admin").json()["plugins"]
     clara = next(p for p in plugins if p["name"] == "clara")
     assert any(v["href"] == "/clara/services" for v in clara["external_views"])
+
+
+@pytest.fixture
+def readers(monkeypatch: Any) -> None:
+    """The auth manager, configured so that role ``reader`` may read Variables but not delete them."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager_class = type(get_auth_manager())
+    original = manager_class.is_authorized_variable
+
+    def is_authorized_variable(self: Any, *, method: str, user: Any, details: Any = None) -> bool:
+        if getattr(user, "role", None) == "reader":
+            return method == "GET"
+        return bool(original(self, method=method, user=user, details=details))
+
+    monkeypatch.setattr(manager_class, "is_authorized_variable", is_authorized_variable)
+
+
+def test_a_user_who_may_read_but_not_delete_variables_sees_the_page_and_cannot_stop(client: Any,
+                                                                                   readers: None) -> None:
+    assert call(client, "GET", "/clara/services", "reader").status_code == 200
+    assert call(client, "GET", "/clara/api/services", "reader").status_code == 200
+    answer = call(client, "POST", "/clara/api/services/0123456789ab/stop", "reader",
+                  headers={"X-Requested-With": "clara-airflow"})
+    assert answer.status_code == 403

@@ -70,11 +70,13 @@ def test_a_second_run_writes_its_own_folder(dagbag: Any, payload: Path) -> None:
     assert one != two and (one / "merge" / "merged" / "merged.txt").is_file()
 
 
-def test_inputs_are_mounted_read_only(dagbag: Any, payload: Path, tmp_path: Path) -> None:
-    before = sorted(p.name for p in payload.iterdir())
-    dr = run(dagbag, "it-fan", payload)
-    assert dr.state == "success"
-    assert sorted(p.name for p in payload.iterdir()) == before
+def test_inputs_are_mounted_read_only(dagbag: Any, payload: Path) -> None:
+    dr = run(dagbag, "it-readonly", payload)
+    assert dr.state == "success", states(dr)
+    folder = run_folder(str(OUTPUT), "it-readonly", dr.run_id)
+    assert (folder / "first" / "payload-mount").read_text() == "read-only\n"
+    assert (folder / "second" / "upstream-mount").read_text() == "read-only\n"
+    assert not (payload / "written").exists() and not (folder / "first" / "written").exists()
 
 
 def test_two_operators_share_one_service_and_reach_it(dagbag: Any, payload: Path, docker_cli: Any) -> None:
@@ -142,29 +144,50 @@ def test_missing_payload_fails_clearly(dagbag: Any, tmp_path: Path, capfd: Any) 
     assert "does not exist" in out + err
 
 
-def _ensure_in_process(args: tuple[str, str]) -> tuple[bool, str]:
+def _racer(token: str, network: str, barrier: Any, conflicts: Any, results: Any) -> None:
+    """Imports and builds everything first, then waits with the others, then ensures at once."""
     import logging
 
     from tests.helpers import busybox_service
 
-    token, network = args
     svc = busybox_service(token, f"exec httpd -f -p 8090 -h /  # {token}", 8090, "race")
     manager = DockerServiceManager({"network": network, "services.data_dir": "/tmp/clara-race-data"})
+    manager.cli.ping()  # the client is connected before the start signal
+    create = manager._create
+
+    def counted(*args: Any, **kwargs: Any) -> bool:
+        won = create(*args, **kwargs)
+        if not won:  # HTTP 409: another racer's create won the name
+            with conflicts.get_lock():
+                conflicts.value += 1
+        return won
+
+    manager._create = counted  # type: ignore[method-assign]
+    barrier.wait(timeout=120)
     instance = manager.ensure(svc, timeout=60, log=logging.getLogger("race"))
-    return instance.created, instance.ref
+    results.put((instance.created, instance.ref))
 
 
 def test_eight_concurrent_ensures_start_exactly_one_container(docker_cli: Any) -> None:
     import uuid
 
     token = uuid.uuid4().hex[:12]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, conflicts, results = ctx.Barrier(8), ctx.Value("i", 0), ctx.Queue()
+    racers = [ctx.Process(target=_racer, args=(token, TEST_NETWORK, barrier, conflicts, results)) for _ in range(8)]
     try:
-        with multiprocessing.get_context("spawn").Pool(8) as pool:
-            results = pool.map(_ensure_in_process, [(token, TEST_NETWORK)] * 8)
-        assert sum(created for created, _ in results) == 1
-        assert len({ref for _, ref in results}) == 1
+        for racer in racers:
+            racer.start()
+        outcomes = [results.get(timeout=180) for _ in racers]
+        for racer in racers:
+            racer.join(timeout=30)
+        assert sum(created for created, _ in outcomes) == 1
+        assert len({ref for _, ref in outcomes}) == 1
+        assert conflicts.value >= 1, "the racers never met at the create: the 409 path was not taken"
         assert len(docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={token}"})) == 1
     finally:
+        for racer in racers:
+            racer.kill()
         for c in docker_cli.containers.list(all=True, filters={"label": f"{LABEL_ID}={token}"}):
             c.remove(force=True)
 
@@ -188,6 +211,10 @@ def test_service_that_never_listens_fails_with_its_logs(docker_cli: Any) -> None
 
 
 def test_demo_pipeline_runs_end_to_end(dagbag: Any, docker_cli: Any, tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    demo_plan = compile_pipeline(load_pipeline(REPO / "dags" / "pipelines" / "ct-organ-triage.yaml"))
+    assert demo_plan.services[0].id != service_of("ct-organ-triage"), "tests must not touch the demo's service"
     payload = tmp_path / "ct"
     payload.mkdir()
     docker_cli.containers.run("clara-airflow/demo-ops:0.1", ["python3", "/opt/clara/ops/make_phantom.py", "/out"],
@@ -309,3 +336,52 @@ def test_an_unreachable_engine_is_named_with_a_fix() -> None:
     with pytest.raises(ServiceError, match=r"the Docker engine at unix:///nonexistent/docker.sock does not answer"
                                            r".*\[clara\] docker_url"):
         manager.ensure(busybox_service("0123456789ab", "true", 80, "web"), timeout=5, log=None)
+
+
+def test_a_step_over_its_timeout_fails_and_its_container_is_removed(dagbag: Any, payload: Path,
+                                                                      docker_cli: Any) -> None:
+    import time
+
+    began = time.monotonic()
+    dr = run(dagbag, "it-timeout", payload)
+    assert dr.state == "failed" and time.monotonic() - began < 45
+    assert dagbag.dags["it-timeout"].get_task("sleeps").execution_timeout.total_seconds() == 3
+    assert docker_cli.containers.list(all=True, filters={"label": "clara-airflow/dag-id=it-timeout"}) == []
+
+
+@pytest.mark.parametrize("payload_path", ["/etc", "/", "/var/run"])
+def test_a_trigger_cannot_mount_host_folders(dagbag: Any, payload_path: str, capfd: Any) -> None:
+    dr = run(dagbag, "it-fail", Path(payload_path))
+    assert dr.state == "failed"
+    out, err = capfd.readouterr()
+    assert "clara-failure-marker-42" not in out + err, "the step must not start"
+    assert "[clara] payload_root" in out + err or "is or contains" in out + err
+
+
+def test_shell_characters_in_a_parameter_never_run(dagbag: Any, payload: Path, capfd: Any) -> None:
+    dr = run(dagbag, "it-shell", payload, GREETING="hi; touch /output/pwned")
+    assert dr.state == "failed"
+    out, err = capfd.readouterr()
+    assert "runs a shell" in out + err
+    folder = run_folder(str(OUTPUT), "it-shell", dr.run_id)
+    assert not (folder / "greets" / "pwned").exists()
+    ok = run(dagbag, "it-shell", payload, GREETING="hi-there")
+    assert ok.state == "success"
+    assert (run_folder(str(OUTPUT), "it-shell", ok.run_id) / "greets" / "greeting.txt").read_text() == "hi-there\n"
+
+
+def test_the_reaper_removes_step_containers_of_runs_that_ended(docker_cli: Any, airflow_db: None) -> None:
+    from clara_airflow.backends.docker import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP
+    from clara_airflow.services.admin import collect_steps
+
+    labels = {LABEL_DAG: "it-fail", LABEL_RUN_ID: "manual__worker-killed", LABEL_STEP: "breaks",
+              "clara-airflow/test": "1"}
+    left = docker_cli.containers.create("clara-airflow/busybox:1", ["true"], labels=labels)
+    try:
+        assert not any(left.name in line for line in collect_steps(grace=3600)), "young ones get a grace period"
+        report = collect_steps(grace=0)  # no such run any more: it is gone
+        assert f"removed step container {left.name} (created) of it-fail/manual__worker-killed (run gone)" in report
+        assert docker_cli.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}=manual__worker-killed"}) == []
+    finally:
+        with contextlib.suppress(Exception):
+            left.remove(force=True)

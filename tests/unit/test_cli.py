@@ -31,8 +31,10 @@ def test_validate_reports_duplicate_pipeline_names(tmp_path, capsys) -> None:  #
     (tmp_path / "a.yaml").write_text(source)
     (tmp_path / "b.yaml").write_text(source)
     assert main(["validate", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
-    assert "b.yaml:" in out and "duplicate pipeline name" in out and "a.yaml:" not in out.split(":")[0]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, "only the second file is reported, once"
+    assert lines[0].startswith(f"{tmp_path / 'b.yaml'}:") and "duplicate pipeline name" in lines[0]
+    assert f"(also in {tmp_path / 'a.yaml'})" in lines[0]
 
 
 def test_inspect_json_contract() -> None:

@@ -1,0 +1,65 @@
+"""The Docker step operator's decisions, without an engine: a vanished service is restarted exactly as
+its ensure task would (same data folder, timeout, record), and a lost service is named in the error."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+
+from clara_airflow.backends.base import ServiceInstance
+from clara_airflow.compiler.compiler import compile_pipeline
+from clara_airflow.services.ensure import RunRef
+from clara_airflow.services.records import service_view
+from clara_airflow.spec.load import load_pipeline
+from tests.helpers import VALID
+from tests.memory import MemoryStore
+
+OPTIONS = {"services.data_dir": "/srv/clara-data", "services.start_timeout": 77, "services.idle_ttl": 999,
+           "network": "net-x", "docker_url": "unix://var/run/docker.sock"}
+
+
+@pytest.fixture
+def step_op(monkeypatch: Any) -> Any:
+    from clara_airflow.backends import docker_operator
+
+    plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith("04-"))))
+    step = next(s for s in plan.steps if s.services)
+    svc = plan.service(step.services[0].service)
+    made: list[dict[str, Any]] = []
+
+    class FakeManager:
+        def __init__(self, options: dict[str, Any]) -> None:
+            made.append(options)
+            self.ensure = MagicMock(return_value=ServiceInstance(svc.id, f"clara-svc-{svc.id}", True, "c"))
+            FakeManager.last = self
+
+        def status(self, sid: str) -> str:
+            return "exited"
+
+    store = MemoryStore()
+    monkeypatch.setattr(docker_operator, "DockerServiceManager", FakeManager)
+    monkeypatch.setattr("clara_airflow.services.ensure.variable_store", lambda: store)
+    op = docker_operator.ClaraDockerOperator(task_id=step.name, step=step, parameters=[], output_root="/out",
+                                             network="net-x", services={svc.id: svc}, options=OPTIONS)
+    return op, svc, made, FakeManager, store
+
+
+def test_a_vanished_service_is_restarted_with_the_ensure_tasks_settings_and_recorded(step_op: Any) -> None:
+    op, svc, made, fake, store = step_op
+    op._recheck_services({}, RunRef("knee-xray-grading", "run-1"))
+    assert made[0]["services.data_dir"] == "/srv/clara-data" and made[0]["network"] == "net-x"
+    kwargs = fake.last.ensure.call_args.kwargs
+    assert 70 < kwargs["timeout"] <= 77
+    view = service_view(svc.id, store)
+    assert view.record is not None and [u.idle_ttl for u in view.uses] == [999]
+    assert store.keys("clara_lease_"), "the restarting run holds a lease"
+
+
+def test_a_step_that_lost_its_service_says_so(step_op: Any) -> None:
+    op, svc, *_ = step_op
+    op.service_ids = (svc.id,)
+    text = op._lost_services()
+    assert f"service clara-svc-{svc.id} is exited: it stopped while this step ran" in text
+    assert "retried" in text
