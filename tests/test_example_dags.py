@@ -133,3 +133,22 @@ def test_clara_config_section_applies(folder: Path, monkeypatch: Any) -> None:
     assert task.retries == 1  # clara-defaults.yaml wins over [clara]
     assert task.mem_limit == "512m"  # the operator's own request wins over every default
     assert bag.dags["ct-denoise-chain"].get_task("series-to-volume").mem_limit == "1024m"
+
+
+def test_an_unexpected_error_in_one_file_leaves_the_others_loading(folder: Path, monkeypatch: Any) -> None:
+    from clara_airflow import loader
+
+    for path in VALID[:2]:
+        shutil.copy(path, folder)
+    real = loader.compile_pipeline
+
+    def flaky(spec: Any, deployment: Any = None) -> Any:
+        if spec.name == "series-sanity-check":
+            raise RuntimeError("a bug in clara-airflow")
+        return real(spec, deployment)
+
+    monkeypatch.setattr(loader, "compile_pipeline", flaky)
+    bag = bag_of(folder)
+    assert "ct-denoise-chain" in bag.dags and bag.import_errors == {}
+    broken = bag.dags["series-sanity-check"]
+    assert "clara-compile-error" in broken.tags and "internal error in clara-airflow (RuntimeError" in broken.doc_md

@@ -278,3 +278,12 @@ def test_step_containers_of_ended_runs_are_removed_after_the_grace_period(store:
     report = admin.collect_steps(state_of=lambda d, r: states[r])
     assert report == ["removed step container clara-a (exited) of dag-a/run-ended (run failed)"]
     store.manager.remove_step.assert_called_once_with("c1")  # type: ignore[attr-defined]
+
+
+def test_leases_are_per_dag_and_run() -> None:
+    store = MemoryStore()
+    leases.take_lease(SID, "dag-a", "scheduled__1", store)
+    leases.take_lease(SID, "dag-b", "scheduled__1", store)  # the same run id in another DAG
+    leases.release_lease(SID, "dag-a", "scheduled__1", store)
+    (left,) = leases.leases(SID, store)
+    assert not isinstance(left, BadRecord) and left.dag_id == "dag-b"

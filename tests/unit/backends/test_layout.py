@@ -34,3 +34,28 @@ def test_hand_over_gives_the_whole_fresh_folder_to_the_user(tmp_path: Path) -> N
     for path in (tmp_path / "step", tmp_path / "step" / "left"):
         assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
     assert tmp_path.stat().st_uid == 0, "nothing above the step's own folder changes hands"
+
+
+def test_a_run_claims_its_folder_and_another_run_is_refused(tmp_path: Path) -> None:
+    from clara_airflow.backends.layout import claim_run_folder
+
+    folder = claim_run_folder(str(tmp_path), "dag", "manual;1")
+    assert (folder / ".clara-run-id").read_text() == "manual;1"
+    assert claim_run_folder(str(tmp_path), "dag", "manual;1") == folder, "the same run may come back (retries)"
+    (folder / "a" / "result").parent.mkdir()
+    (folder / "a" / "result").write_text("first run's output")
+    with pytest.raises(ClaraAirflowError, match="belongs to run 'manual;1', not 'manual:1'"):
+        claim_run_folder(str(tmp_path), "dag", "manual:1")  # same folder name once unsafe characters become _
+    assert (folder / "a" / "result").read_text() == "first run's output"
+
+
+def test_a_retry_empties_only_its_own_operator_folder(tmp_path: Path) -> None:
+    from clara_airflow.backends.layout import reset_step_folder
+
+    (tmp_path / "a" / "old").mkdir(parents=True)
+    (tmp_path / "a" / "old" / "half-written").write_text("x")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep").write_text("upstream output")
+    own = reset_step_folder(tmp_path, "a", ["left", "right"])
+    assert sorted(p.name for p in own.iterdir()) == ["left", "right"]
+    assert (tmp_path / "b" / "keep").read_text() == "upstream output"

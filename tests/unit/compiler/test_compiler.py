@@ -195,3 +195,17 @@ def test_a_schedule_needs_a_default_payload(tmp_path) -> None:  # type: ignore[n
     path.write_text(SCHEDULED.replace('x-airflow:\n  schedule: "0 2 * * *"\n', ""))
     with pytest.raises(SpecError, match=r"nightly.yaml:1:1: schedule '@daily' \(from clara-defaults.yaml or \[clara\]\)"):
         compile_pipeline(load_pipeline(path), {"schedule": "@daily"})
+
+
+def test_the_service_id_is_recomputed_after_substitution_at_run_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from clara_airflow.compiler.identity import service_id
+
+    path = tmp_path / "p.yaml"
+    path.write_text("api-version: 0.4.0\nname: p\nparameters: {MODEL: liver}\noperators:\n- name: a\n"
+                    "  container: {image: x/a}\n  services:\n  - name: s\n    container:\n      image: x/s\n"
+                    "      command: [serve, '${{ MODEL }}']\n    connections: {http: [{name: S_URI, port: 8080}]}\n"
+                    "x-airflow:\n  parameters:\n    MODEL: {enum: [liver, spleen]}\n")
+    plan = compile_pipeline(load_pipeline(path))
+    resolved = resolve_plan(plan, {"MODEL": "spleen"})
+    assert resolved.services[0].id == service_id("x/s", "latest", ["serve", "spleen"]) != plan.services[0].id
+    assert resolved.step("a").services[0].service == resolved.services[0].id

@@ -1,0 +1,119 @@
+"""A fixed sample of 20 mutants of the risky paths, for CI: each must be killed by the tests named with it.
+
+Each mutant is one planted bug: an exact piece of source and its replacement. The script applies one,
+runs the named tests, and restores the file whatever happens. A mutant whose source text is gone is
+an error ("update this list"), never a silent pass. The whole mutation pass, with mutmut, is
+``scripts/mutation.sh``; this sample keeps CI within its time.
+
+Usage: ``.venv/bin/python scripts/mutants.py [--only N ...]``. Exit 1 if any mutant survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=-p no:kmock"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    original: str
+    mutated: str
+    tests: tuple[str, ...]
+    what: str
+
+
+LIFECYCLE = "tests/unit/test_lifecycle.py"
+MUTANTS = [
+    Mutant("clara_airflow/backends/docker.py", "if exc.status_code == 409:\n                log.info",
+           "if exc.status_code == 4090:\n                log.info", ("tests/unit/backends/test_docker_manager.py",),
+           "the Docker start lock raises on HTTP 409 instead of reusing the winner's container"),
+    Mutant("clara_airflow/compiler/resolve.py", "svc, id=service_id(image, tag, command),", "svc, id=svc.id,",
+           ("tests/unit/compiler/test_compiler.py",), "the service id is not recomputed after substitution"),
+    Mutant("clara_airflow/services/leases.py", 'f"{dag_id}\\0{run_id}"', 'f"{run_id}"', (LIFECYCLE,),
+           "the lease key ignores the DAG id"),
+    Mutant("clara_airflow/services/admin.py", "    if idle < ttl:\n", "    if False:\n", (LIFECYCLE,),
+           "the reaper's idle-TTL check is removed"),
+    Mutant("clara_airflow/services/admin.py", "if holders and not force:", "if False:", (LIFECYCLE,),
+           "services stop no longer refuses a held service"),
+    Mutant("clara_airflow/backends/layout.py", "if owner != run_id:", "if False:",
+           ("tests/unit/backends/test_layout.py",), "the run-folder claim no longer refuses another run's folder"),
+    Mutant("clara_airflow/backends/layout.py", "if not _inside(real, root):", "if False:",
+           ("tests/unit/backends/test_payload.py",), "the payload_root check is disabled"),
+    Mutant("clara_airflow/plugin.py", 'can_stop = [Depends(requires_access_variable("DELETE"))]',
+           'can_stop = [Depends(requires_access_variable("GET"))]', ("tests/test_plugin.py",),
+           "the stop route checks the read permission instead of the stop permission"),
+    Mutant("clara_airflow/loader.py", "except Exception as exc:  # an unexpected failure",
+           "except KeyError as exc:  # an unexpected failure", ("tests/test_example_dags.py",),
+           "the loader's catch-all for unexpected errors is narrowed"),
+    Mutant("clara_airflow/backends/layout.py", "    if own.exists():\n        shutil.rmtree(own)",
+           "    if False:\n        shutil.rmtree(own)", ("tests/unit/backends/test_layout.py",),
+           "a retry no longer empties its own output folder"),
+    Mutant("clara_airflow/backends/docker_operator.py", "type=kind, read_only=m.read_only))",
+           "type=kind, read_only=False))", ("tests/integration/test_docker.py::test_inputs_are_mounted_read_only",),
+           "every Docker mount is writable"),
+    Mutant("clara_airflow/services/admin.py", "if sid not in recorded:", "if False:", (LIFECYCLE,),
+           "orphans are never listed"),
+    Mutant("clara_airflow/cli.py", "        if other != path:\n            print(",
+           "        if True:\n            print(", ("tests/unit/test_cli.py",),
+           "validate reports the first of two duplicate files too"),
+    Mutant("clara_airflow/services/leases.py", 'ENDED_STATES = ("success", "failed", airflow_compat.GONE)',
+           'ENDED_STATES = ("success", "failed", airflow_compat.GONE, airflow_compat.UNKNOWN)', (LIFECYCLE,),
+           "an unreadable run state releases a lease"),
+    Mutant("clara_airflow/services/ensure.py", "    wait_while_stopping(svc.id, store, deadline=deadline, log=log)\n",
+           "", (LIFECYCLE,), "an ensure does not wait out a stop under way"),
+    Mutant("clara_airflow/compiler/resolve.py", "        if bad:\n", "        if False:\n",
+           ("tests/unit/compiler/test_compiler.py",), "shell characters reach sh -c"),
+    Mutant("clara_airflow/compiler/compiler.py", 'if "enum" not in found.get(name, {}) and name in declared:',
+           "if False:", ("tests/unit/compiler/test_compiler.py",), "a parameter may choose any image"),
+    Mutant("clara_airflow/backends/layout.py", "if stat.S_ISSOCK(mode):", "if False:",
+           ("tests/unit/backends/test_payload.py",), "a payload may hold a socket"),
+    Mutant("clara_airflow/services/admin.py", "if age <= start_timeout or live_leases(sid, store):",
+           "if live_leases(sid, store):", (LIFECYCLE,), "a starting service is removed as an orphan"),
+    Mutant("clara_airflow/services/records.py", "store.set(use_key(svc.id, dag_id),",
+           'store.set(use_key(svc.id, ""),', (LIFECYCLE,), "pipelines share one use key (lost updates)"),
+]
+
+
+def run_one(n: int, mutant: Mutant) -> bool:
+    """True when the tests kill the mutant (fail with it in place)."""
+    path = REPO / mutant.module
+    source = path.read_text()
+    if source.count(mutant.original) != 1:
+        raise SystemExit(f"mutant {n} ({mutant.what}): its source text is not found exactly once in "
+                         f"{mutant.module}; update scripts/mutants.py")
+    try:
+        path.write_text(source.replace(mutant.original, mutant.mutated))
+        result = subprocess.run([*PYTEST, *mutant.tests], cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        path.write_text(source)
+    return result.returncode != 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=int, nargs="*", help="mutant numbers (1-based)")
+    chosen = parser.parse_args().only or range(1, len(MUTANTS) + 1)
+    survivors = []
+    for n in chosen:
+        mutant = MUTANTS[n - 1]
+        began = time.monotonic()
+        killed = run_one(n, mutant)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {n:2d} {mutant.module}: {mutant.what} "
+              f"({time.monotonic() - began:.1f} s)", flush=True)
+        if not killed:
+            survivors.append(n)
+    total = len(list(chosen))
+    print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / total:.0f} %)")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
