@@ -116,3 +116,44 @@ def _sdk_run_state(dag_id: str, run_id: str) -> str:
         if isinstance(detail, dict) and detail.get("status_code") == 404:
             return GONE
         return UNKNOWN
+
+
+class QuotaClient:
+    """Passes every call to docker's APIClient, adding a CPU quota and ``no-new-privileges`` to the
+    host config (the provider's DockerOperator sets only CPU shares).
+
+    Why internal: DockerOperator builds the host config in its private ``_run_image_with_mounts`` by
+    calling ``self.cli.create_host_config(...)``; overriding the operator's ``cli`` property with this
+    wrapper is the only hook (docker provider 4.x; ``tests/unit/test_airflow_compat.py`` fails if that
+    call moves).
+    """
+
+    def __init__(self, client: Any, nano_cpus: int) -> None:
+        self._client = client
+        self._nano_cpus = nano_cpus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        return self._client.create_host_config(nano_cpus=self._nano_cpus, security_opt=["no-new-privileges"],
+                                               **kwargs)
+
+
+def kpo_log_tail(operator: Any, lines: int) -> str:
+    """The last lines of a failed KubernetesPodOperator's pod, for the task's error.
+
+    Why internal: KPO keeps the pod it started in ``self.pod`` and its API client in ``self.client``
+    (cncf-kubernetes 10.x); neither is a documented attribute.
+    """
+    pod = getattr(operator, "pod", None)
+    if pod is None:
+        return ""
+    try:
+        answer = operator.client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
+                                                         container=operator.base_container_name,
+                                                         tail_lines=lines, _preload_content=False)
+        text = answer.data.decode("utf-8", "replace")
+    except Exception:
+        return ""
+    return f"\n--- last pod output ---\n{text.rstrip()}" if text else ""

@@ -1,4 +1,4 @@
-"""The ``clara-airflow`` command: validate and inspect pipelines, list, stop and collect services."""
+"""The clara-airflow command: validate and inspect pipelines, list, stop and collect services."""
 
 from __future__ import annotations
 
@@ -70,46 +70,58 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from clara_airflow.compiler.compiler import compile_pipeline
-    from clara_airflow.spec.defaults import deployment_settings
-    from clara_airflow.spec.load import load_pipeline
+    import logging
 
-    failed = 0
+    logging.getLogger("clara_airflow.spec.load").setLevel(logging.ERROR)  # warnings: printed below, once
+    failed = hidden = 0
     names: dict[str, Path] = {}
     deployments: dict[Path, dict[str, Any]] = {}
     files = _expand(args.paths)
     for path in files:
-        try:
-            spec = load_pipeline(path)
-            if path.parent not in deployments:
-                deployments[path.parent] = deployment_settings(path.parent)
-            compile_pipeline(spec, deployments[path.parent])  # settings that only clash once merged
-        except SpecError as exc:
-            print(exc)
-            failed += 1
-            continue
-        except OSError as exc:
-            print(f"{path}:1:1: cannot read the file: {exc.strerror}")
-            failed += 1
-            continue
-        except ClaraAirflowError as exc:  # deployment settings ([clara] in the environment) or a compile error
-            print(f"{path}:1:1: {exc}")
+        spec = _check_file(path, deployments)
+        if spec is None:
             failed += 1
             continue
         if args.warnings:
             for warning in spec.warnings:
                 print(warning)
+        else:
+            hidden += len(spec.warnings)
         other = names.setdefault(spec.name.lower(), path)
         if other != path:
             print(f"{path}:{spec.where['name'][0]}:{spec.where['name'][1]}: duplicate pipeline name "
                   f"'{spec.name}' (also in {other}); pipeline names must be unique ignoring case")
             failed += 1
-    total = len(files)
-    print(f"{total - failed} valid, {failed} invalid", file=sys.stderr)
+    print(f"{len(files) - failed} valid, {failed} invalid", file=sys.stderr)
+    if hidden:
+        print(f"{hidden} warning(s) not shown; add --warnings to see them", file=sys.stderr)
     if not files:
         print("no pipeline files (*.yaml, *.yml) found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def _check_file(path: Path, deployments: dict[Path, dict[str, Any]]) -> Any:
+    """The file's spec, compiled with its folder's settings; None after printing its errors."""
+    from clara_airflow.compiler.compiler import compile_pipeline
+    from clara_airflow.spec.defaults import deployment_settings
+    from clara_airflow.spec.load import load_pipeline
+
+    try:
+        spec = load_pipeline(path)
+        if path.parent not in deployments:
+            deployments[path.parent] = deployment_settings(path.parent)
+        compile_pipeline(spec, deployments[path.parent])  # settings that only clash once merged
+    except SpecError as exc:
+        print(exc)
+        return None
+    except OSError as exc:
+        print(f"{path}:1:1: cannot read the file: {exc.strerror}")
+        return None
+    except ClaraAirflowError as exc:  # deployment settings ([clara] in the environment) or a compile error
+        print(f"{path}:1:1: {exc}")
+        return None
+    return spec
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -139,9 +151,10 @@ def _plan_json(plan: Any) -> dict[str, Any]:
         "dag_id": plan.dag_id,
         "source": plan.source,
         "parameters": dict(plan.parameters),
+        "pull_secrets": list(plan.pull_secrets),
         "operators": [{
             "name": s.name, "image": s.image, "tag": s.tag, "command": list(s.command),
-            "env": list(s.env_names), "upstream": list(s.upstream),
+            "env": list(s.env_names), "env_values": _env_values(s, plan), "upstream": list(s.upstream),
             "requests": {"cpu": s.requests.cpu, "memory": s.requests.memory, "gpu": s.requests.gpu},
             "services": [u.service for u in s.services],
             "mounts": [{"path": m.target, "kind": m.kind, "read_only": m.read_only,
@@ -156,6 +169,18 @@ def _plan_json(plan: Any) -> dict[str, Any]:
             **({"models": list(v.models)} if v.models else {}),
         } for v in plan.services],
     }
+
+
+def _env_values(step: Any, plan: Any) -> dict[str, str]:
+    """The environment a step gets: its variables, and connection values as the ensure task gives them."""
+    from clara_airflow.backends.base import connection_values
+    from clara_airflow.compiler.identity import service_name
+
+    values = dict(step.variables)
+    for use in step.services:
+        connections = connection_values(plan.service(use.service), service_name(use.service))
+        values.update({env: connections[name] for env, name in use.env})
+    return values
 
 
 def _plan_text(data: dict[str, Any]) -> str:

@@ -16,15 +16,17 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
     :param plan: from :func:`clara_airflow.compiler.compiler.compile_pipeline`.
     :param options: deployment-only ``[clara]`` options (Docker URL, network, Kubernetes settings).
     """
-    from airflow.sdk import DAG, TaskGroup
-    from airflow.sdk.definitions.param import ParamsDict
+    # ParamsDict is public in airflow.sdk, resolved lazily there, which mypy does not follow
+    from airflow.sdk import DAG, ParamsDict, TaskGroup  # type: ignore[attr-defined]
 
-    from clara_airflow.operators.ensure_service import EnsureServiceOperator
+    from clara_airflow.operators.ensure_service import GROUP, EnsureServiceOperator, ensure_task_id
     from clara_airflow.operators.release_leases import ReleaseLeasesOperator
+    from clara_airflow.operators.steps import StepTasks
 
     s = plan.settings
     backend_options = {**(options or {}), **s}
-    backend = get_backend(s["backend"], backend_options)
+    get_backend(s["backend"], backend_options)  # the backend's packages are installed, or an install hint
+    step_tasks = StepTasks(s["backend"], backend_options)
     dag = DAG(
         dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s["schedule"],
         start_date=_start_date(s["start_date"]), catchup=s["catchup"], max_active_runs=s["max_active_runs"],
@@ -39,10 +41,10 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
         ensure: dict[str, Any] = {}
         release = None
         if plan.services:
-            with TaskGroup("clara_services", tooltip="Shared services, started once per identity"):
+            with TaskGroup(GROUP, tooltip="Shared services, started once per identity"):
                 for svc in plan.services:
                     ensure[svc.id] = EnsureServiceOperator(
-                        task_id=f"ensure_{svc.id}", service=svc,
+                        task_id=ensure_task_id(svc.id), service=svc,
                         parameters=[list(p) for p in plan.parameters], backend=s["backend"],
                         options=backend_options, start_timeout=s["services.start_timeout"],
                         idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
@@ -51,7 +53,7 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
                 release = ReleaseLeasesOperator(
                     task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
                     doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
-        steps = {step.name: backend.build_step_task(step, plan) for step in plan.steps}
+        steps = {step.name: step_tasks.build(step, plan) for step in plan.steps}
     # Params are given to the DAG once its tasks exist: each operator class layer would otherwise
     # deep-copy every Param into the task (a third of the build time). Tasks read them at run time
     # from the DAG (``process_params`` merges dag.params, then task params, then the run's conf).

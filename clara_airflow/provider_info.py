@@ -14,7 +14,9 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Runs NVIDIA Clara Deploy pipeline YAML as Airflow DAGs with shared services.",
         "versions": [__version__],
         "operators": [{"integration-name": "Clara", "python-modules": [
-            "clara_airflow.operators.ensure_service", "clara_airflow.operators.docker_step"]}],
+            "clara_airflow.operators.ensure_service", "clara_airflow.operators.docker_step",
+            "clara_airflow.operators.kubernetes_step", "clara_airflow.operators.release_leases",
+            "clara_airflow.operators.pipeline_error"]}],
         "integrations": [{"integration-name": "Clara", "external-doc-url":
                           "https://github.com/NVIDIA/clara-platform", "tags": ["software"]}],
     }

@@ -56,7 +56,7 @@ MUTANTS = [
     Mutant("clara_airflow/backends/layout.py", "    if own.exists():\n        shutil.rmtree(own)",
            "    if False:\n        shutil.rmtree(own)", ("tests/unit/backends/test_layout.py",),
            "a retry no longer empties its own output folder"),
-    Mutant("clara_airflow/backends/docker_operator.py", "type=kind, read_only=m.read_only))",
+    Mutant("clara_airflow/operators/docker_step.py", "type=kind, read_only=m.read_only))",
            "type=kind, read_only=False))", ("tests/integration/test_docker.py::test_inputs_are_mounted_read_only",),
            "every Docker mount is writable"),
     Mutant("clara_airflow/services/admin.py", "if sid not in recorded:", "if False:", (LIFECYCLE,),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+from clara_airflow.compiler.plan import ServicePlan
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,6 @@ class ServiceManager(Protocol):
 
 class Backend(Protocol):
     name: str
-
-    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any: ...
 
     def service_manager(self) -> ServiceManager: ...
 

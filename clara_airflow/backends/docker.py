@@ -17,7 +17,7 @@ from typing import Any
 
 from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
-from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
 from clara_airflow.spec.template import expand_references
 
@@ -65,35 +65,15 @@ def device_requests(gpus: int) -> list[Any]:
 
 
 class DockerBackend:
-    """Builds ClaraDockerOperator step tasks and hands out the Docker service manager."""
+    """The Docker engine: hands out the service manager (step tasks are built in clara_airflow.operators)."""
 
     name = "docker"
 
     def __init__(self, options: dict[str, Any]) -> None:
-        from clara_airflow.backends.layout import step_user
-        from clara_airflow.services.heartbeat import heartbeat_interval
-
         self.options = options
-        step_user(options.get("step_user"))  # a bad value fails when the DAG is built, not at 2 a.m.
-        self.heartbeat = heartbeat_interval(options.get("service_heartbeat"))
-
-    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any:
-        from clara_airflow.backends.docker_operator import ClaraDockerOperator
-
-        return ClaraDockerOperator(
-            task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
-            output_root=plan.settings["payload.output_root"], network=self.options["network"],
-            docker_url=self.options["docker_url"], services=_service_refs(step, plan),
-            payload_root=self.options.get("payload_root"), options=self.options,
-            heartbeat=self.heartbeat, step_user=self.options.get("step_user"), doc_md=step.description or None,
-        )
 
     def service_manager(self) -> DockerServiceManager:
         return DockerServiceManager(self.options)
-
-
-def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, ServicePlan]:
-    return {use.service: plan.service(use.service) for use in step.services}
 
 
 class DockerServiceManager:

@@ -14,7 +14,7 @@ from typing import Any
 
 from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
-from clara_airflow.compiler.plan import PipelinePlan, Requests, ServicePlan, StepPlan
+from clara_airflow.compiler.plan import Requests, ServicePlan
 from clara_airflow.errors import ServiceError
 
 LABEL_ID = "clara-airflow/service-id"
@@ -43,21 +43,12 @@ def scheduling(options: dict[str, Any], gpus: int) -> tuple[dict[str, str] | Non
 
 
 class KubernetesBackend:
-    """Builds ClaraKubernetesPodOperator step tasks and hands out the Kubernetes service manager."""
+    """A Kubernetes cluster: hands out the service manager (step tasks are built in clara_airflow.operators)."""
 
     name = "kubernetes"
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
-
-    def build_step_task(self, step: StepPlan, plan: PipelinePlan) -> Any:
-        from clara_airflow.backends.kubernetes_operator import ClaraKubernetesPodOperator
-
-        return ClaraKubernetesPodOperator(
-            task_id=step.name, step=step, parameters=[list(p) for p in plan.parameters],
-            services={use.service: plan.service(use.service) for use in step.services},
-            options=self.options, pull_secrets=list(plan.pull_secrets), doc_md=step.description or None,
-        )
 
     def service_manager(self) -> KubernetesServiceManager:
         return KubernetesServiceManager(self.options)

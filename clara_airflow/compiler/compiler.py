@@ -14,7 +14,7 @@ from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, Servi
 from clara_airflow.errors import CompileError, Problem, SpecError
 from clara_airflow.spec.crosscheck import pinned_uses, select_output
 from clara_airflow.spec.defaults import merge_settings
-from clara_airflow.spec.model import MODEL_VARIABLES, OperatorSpec, PipelineSpec, RequestsSpec
+from clara_airflow.spec.model import MODEL_VARIABLES, ContainerSpec, OperatorSpec, PipelineSpec, RequestsSpec
 from clara_airflow.spec.template import substitute
 
 MODEL_SERVER = "model-server"
@@ -153,6 +153,9 @@ def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping
             group["volumes"].update({v.name: v.path for v in svc.volumes})
             group["variables"].update(dict(svc.variables))
             group["requests"].append(_requests(svc.requests, settings))
+            if cont.host_volume:
+                _check_host_path(spec, cont, settings)
+                group["host_mounts"] = tuple(dict.fromkeys((*group["host_mounts"], (cont.host_volume, cont.host_volume))))
             env = tuple((h.name, h.name) for h in svc.http) + tuple((v.name, v.name) for v in svc.volumes)
             uses.setdefault(op.name, []).append(ServiceUse(sid, env))
         if op.models:
@@ -162,6 +165,16 @@ def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping
             uses.setdefault(op.name, []).append(ServiceUse(sid, tuple((n, n) for n in MODEL_VARIABLES)))
     plans = [_service_plan(sid, g) for sid, g in groups.items()]
     return plans, {name: tuple(u) for name, u in uses.items()}
+
+
+def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: Mapping[str, Any]) -> None:
+    """On Kubernetes a host folder is a hostPath volume, which Pod Security "baseline" forbids."""
+    if settings["backend"] == "kubernetes" and not settings["allow_host_paths"]:
+        line, col = cont.where.get("hostVolumePath", cont.where["@"])
+        raise SpecError([Problem(spec.path, line, col, (
+            f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes, which namespaces under Pod "
+            "Security 'baseline' or 'restricted' refuse; set allow_host_paths: true (x-airflow, clara-defaults.yaml "
+            "or [clara] allow_host_paths = True) for a privileged namespace, or serve the folder from a volume"), "V33")])
 
 
 def _new_group(image: str, tag: str, command: tuple[str, ...]) -> dict[str, Any]:

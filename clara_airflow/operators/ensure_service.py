@@ -16,6 +16,25 @@ from clara_airflow.compiler.resolve import parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.ensure import RunRef, ensure_service
 
+# The contract between ensure tasks and the steps that use their service: one owner, here.
+GROUP = "clara_services"
+XCOM_KEY = "service"
+
+
+def ensure_task_id(sid: str) -> str:
+    """The id of a service's ensure task inside its group (``ensure_<id>``)."""
+    return f"ensure_{sid}"
+
+
+def ensure_task_path(sid: str) -> str:
+    """The full task id steps pull from: ``clara_services.ensure_<id>``."""
+    return f"{GROUP}.{ensure_task_id(sid)}"
+
+
+def pull_services(ti: Any, sids: Any) -> dict[str, dict[str, Any]]:
+    """What each ensure task pushed for this run (``{}`` for one that did not run)."""
+    return {sid: ti.xcom_pull(task_ids=ensure_task_path(sid), key=XCOM_KEY) or {} for sid in sids}
+
 
 class EnsureServiceOperator(BaseOperator):
     """Makes sure one service identity runs, then pushes ``{"id", "host", "connections", ...}`` as XCom
@@ -61,5 +80,5 @@ class EnsureServiceOperator(BaseOperator):
                                    f"({self.service.image}:{self.service.tag}): {exc}") from None
         self.log.info("service %s %s in %.3f s; connections: %s", result.host,
                       "started" if result.created else "reused", result.seconds, result.connections)
-        context["ti"].xcom_push(key="service", value=result.as_xcom())
+        context["ti"].xcom_push(key=XCOM_KEY, value=result.as_xcom())
         return result.connections

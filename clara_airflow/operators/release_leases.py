@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from clara_airflow.operators.ensure_service import XCOM_KEY
 from clara_airflow.services.leases import release_lease
 from clara_airflow.services.records import touch
 
@@ -27,7 +28,7 @@ class ReleaseLeasesOperator(BaseOperator):
     def execute(self, context: Any) -> None:
         ti, dag_id, run_id = context["ti"], context["dag"].dag_id, context["run_id"]
         for sid, task_id in self.services.items():
-            pushed = ti.xcom_pull(task_ids=task_id, key="service") or {}
+            pushed = ti.xcom_pull(task_ids=task_id, key=XCOM_KEY) or {}
             run_sid = pushed.get("id", sid)
             release_lease(run_sid, dag_id, run_id)
             touch(run_sid, dag_id)

@@ -128,7 +128,7 @@ class Checker:
             self.error(node, "V30", f"placeholder '${{{{ {found[0]} }}}}' is not allowed in {what}; "
                        "placeholders may appear only in image, tag, command items and variables values")
             return
-        for name in found:
+        for name in dict.fromkeys(found):  # a name used twice in one string is reported once
             if name.lower() not in self.scope:
                 self.error(node, "V31", f"undeclared parameter '{name}' in {what}; declare it under the "
                            "pipeline's or this operator's `parameters`")

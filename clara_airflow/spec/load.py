@@ -213,12 +213,13 @@ class _Reader:
             where={**_where(node, fields), **var_where},
         )
 
-    def _container(self, fields: Fields, what: str, *, allow_variables: bool
+    def _container(self, fields: Fields, what: str, *, allow_variables: bool, service: bool = False
                    ) -> tuple[ContainerSpec | None, list[tuple[Node, Node, str]]]:
         if "container" not in fields or is_null(fields["container"][1]):
             return None, []
         node = fields["container"][1]
         allowed = CONTAINER_KEYS | {"variables"} if allow_variables else CONTAINER_KEYS
+        allowed = allowed | {"hostVolumePath"} if service else allowed
         sub = self.c.mapping(node, f"the container of {what}", allowed, ("image",))
         if sub is None:
             return None, []
@@ -235,10 +236,26 @@ class _Reader:
         if image is not None:
             _check_image(self.c, sub["image"][1], image, tag or "latest", sub.get("tag"))
         variables = self._variables(sub, f"the container of {what}")
+        host_volume = self._host_volume(sub, what)
         if image is None or None in command:
             return None, variables
         return ContainerSpec(image, tag or "latest", tuple(c for c in command if c is not None),
-                             _where(node, sub)), variables
+                             _where(node, sub), host_volume), variables
+
+    def _host_volume(self, sub: Fields, what: str) -> str | None:
+        """``hostVolumePath`` (NVIDIA's reference pipelines): a host folder mounted read-only at the same
+        path in the service container."""
+        if "hostVolumePath" not in sub:
+            return None
+        node = sub["hostVolumePath"][1]
+        path = self.c.string(node, "hostVolumePath")
+        if path is None or not path.startswith("/") or ".." in path.split("/"):
+            self.c.error(node, "V11", f"hostVolumePath of {what} must be an absolute path without '..', not {path!r}")
+            return None
+        clean = path.rstrip("/") or "/"
+        self.c.warn(node, f"hostVolumePath of {what} mounts the host folder {clean} read-only at the same path in "
+                    "the service container: a path on the machine (or Kubernetes node) that runs the service")
+        return clean
 
     def _variables(self, fields: Fields, what: str) -> list[tuple[Node, Node, str]]:
         if "variables" not in fields:
@@ -373,7 +390,7 @@ class _Reader:
             return None
         name = self._opt(fields, "name", lambda n: c.name(n, "service name"))
         self._api_version(fields, what)
-        container, _ = self._container(fields, what, allow_variables=False)
+        container, _ = self._container(fields, what, allow_variables=False, service=True)
         var_nodes = self._variables(fields, what)
         variables = tuple((k.value, text) for k, _, text in var_nodes)
         http, volumes = self._connections(fields, what)

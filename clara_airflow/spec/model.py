@@ -27,12 +27,14 @@ MODEL_VARIABLES = ("NVIDIA_TRITON_HTTPURI", "NVIDIA_TRITON_GRPCURI", "NVIDIA_CLA
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What to run: ``image`` without tag, ``tag`` (default ``latest``), ``command`` (may be empty)."""
+    """What to run: ``image`` without tag, ``tag`` (default ``latest``), ``command`` (may be empty);
+    ``host_volume``: a service's ``hostVolumePath``, mounted read-only at the same path."""
 
     image: str
     tag: str
     command: tuple[str, ...]
     where: Where = field(default_factory=dict, compare=False, repr=False)
+    host_volume: str | None = None
 
 
 @dataclass(frozen=True)

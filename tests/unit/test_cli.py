@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from clara_airflow.cli import main
-from tests.helpers import INVALID, VALID, expected_errors
+from tests.helpers import BASE, INVALID, VALID, expected_errors
 
 
 def test_validate_valid_files_exits_0(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -119,3 +119,35 @@ def test_services_list_prints_a_table_with_ttl_and_leases(monkeypatch, capsys) -
     assert orphan.startswith("feedfacecafe  running (orphan: no record)")
     assert main(["services", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["leases"][0]["run_id"] == "manual__1"
+
+
+def test_warnings_are_printed_once_and_only_with_the_flag(capsys) -> None:  # type: ignore[no-untyped-def]
+    path = next(p for p in VALID if p.name.startswith("02-"))
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning:" not in out + err.split("valid,")[0] and "1 warning(s) not shown" in err
+    assert main(["validate", "--warnings", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("warning: variable TRACE_LEVEL") == 1 and "warning:" not in err
+
+
+def test_an_undeclared_placeholder_used_twice_is_reported_once(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE.replace('tag: "1.0"', 'tag: "${{ X }}-${{ X }}"'))
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.count("undeclared parameter 'X'") == 1
+
+
+def test_inspect_json_has_env_values_and_pull_secrets(capsys) -> None:  # type: ignore[no-untyped-def]
+    path = next(p for p in VALID if p.name.startswith("04-"))
+    assert main(["inspect", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (svc,) = data["services"]
+    assert data["pull_secrets"] == []
+    assert data["operators"][0]["env_values"] == {"NVIDIA_CLARA_TRTISURI": f"clara-svc-{svc['id']}:8000"}
+
+
+def test_help_has_no_rst_markup(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out

@@ -44,3 +44,30 @@ def test_loading_and_compiling_pulls_in_no_backend() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'docker', 'kubernetes')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# STYLE.md's order: a module may import only from its own layer or the layers before it.
+RANK = {"errors": 0, "airflow_compat": 0, "provider_info": 0, "__init__": 0, "settings": 1, "spec": 2,
+        "compiler": 3, "backends": 4, "services": 5, "operators": 6, "dag": 7, "loader": 8, "plugin": 9, "cli": 9}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_module_imports_only_downwards(path) -> None:  # type: ignore[no-untyped-def]
+    relative = path.relative_to(PACKAGE).with_suffix("")
+    own = relative.parts[0] if len(relative.parts) > 1 or relative.name != "__init__" else "__init__"
+    for name in imported_modules(path):  # ast.walk: imports inside functions count too
+        if name.startswith("clara_airflow"):
+            other = layer_of(name)
+            assert RANK[other] <= RANK[own], f"{relative} ({own}) imports {name} ({other}), a layer above it"
+
+
+def test_no_module_is_much_over_300_lines() -> None:
+    # spec/load.py (one reader class for the whole body) is still to be split into a field table.
+    known = {"spec/load.py"}
+    long = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {k: v for k, v in long.items() if v > 350 and k not in known} == {}

@@ -22,7 +22,7 @@ OPTIONS = {"services.data_dir": "/srv/clara-data", "services.start_timeout": 77,
 
 @pytest.fixture
 def step_op(monkeypatch: Any) -> Any:
-    from clara_airflow.backends import docker_operator
+    from clara_airflow.operators import docker_step as docker_operator
 
     plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith("04-"))))
     step = next(s for s in plan.steps if s.services)

@@ -11,8 +11,7 @@ from clara_airflow.backends.layout import check_payload
 from clara_airflow.compiler.plan import StepPlan
 from clara_airflow.compiler.resolve import Rules, parameter_values, resolve_step
 from clara_airflow.errors import ClaraAirflowError
-
-ENSURE_TASK = "clara_services.ensure_{}"
+from clara_airflow.operators.ensure_service import ensure_task_path, pull_services
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,10 @@ def run_inputs(context: Any, step: StepPlan, parameters: list[list[str]], servic
     params = dict(context["params"])
     payload = check_payload(params.get("clara_payload"), payload_root, local=local, reserved=reserved)
     values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"}, rules)
-    ti = context["ti"]
-    pushed = {sid: ti.xcom_pull(task_ids=ENSURE_TASK.format(sid), key="service") or {} for sid in services}
+    pushed = pull_services(context["ti"], services)
     missing = [sid for sid, data in pushed.items() if "connections" not in data]
     if missing:
-        raise ClaraAirflowError(f"no connection values from {', '.join(ENSURE_TASK.format(s) for s in missing)}; "
+        raise ClaraAirflowError(f"no connection values from {', '.join(ensure_task_path(s) for s in missing)}; "
                                 "that task must succeed first")
     resolved = resolve_step(step, values, {sid: data["id"] for sid, data in pushed.items()}, rules)
     env = dict(resolved.variables)

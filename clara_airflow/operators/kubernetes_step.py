@@ -19,11 +19,12 @@ from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: TID253 - 
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
+from clara_airflow.airflow_compat import kpo_log_tail
 from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
 from clara_airflow.backends.layout import RUN_MARKER, run_folder_name, step_user
-from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.heartbeat import ServiceHeartbeat, heartbeat_interval
 
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
@@ -169,14 +170,4 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False))
 
     def _tail(self) -> str:
-        pod = getattr(self, "pod", None)
-        if pod is None:
-            return ""
-        try:
-            answer = self.client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
-                                                         container=self.base_container_name, tail_lines=20,
-                                                         _preload_content=False)
-            text = answer.data.decode("utf-8", "replace")
-        except Exception:
-            return ""
-        return f"\n--- last pod output ---\n{text.rstrip()}" if text else ""
+        return kpo_log_tail(self, 20)

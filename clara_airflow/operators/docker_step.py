@@ -14,6 +14,7 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
 from airflow.sdk.exceptions import AirflowException
 
+from clara_airflow.airflow_compat import QuotaClient
 from clara_airflow.backends.docker import (
     LABEL_DAG,
     LABEL_RUN_ID,
@@ -24,28 +25,13 @@ from clara_airflow.backends.docker import (
     ensure_network,
 )
 from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
-from clara_airflow.backends.runtime import run_inputs
 from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.spec.template import expand_references
-
-
-class _QuotaClient:
-    """Passes every call to docker's APIClient, adding a CPU quota (the provider sets only shares)."""
-
-    def __init__(self, client: Any, nano_cpus: int) -> None:
-        self._client = client
-        self._nano_cpus = nano_cpus
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def create_host_config(self, **kwargs: Any) -> Any:
-        return self._client.create_host_config(nano_cpus=self._nano_cpus, security_opt=["no-new-privileges"],
-                                               **kwargs)
 
 
 class ClaraDockerOperator(DockerOperator):
@@ -93,7 +79,7 @@ class ClaraDockerOperator(DockerOperator):
 
     @property
     def cli(self) -> Any:
-        return _QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
+        return QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
 
     def execute(self, context: Any) -> Any:
         try:
