@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clara_airflow.compiler.identity import service_name
 from clara_airflow.errors import ClaraAirflowError, SpecError
 
 
@@ -72,6 +73,8 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 def _validate(args: argparse.Namespace) -> int:
     import logging
 
+    from clara_airflow.spec.crosscheck import duplicate_pipeline
+
     logging.getLogger("clara_airflow.spec.load").setLevel(logging.ERROR)  # warnings: printed below, once
     failed = hidden = 0
     names: dict[str, Path] = {}
@@ -89,8 +92,7 @@ def _validate(args: argparse.Namespace) -> int:
             hidden += len(spec.warnings)
         other = names.setdefault(spec.name.lower(), path)
         if other != path:
-            print(f"{path}:{spec.where['name'][0]}:{spec.where['name'][1]}: duplicate pipeline name "
-                  f"'{spec.name}' (also in {other}); pipeline names must be unique ignoring case")
+            print(duplicate_pipeline(str(path), spec.name, spec.where["name"], other))
             failed += 1
     print(f"{len(files) - failed} valid, {failed} invalid", file=sys.stderr)
     if hidden:
@@ -174,7 +176,6 @@ def _plan_json(plan: Any) -> dict[str, Any]:
 def _env_values(step: Any, plan: Any) -> dict[str, str]:
     """The environment a step gets: its variables, and connection values as the ensure task gives them."""
     from clara_airflow.backends.base import connection_values
-    from clara_airflow.compiler.identity import service_name
 
     values = dict(step.variables)
     for use in step.services:
@@ -197,7 +198,7 @@ def _plan_text(data: dict[str, Any]) -> str:
             lines.append(f"    env: {', '.join(op['env'])}")
     for svc in data["services"]:
         ident = svc["identity"]
-        lines.append(f"  service clara-svc-{svc['id']} ({', '.join(svc['names'])}): "
+        lines.append(f"  service {service_name(svc['id'])} ({', '.join(svc['names'])}): "
                      f"{ident['image']}:{ident['tag']} {json.dumps(ident['command'])}")
         conns = ", ".join(f"{k}={v}" for k, v in svc["connections"].items())
         lines.append(f"    connections: {conns or 'none'}; used by {', '.join(svc['consumers'])}")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clara_airflow.backends.registry import get_backend
+from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import MAX_VALUE_LENGTH
 
@@ -127,13 +128,13 @@ def render_doc(plan: PipelinePlan) -> str:
         req = step.requests
         lines.append(f"| `{step.name}` | `{_cell(step.image)}:{_cell(step.tag)}` | {req.cpu} CPU, {req.memory} MiB, "
                      f"{req.gpu} GPU | {', '.join(step.upstream) or '—'} | "
-                     f"{', '.join('clara-svc-' + u.service for u in step.services) or '—'} |")
+                     f"{', '.join(service_name(u.service) for u in step.services) or '—'} |")
     if plan.services:
         lines += ["", "## Services (shared across pipelines and runs)", "",
                   "| instance | image | command | connections | used by |", "|---|---|---|---|---|"]
         for svc in plan.services:
             conns = ", ".join(f"`{k}`={v}" for k, v in svc.connections.items()) or "—"
-            lines.append(f"| `clara-svc-{svc.id}` | `{_cell(svc.image)}:{_cell(svc.tag)}` | "
+            lines.append(f"| `{service_name(svc.id)}` | `{_cell(svc.image)}:{_cell(svc.tag)}` | "
                          f"`{_cell(' '.join(svc.command)) or '(image default)'}` | {conns} | "
                          f"{', '.join(svc.consumers)} |")
     if plan.parameters:
@@ -145,5 +146,5 @@ def render_doc(plan: PipelinePlan) -> str:
 
 
 def _service_doc(svc: ServicePlan) -> str:
-    return (f"Ensures the shared service `clara-svc-{svc.id}` (`{svc.image}:{svc.tag}`) runs and is ready, "
+    return (f"Ensures the shared service `{service_name(svc.id)}` (`{svc.image}:{svc.tag}`) runs and is ready, "
             f"then hands its connection values to {', '.join(svc.consumers)}.")

@@ -18,7 +18,6 @@ class Problem:
     :param col: 1-based column.
     :param message: what is wrong and, where one helps, how to fix it.
     :param rule: the rule of clara-pdl.md section 13 (``V9``), empty for warnings.
-    :param key_path: where in the document, e.g. ``operators[0].container.image``.
     """
 
     path: str
@@ -26,7 +25,6 @@ class Problem:
     col: int
     message: str
     rule: str = field(default="", compare=False)
-    key_path: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}: {self.message}"

@@ -20,6 +20,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.plan import PipelinePlan
 from clara_airflow.errors import ClaraAirflowError, SpecError
 from clara_airflow.services.reaper import build_reaper_dag
+from clara_airflow.spec.crosscheck import duplicate_pipeline
 from clara_airflow.spec.defaults import load_defaults_file
 from clara_airflow.spec.load import load_pipeline
 from clara_airflow.spec.model import ERROR_DAG_PREFIX, MAX_DAG_ID, REAPER_DAG_ID
@@ -88,9 +89,7 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: dict[str,
             plan = _compile(path, deployment)
             other = owners.setdefault(plan.dag_id.lower(), path)
             if other != path:
-                line = next((i for i, t in enumerate(path.read_text().splitlines(), 1) if t.startswith("name:")), 1)
-                raise ClaraAirflowError(f"{path}:{line}:1: duplicate pipeline name '{plan.dag_id}': {other} "
-                                        "already defines it (names are compared ignoring case); rename one")
+                raise ClaraAirflowError(duplicate_pipeline(str(path), plan.dag_id, plan.name_at, other))
             dags[plan.dag_id] = build_dag(plan, options)
             log.info("clara-airflow: %s -> DAG %s in %.1f ms", path.name, plan.dag_id,
                      (time.perf_counter() - began) * 1000)

@@ -7,6 +7,11 @@ from typing import Any, Protocol
 
 from clara_airflow.compiler.plan import ServicePlan
 
+# Labels on every object clara-airflow creates, and the service data folder's variable: one place.
+LABEL_ID = "clara-airflow/service-id"
+LABEL_MANAGED = "clara-airflow/managed"
+DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
+
 
 @dataclass(frozen=True)
 class ServiceInstance:

@@ -15,18 +15,15 @@ from datetime import UTC
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
+from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED, Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
 from clara_airflow.spec.template import expand_references
 
-LABEL_ID = "clara-airflow/service-id"
-LABEL_MANAGED = "clara-airflow/managed"
 LABEL_STEP = "clara-airflow/step"  # on step containers: the operator; with LABEL_DAG and LABEL_RUN_ID
 LABEL_DAG = "clara-airflow/dag-id"
 LABEL_RUN_ID = "clara-airflow/run-id"
-DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
 
 
 def docker_client(url: str) -> Any:
@@ -227,7 +224,7 @@ class DockerServiceManager:
 
     # -- readiness --------------------------------------------------------------------------------------
     def _wait_ready(self, svc: ServicePlan, address: str, deadline: float) -> None:
-        ports = sorted({p for _, p in svc.http if p})
+        ports = svc.ports
         pending = list(ports)
         delay = 0.01  # a server that is up in 30 ms is not kept waiting for a full POLL
         while pending:

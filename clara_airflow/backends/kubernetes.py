@@ -12,14 +12,12 @@ import time
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import Managed, ServiceInstance, StepContainer
+from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED, Managed, ServiceInstance, StepContainer
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import Requests, ServicePlan
 from clara_airflow.errors import ServiceError
+from clara_airflow.spec.defaults import as_bool
 
-LABEL_ID = "clara-airflow/service-id"
-LABEL_MANAGED = "clara-airflow/managed"
-DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
 CONTAINER = "service"
 
 
@@ -57,7 +55,7 @@ class KubernetesBackend:
 def hook_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     in_cluster = options.get("in_cluster")
     return {"conn_id": options.get("kubernetes_conn_id"), "config_file": options.get("kube_config_file"),
-            "in_cluster": None if in_cluster in (None, "") else str(in_cluster).lower() == "true"}
+            "in_cluster": None if in_cluster in (None, "") else as_bool(in_cluster)}
 
 
 class KubernetesServiceManager:
@@ -94,7 +92,7 @@ class KubernetesServiceManager:
 
         env = [k8s.V1EnvVar(name=k, value=v) for k, v in svc.variables]
         env.append(k8s.V1EnvVar(name=DATA_PATH_VAR, value=self.data_dir))
-        ports = sorted({p for _, p in svc.http if p})
+        ports = svc.ports
         volumes = [k8s.V1Volume(name="service-data", empty_dir=k8s.V1EmptyDirVolumeSource())]
         mounts = [k8s.V1VolumeMount(name="service-data", mount_path=self.data_dir)]
         for index, (_, path) in enumerate(svc.volumes):
@@ -129,7 +127,7 @@ class KubernetesServiceManager:
     def service(self, svc: ServicePlan) -> Any:
         from kubernetes.client import models as k8s
 
-        ports = sorted({p for _, p in svc.http if p})
+        ports = svc.ports
         return k8s.V1Service(
             api_version="v1", kind="Service",
             metadata=k8s.V1ObjectMeta(name=service_name(svc.id), namespace=self.namespace,
@@ -194,7 +192,7 @@ class KubernetesServiceManager:
         """Section 7.4: new ports of a running identity are added to its Service object."""
         existing = self.core.read_namespaced_service(service_name(svc.id), self.namespace)
         have = {p.port for p in existing.spec.ports or []}
-        wanted = sorted({p for _, p in svc.http if p} - have)
+        wanted = sorted(set(svc.ports) - have)
         if wanted:
             log.info("adding ports %s to Service %s", wanted, service_name(svc.id))
             ports = [{"name": p.name, "port": p.port, "targetPort": p.target_port} for p in existing.spec.ports or []

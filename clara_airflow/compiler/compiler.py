@@ -11,11 +11,11 @@ from typing import Any
 
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
-from clara_airflow.errors import CompileError, Problem, SpecError
+from clara_airflow.errors import Problem, SpecError
 from clara_airflow.spec.crosscheck import pinned_uses, select_output
 from clara_airflow.spec.defaults import merge_settings
 from clara_airflow.spec.model import MODEL_VARIABLES, ContainerSpec, OperatorSpec, PipelineSpec, RequestsSpec
-from clara_airflow.spec.template import substitute
+from clara_airflow.spec.template import identity
 
 MODEL_SERVER = "model-server"
 _MODEL_PORTS = dict(zip(MODEL_VARIABLES, (8000, 8001, 8000, 8000), strict=True))
@@ -27,7 +27,6 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     :param spec: from :func:`clara_airflow.spec.load.load_pipeline`.
     :param deployment: flat settings of ``clara-defaults.yaml`` merged over ``[clara]`` (lower
         precedence than the pipeline's own ``x-airflow`` block).
-    :raises CompileError: when the operators form a cycle (never for a spec that passed V25).
     :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
     settings = merge_settings(spec.airflow, deployment or {})
@@ -45,6 +44,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     return PipelinePlan(
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
         settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
+        name_at=spec.where.get("name", (1, 1)),
     )
 
 
@@ -87,10 +87,7 @@ def _topological_order(spec: PipelineSpec, upstream: Mapping[str, tuple[str, ...
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name, ups in upstream.items():
         sorter.add(name, *ups)
-    try:
-        ready = list(sorter.static_order())
-    except graphlib.CycleError as exc:
-        raise CompileError(f"{spec.path}: cycle between operators: {' -> '.join(exc.args[1])}") from None
+    ready = list(sorter.static_order())  # acyclic: the spec layer's V25 names any cycle with its line
     depth: dict[str, int] = {}
     for name in ready:  # upstream operators come first in a static order
         depth[name] = 1 + max((depth[u] for u in upstream[name]), default=-1)
@@ -132,8 +129,7 @@ def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any], use
 
 def _identity_id(image: str, tag: str, command: tuple[str, ...], spec: PipelineSpec) -> str:
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
-    return service_id(substitute(image, defaults), substitute(tag, defaults),
-                      [substitute(c, defaults) for c in command])
+    return service_id(*identity(image, tag, command, defaults))
 
 
 def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping[str, str]
@@ -144,8 +140,7 @@ def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping
     for op in spec.operators:
         for svc in op.services:
             cont = svc.container
-            sid = service_id(substitute(cont.image, defaults), substitute(cont.tag, defaults),
-                             [substitute(c, defaults) for c in cont.command])
+            sid = service_id(*identity(cont.image, cont.tag, cont.command, defaults))
             group = groups.setdefault(sid, _new_group(cont.image, cont.tag, cont.command))
             group["names"].setdefault(svc.name, None)
             group["consumers"].setdefault(op.name, None)

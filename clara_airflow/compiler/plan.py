@@ -97,8 +97,9 @@ class ServicePlan:
     host_mounts: tuple[tuple[str, str], ...] = ()
 
     @property
-    def templated(self) -> bool:
-        return any("${{" in s for s in (self.image, self.tag, *self.command))
+    def ports(self) -> list[int]:
+        """The distinct http ports, sorted (connections without a port have none)."""
+        return sorted({p for _, p in self.http if p})
 
     @property
     def connections(self) -> dict[str, int | str | None]:
@@ -122,39 +123,10 @@ class PipelinePlan:
     settings: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     pull_secrets: tuple[str, ...] = ()
+    name_at: tuple[int, int] = (1, 1)
 
     def step(self, name: str) -> StepPlan:
         return next(s for s in self.steps if s.name == name)
 
     def service(self, sid: str) -> ServicePlan:
         return next(s for s in self.services if s.id == sid)
-
-
-def step_from_dict(data: dict[str, Any]) -> StepPlan:
-    """Rebuild a StepPlan from ``dataclasses.asdict`` output (operator arguments are plain JSON)."""
-    return StepPlan(
-        name=data["name"], image=data["image"], tag=data["tag"], command=tuple(data["command"]),
-        variables=tuple((k, v) for k, v in data["variables"]), requests=Requests(**data["requests"]),
-        upstream=tuple(data["upstream"]), mounts=tuple(MountPlan(**m) for m in data["mounts"]),
-        services=tuple(ServiceUse(u["service"], tuple((e, c) for e, c in u["env"])) for u in data["services"]),
-        description=data.get("description", ""),
-    )
-
-
-def as_step_plan(value: StepPlan | dict[str, Any]) -> StepPlan:
-    """Operator arguments take the plan itself (what ``build_dag`` passes) or its ``asdict`` form."""
-    return value if isinstance(value, StepPlan) else step_from_dict(value)
-
-
-def as_service_plan(value: ServicePlan | dict[str, Any]) -> ServicePlan:
-    return value if isinstance(value, ServicePlan) else service_from_dict(value)
-
-
-def service_from_dict(data: dict[str, Any]) -> ServicePlan:
-    return ServicePlan(
-        id=data["id"], image=data["image"], tag=data["tag"], command=tuple(data["command"]),
-        names=tuple(data["names"]), http=tuple((n, p) for n, p in data["http"]),
-        volumes=tuple((n, p) for n, p in data["volumes"]), variables=tuple((k, v) for k, v in data["variables"]),
-        requests=Requests(**data["requests"]), consumers=tuple(data["consumers"]),
-        models=tuple(data.get("models", ())), host_mounts=tuple((h, c) for h, c in data.get("host_mounts", ())),
-    )

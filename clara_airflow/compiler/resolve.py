@@ -6,14 +6,12 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from clara_airflow.compiler.identity import service_id, volume_name
+from clara_airflow.compiler.identity import service_id, service_name, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, ServicePlan, StepPlan
 from clara_airflow.errors import CompileError
+from clara_airflow.spec.checker import valid_image, valid_tag
 from clara_airflow.spec.crosscheck import placeholder_names, rule_violation
 from clara_airflow.spec.template import substitute
-
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
 
 MAX_VALUE_LENGTH = 4096
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh"})
@@ -80,11 +78,10 @@ def check_shell_values(command: Sequence[str], variables: Iterable[tuple[str, st
 
 def check_image(image: str, tag: str, where: str) -> None:
     """V18 after substitution: a run fails with the offending value and where it came from."""
-    last = image.rsplit("/", 1)[-1]
-    if not image or re.search(r"[\s@]", image) or ":" in last:
+    if not valid_image(image):
         raise CompileError(f"{where}: image '{image}' (after parameter substitution) is not a valid "
                            "image name without tag or digest; fix the parameter value")
-    if not _TAG_RE.fullmatch(tag):
+    if not valid_tag(tag):
         raise CompileError(f"{where}: tag '{tag}' (after parameter substitution) is not a valid image "
                            "tag; fix the parameter value")
 
@@ -116,7 +113,7 @@ def resolve_step(step: StepPlan, values: Mapping[str, str], ids: Mapping[str, st
 
 def _remap_volume(mount: MountPlan, ids: Mapping[str, str]) -> MountPlan:
     for old, new in ids.items():
-        if mount.volume.startswith(f"clara-svc-{old}-") and old != new:
+        if mount.volume.startswith(service_name(old) + "-") and old != new:
             return dataclasses.replace(mount, volume=volume_name(new, mount.target))
     return mount
 

@@ -25,7 +25,8 @@ from clara_airflow.backends.docker import (
     ensure_network,
 )
 from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
-from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
+from clara_airflow.compiler.identity import service_name
+from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
@@ -53,11 +54,11 @@ class ClaraDockerOperator(DockerOperator):
     template_ext: Sequence[str] = ()
     ui_color = "#c8e6a0"
 
-    def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]], output_root: str,
-                 network: str, services: Mapping[str, ServicePlan | dict[str, Any]], payload_root: str | None = None,
+    def __init__(self, *, step: StepPlan, parameters: list[list[str]], output_root: str,
+                 network: str, services: Mapping[str, ServicePlan], payload_root: str | None = None,
                  heartbeat: float = 60.0, step_user: str | None = None, options: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
-        plan = as_step_plan(step)
+        plan = step
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
             image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None, network_mode=network,
@@ -68,7 +69,7 @@ class ClaraDockerOperator(DockerOperator):
         self.parameters = parameters
         self.output_root = output_root
         self.network = network
-        self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
+        self.services = {sid: svc for sid, svc in services.items()}
         self.payload_root = payload_root
         self.heartbeat = heartbeat
         self.step_user = step_user
@@ -154,7 +155,7 @@ class ClaraDockerOperator(DockerOperator):
             gone = {sid: state for sid in self.service_ids if (state := manager.status(sid)) != "running"}
         except Exception:
             return ""
-        return "".join(f"\nservice clara-svc-{sid} is {state}: it stopped while this step ran. The task can be "
+        return "".join(f"\nservice {service_name(sid)} is {state}: it stopped while this step ran. The task can be "
                        "retried (x-airflow.retries); its next try starts the service again." for sid, state in gone.items())
 
     def _failure_text(self, exc: Exception) -> str:

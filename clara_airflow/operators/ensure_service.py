@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
-from clara_airflow.compiler.plan import ServicePlan, as_service_plan
+from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.compiler.resolve import parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.ensure import RunRef, ensure_service
@@ -55,10 +55,10 @@ class EnsureServiceOperator(BaseOperator):
     ui_color = "#76b900"
     ui_fgcolor = "#ffffff"
 
-    def __init__(self, *, service: ServicePlan | dict[str, Any], parameters: list[list[str]], backend: str,
+    def __init__(self, *, service: ServicePlan, parameters: list[list[str]], backend: str,
                  options: dict[str, Any], start_timeout: int = 300, idle_ttl: int = 3600, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = as_service_plan(service)
+        self.service = service
         self.parameters = parameters
         self.backend = backend
         self.options = options

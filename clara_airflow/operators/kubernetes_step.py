@@ -22,10 +22,11 @@ from kubernetes.client import models as k8s  # noqa: TID253 - module is imported
 from clara_airflow.airflow_compat import kpo_log_tail
 from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
 from clara_airflow.backends.layout import RUN_MARKER, run_folder_name, step_user
-from clara_airflow.compiler.plan import ServicePlan, StepPlan, as_service_plan, as_step_plan
+from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.heartbeat import ServiceHeartbeat, heartbeat_interval
+from clara_airflow.spec.defaults import as_bool
 
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
 # The init container's script is constant: run id, folder and step reach it only as environment values.
@@ -61,12 +62,12 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
     template_ext: Sequence[str] = ()
     ui_color = "#c8dcf0"
 
-    def __init__(self, *, step: StepPlan | dict[str, Any], parameters: list[list[str]],
-                 services: Mapping[str, ServicePlan | dict[str, Any]],
+    def __init__(self, *, step: StepPlan, parameters: list[list[str]],
+                 services: Mapping[str, ServicePlan],
                  options: dict[str, Any], pull_secrets: list[str], **kwargs: Any) -> None:
-        plan = as_step_plan(step)
+        plan = step
         selector, tolerations = scheduling(options, plan.requests.gpu)
-        keep_failed = str(options.get("keep_failed_pods", True)).lower() in ("true", "1", "yes")
+        keep_failed = as_bool(options.get("keep_failed_pods", True))
         connection = hook_kwargs(options)
         user = step_user(options.get("step_user"), local=False)
         super().__init__(
@@ -87,7 +88,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         )
         self.step = plan
         self.parameters = parameters
-        self.services = {sid: as_service_plan(svc) for sid, svc in services.items()}
+        self.services = {sid: svc for sid, svc in services.items()}
         self.options = options
         self.owner = f"{user[0]}:{user[1]}" if user else ""
         self.service_ids: tuple[str, ...] = ()

@@ -179,7 +179,7 @@ def write_record(svc: ServicePlan, instance: ServiceInstance, *, backend: str, l
     """The instance's facts; the same for every ensure of this identity, so concurrent writes agree."""
     record = ServiceRecord(
         id=svc.id, identity={"image": svc.image, "tag": svc.tag, "command": list(svc.command)}, backend=backend,
-        location=location, host=instance.host, ports=sorted({p for _, p in svc.http if p}),
+        location=location, host=instance.host, ports=svc.ports,
         volumes=dict(instance.volumes),
         requests={"cpu": svc.requests.cpu, "memory": svc.requests.memory, "gpu": svc.requests.gpu},
         started_at=iso_seconds(instance.started_at) if instance.started_at else now(), last_used=now(),

@@ -42,6 +42,18 @@ def hint(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def valid_image(image: str) -> bool:
+    """An image name without tag or digest (registry prefixes allowed): V18."""
+    return bool(image) and not re.search(r"[\s@]", image) and ":" not in image.rsplit("/", 1)[-1]
+
+
+def valid_tag(tag: str) -> bool:
+    return bool(TAG_RE.fullmatch(tag))
+
+
 class Checker:
     """Collects every problem of one file; readers return ``None`` for a value they rejected."""
 

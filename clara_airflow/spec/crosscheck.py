@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from clara_airflow.spec.checker import PLACEHOLDER_RE, Checker
 from clara_airflow.spec.model import MODEL_VARIABLES, InputSpec, OperatorSpec, OutputSpec, PipelineSpec
 from clara_airflow.spec.source import Node, position
-from clara_airflow.spec.template import substitute
+from clara_airflow.spec.template import identity
 
 Pos = tuple[int, int]
 
@@ -187,8 +187,7 @@ def _check_identities(c: Checker, spec: PipelineSpec) -> None:
         for svc in op.services:
             cont = svc.container
             try:
-                ident = (substitute(cont.image, defaults), substitute(cont.tag, defaults),
-                         tuple(substitute(x, defaults) for x in cont.command))
+                ident = identity(cont.image, cont.tag, cont.command, defaults)
             except KeyError:
                 continue
             seen = state.setdefault(ident, {})
@@ -205,6 +204,12 @@ def _check_identities(c: Checker, spec: PipelineSpec) -> None:
                             f"{value!s} here but {seen[key][0]!s} at line {seen[key][1]}; one service "
                             "identity must give each name one value")
                 seen.setdefault(key, (value, at[0]))
+
+
+def duplicate_pipeline(path: str, name: str, at: Pos, other: object) -> str:
+    """The one message for two files defining one pipeline name (validate and the loader)."""
+    return (f"{path}:{at[0]}:{at[1]}: duplicate pipeline name '{name}' (also in {other}); pipeline names must "
+            "be unique ignoring case, rename one")
 
 
 def placeholder_names(text: str) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any, Union
 import yaml
 
 from clara_airflow.errors import ClaraAirflowError, SpecError
-from clara_airflow.spec.checker import Checker, hint, is_null
+from clara_airflow.spec.checker import Checker, hint, is_null, valid_image
 from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, position, read_document
 
 __all__ = ["DEFAULTS_FILE"]
@@ -135,7 +135,7 @@ def _tags(c: Checker, node: Node, key: str) -> Any:
 
 def _image(c: Checker, node: Node, key: str) -> Any:
     value = _string(c, node, key)
-    if isinstance(value, str) and value and not re.search(r"[\s@]", value) and ":" not in value.rsplit("/", 1)[-1]:
+    if isinstance(value, str) and valid_image(value):
         return value
     return _bad(c, node, key, f"must be an image name without tag, not '{value}'")
 
@@ -252,6 +252,11 @@ def _config_names() -> dict[str, str]:
 CONFIG_NAMES = _config_names()
 
 
+def as_bool(raw: object) -> bool:
+    """A ``[clara]`` true/false option as Airflow spells them (``True``, ``true``, ``1``, ``yes``, ``on``)."""
+    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+
 def parse_config(options: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse Airflow's ``[clara]`` options (strings) into (pipeline settings, deployment-only options).
 
@@ -263,7 +268,7 @@ def parse_config(options: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, 
         name = option.lower()
         if name in CONFIG_ONLY:
             default = CONFIG_ONLY[name]
-            extra[name] = raw.strip().lower() in ("1", "true", "yes", "on") if isinstance(default, bool) else raw
+            extra[name] = as_bool(raw) if isinstance(default, bool) else raw
             continue
         key = CONFIG_NAMES.get(name)
         if key is None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from clara_airflow.errors import SpecError
 from clara_airflow.spec import crosscheck
-from clara_airflow.spec.checker import Checker, Fields, is_null
+from clara_airflow.spec.checker import Checker, Fields, is_null, valid_image, valid_tag
 from clara_airflow.spec.defaults import parse_airflow_block
 from clara_airflow.spec.model import (
     API_VERSIONS,
@@ -43,7 +42,6 @@ CONTAINER_KEYS = frozenset({"image", "tag", "command"})
 IO_KEYS = frozenset({"from", "name", "path"})
 TYPED_KEYS = ("type", "element-type", "shape")
 T = TypeVar("T")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def load_pipeline(path: str | Path, data: bytes | None = None) -> PipelineSpec:
@@ -474,11 +472,9 @@ def _peek_name(node: Node) -> str | None:
 
 def _check_image(c: Checker, node: Node, image: str, tag: str, tag_field: tuple[Node, Node] | None) -> None:
     """V18 for values without placeholders (those are checked after substitution at run time)."""
-    if "${{" not in image:
-        last = image.rsplit("/", 1)[-1]
-        if not image or re.search(r"[\s@]", image) or ":" in last:
-            fix = " (put the tag in `tag`)" if ":" in last else ""
-            c.error(node, "V18", f"image '{image}' is not a valid image name without tag or digest{fix}")
-    if tag_field is not None and "${{" not in tag and not _TAG_RE.fullmatch(tag):
+    if "${{" not in image and not valid_image(image):
+        fix = " (put the tag in `tag`)" if ":" in image.rsplit("/", 1)[-1] else ""
+        c.error(node, "V18", f"image '{image}' is not a valid image name without tag or digest{fix}")
+    if tag_field is not None and "${{" not in tag and not valid_tag(tag):
         c.error(tag_field[1], "V18", f"tag '{tag}' is not a valid image tag (letters, digits, '_', '.', "
                 "'-'; at most 128 characters)")

@@ -10,15 +10,17 @@ from clara_airflow.spec.checker import PLACEHOLDER_RE
 _REFERENCE_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def has_placeholder(text: str) -> bool:
-    return "${{" in text
-
-
 def substitute(text: str, values: Mapping[str, str]) -> str:
     """Replace every ``${{ name }}``; ``values`` is keyed by lower-cased parameter name."""
     if "${{" not in text:
         return text
     return PLACEHOLDER_RE.sub(lambda m: values[m.group(1).lower()], text)
+
+
+def identity(image: str, tag: str, command: tuple[str, ...] | list[str], values: Mapping[str, str]
+             ) -> tuple[str, str, tuple[str, ...]]:
+    """A service identity (section 7.4) with ``values`` substituted: what the id is computed over."""
+    return substitute(image, values), substitute(tag, values), tuple(substitute(c, values) for c in command)
 
 
 def expand_references(text: str, env: Mapping[str, str]) -> str:
