@@ -287,3 +287,41 @@ def test_leases_are_per_dag_and_run() -> None:
     leases.release_lease(SID, "dag-a", "scheduled__1", store)
     (left,) = leases.leases(SID, store)
     assert not isinstance(left, BadRecord) and left.dag_id == "dag-b"
+
+
+def test_the_ensure_result_is_frozen_and_its_xcom_contract_is_pinned() -> None:
+    import dataclasses
+
+    from clara_airflow.services.ensure import EnsureResult
+
+    result = EnsureResult("id1", "host1", {"A": "host1:1"}, True, 0.123456)
+    assert result.as_xcom() == {"id": "id1", "host": "host1", "connections": {"A": "host1:1"}, "created": True,
+                                "seconds": 0.1235}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.id = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RunRef("d", "r").dag_id = "x"  # type: ignore[misc]
+
+
+def test_the_ensure_hands_on_what_is_left_of_its_start_timeout_and_times_itself() -> None:
+    store = MemoryStore()
+    fake = manager()
+    seen: dict[str, Any] = {}
+
+    def ensure(svc_: Any, *, timeout: float, log: Any) -> ServiceInstance:
+        seen["timeout"] = timeout
+        seen["record"] = read_record(SID, store)
+        return instance()
+
+    fake.ensure.side_effect = ensure
+    result = ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={"network": "n"},
+                            idle_ttl=60, start_timeout=30, log=LOG, store=store)
+    assert 29 < seen["timeout"] <= 30
+    provisional = seen["record"]
+    assert provisional is not None and provisional.host == f"clara-svc-{SID}" and provisional.location == {"network": "n"}
+    assert 0 <= result.seconds < 5 and result.created is True and result.host == f"clara-svc-{SID}"
+    final = read_record(SID, store)
+    assert final is not None and final.started_at == "2026-01-01T00:00:00+00:00"
+    short = ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={}, idle_ttl=60,
+                           start_timeout=0.1, log=LOG, store=store)
+    assert seen["timeout"] == 1.0 and short.id == SID  # at least a second to look
