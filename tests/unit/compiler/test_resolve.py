@@ -63,7 +63,7 @@ def test_every_shell_with_c_runs_a_shell(shell: str) -> None:
                                      ["/bin/echo", "-c"], ["sh", "script-c.sh"]])
 def test_other_commands_do_not(command: list[str]) -> None:
     assert not runs_shell(command)
-    assert SHELLS == {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh"}
+    assert {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh"} == SHELLS
 
 
 @pytest.mark.parametrize(("rule", "allowed"), [({}, False), ({"max_length": 50}, False),
