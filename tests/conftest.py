@@ -119,8 +119,15 @@ def docker_cli() -> Iterator[Any]:
 
     client = docker.from_env()
     yield client
-    for container in client.containers.list(all=True, filters={"label": "clara-airflow/test"}):
-        container.remove(force=True)
+    # Whatever the tests made: labelled test containers, step containers of the test DAGs (a killed
+    # worker leaves its step behind), and service containers on the test network (never the demo's).
+    test_dags = {p.stem for p in DAGS.glob("*.yaml")}
+    for container in client.containers.list(all=True):
+        labels = container.labels or {}
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        if ("clara-airflow/test" in labels or labels.get("clara-airflow/dag-id") in test_dags
+                or ("clara-airflow/service-id" in labels and TEST_NETWORK in networks)):
+            container.remove(force=True)
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,32 @@ class StepContainer:
     age: float
 
 
+@dataclass(frozen=True)
+class ContainerMount:
+    """One folder or named volume in a step container. :param kind: ``bind`` or ``volume``."""
+
+    target: str
+    source: str
+    kind: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """What one step container runs, decided without any engine: the operator only applies it.
+
+    :param user: ``UID:GID`` or None for the image's user.
+    """
+
+    image: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+    mounts: tuple[ContainerMount, ...]
+    labels: dict[str, str]
+    name: str
+    user: str | None = None
+
+
 class ServiceManager(Protocol):
     def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance: ...
 

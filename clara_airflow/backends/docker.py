@@ -15,15 +15,19 @@ from datetime import UTC
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED, Managed, ServiceInstance, StepContainer
+from clara_airflow.backends.base import (
+    DATA_PATH_VAR,
+    LABEL_ID,
+    LABEL_MANAGED,
+    Managed,
+    ServiceInstance,
+    StepContainer,
+)
+from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP, device_requests
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
 from clara_airflow.spec.template import expand_references
-
-LABEL_STEP = "clara-airflow/step"  # on step containers: the operator; with LABEL_DAG and LABEL_RUN_ID
-LABEL_DAG = "clara-airflow/dag-id"
-LABEL_RUN_ID = "clara-airflow/run-id"
 
 
 def docker_client(url: str) -> Any:
@@ -53,12 +57,6 @@ def ensure_network(cli: Any, name: str) -> None:
     except APIError as exc:
         if exc.status_code != 409:
             raise
-
-
-def device_requests(gpus: int) -> list[Any]:
-    from docker.types import DeviceRequest
-
-    return [DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus > 0 else []
 
 
 class DockerBackend:

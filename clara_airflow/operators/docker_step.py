@@ -7,7 +7,6 @@ compiler's own rules and ``$(NAME)`` is expanded as Kubernetes would.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,16 +14,10 @@ from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TI
 from airflow.sdk.exceptions import AirflowException
 
 from clara_airflow.airflow_compat import QuotaClient
-from clara_airflow.backends.docker import (
-    LABEL_DAG,
-    LABEL_RUN_ID,
-    LABEL_STEP,
-    DockerServiceManager,
-    device_requests,
-    engine_down,
-    ensure_network,
-)
-from clara_airflow.backends.layout import claim_run_folder, hand_over, host_source, reset_step_folder, step_user
+from clara_airflow.backends.base import ContainerRun
+from clara_airflow.backends.docker import DockerServiceManager, engine_down, ensure_network
+from clara_airflow.backends.docker_steps import device_requests, docker_run
+from clara_airflow.backends.layout import claim_run_folder, hand_over, reset_step_folder, step_user
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import resolve_service
@@ -32,7 +25,6 @@ from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
-from clara_airflow.spec.template import expand_references
 
 
 class ClaraDockerOperator(DockerOperator):
@@ -102,35 +94,24 @@ class ClaraDockerOperator(DockerOperator):
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self._recheck_services(inputs.values, RunRef(context["dag"].dag_id, context["run_id"]))
         self.service_ids = inputs.service_ids
-        ti = context["ti"]
         run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
         user = step_user(self.step_user)
-        self.user = f"{user[0]}:{user[1]}" if user else None
         own = reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
         try:
             hand_over(own, user)
         except PermissionError:
-            raise ClaraAirflowError(f"cannot give {own} to user {self.user} ([clara] step_user); run the worker "
+            raise ClaraAirflowError(f"cannot give {own} to user {user} ([clara] step_user); run the worker "
                                     "as root or set step_user = worker") from None
-        self.image = f"{step.image}:{step.tag}"
-        self.command = [expand_references(c, env) for c in step.command] or None
-        self.environment = env
-        self.mounts = self._mounts(step, run_dir, payload)
-        self.container_name = _container_name(context["dag"].dag_id, step.name, context["run_id"],
-                                              getattr(ti, "try_number", 1))
+        self._apply(docker_run(step, env, payload, run_dir, dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                               try_number=getattr(context["ti"], "try_number", 1), user=user))
         ensure_network(self.hook.api_client, self.network)
-        self.labels = {LABEL_DAG: context["dag"].dag_id, LABEL_STEP: step.name, LABEL_RUN_ID: context["run_id"],
-                       "clara-airflow/run": run_dir.name}
 
-    def _mounts(self, step: StepPlan, run_dir: Any, payload: str) -> list[Any]:
+    def _apply(self, run: ContainerRun) -> None:
         from docker.types import Mount
 
-        mounts = []
-        for m in step.mounts:
-            kind = "volume" if m.kind == "volume" else "bind"
-            source = m.volume if m.kind == "volume" else host_source(m, run_dir, payload)
-            mounts.append(Mount(target=m.target, source=source, type=kind, read_only=m.read_only))
-        return mounts
+        self.image, self.command, self.environment = run.image, list(run.command) or None, run.env
+        self.mounts = [Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only) for m in run.mounts]
+        self.container_name, self.labels, self.user = run.name, run.labels, run.user
 
     def _recheck_services(self, values: dict[str, str], run: RunRef) -> None:
         """Just before the step starts: a service that vanished since its ensure task is started again,
@@ -178,8 +159,3 @@ class ClaraDockerOperator(DockerOperator):
             return text + ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
                            "nvidia-container-toolkit or lower requests.gpu.")
         return text
-
-
-def _container_name(dag_id: str, step: str, run_id: str, try_number: int) -> str:
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
-    return f"clara-{dag_id[:80]}-{step[:80]}-{digest}-{try_number}"

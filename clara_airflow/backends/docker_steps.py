@@ -1,0 +1,41 @@
+"""Pure builders of Docker step containers: what runs, decided as data (no engine, no Airflow)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from clara_airflow.backends.base import LABEL_ID, ContainerMount, ContainerRun
+from clara_airflow.backends.layout import host_source
+from clara_airflow.compiler.plan import StepPlan
+from clara_airflow.spec.template import expand_references
+
+LABEL_STEP = "clara-airflow/step"  # on step containers: the operator; with LABEL_DAG and LABEL_RUN_ID
+LABEL_DAG = "clara-airflow/dag-id"
+LABEL_RUN_ID = "clara-airflow/run-id"
+
+__all__ = ["LABEL_DAG", "LABEL_ID", "LABEL_RUN_ID", "LABEL_STEP", "device_requests", "docker_run"]
+
+
+def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path, *, dag_id: str, run_id: str,
+               try_number: int, user: tuple[int, int] | None) -> ContainerRun:
+    """The container of one step try: pure, so every decision is testable without an engine.
+
+    :param step: the step with the run's parameters substituted. :param env: its full environment.
+    """
+    mounts = tuple(ContainerMount(m.target, m.volume, "volume", m.read_only) if m.kind == "volume" else
+                   ContainerMount(m.target, host_source(m, run_dir, payload), "bind", m.read_only) for m in step.mounts)
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    return ContainerRun(
+        image=f"{step.image}:{step.tag}", command=tuple(expand_references(c, env) for c in step.command),
+        env=dict(env), mounts=mounts,
+        labels={LABEL_DAG: dag_id, LABEL_STEP: step.name, LABEL_RUN_ID: run_id, "clara-airflow/run": run_dir.name},
+        name=f"clara-{dag_id[:80]}-{step.name[:80]}-{digest}-{try_number}",
+        user=f"{user[0]}:{user[1]}" if user else None)
+
+
+def device_requests(gpus: int) -> list[Any]:
+    from docker.types import DeviceRequest
+
+    return [DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus > 0 else []
