@@ -27,57 +27,47 @@ def in_task() -> bool:
 class _SdkStore:
     """Variables through the Task SDK (public: ``airflow.sdk.Variable``)."""
 
-    def get(self, key: str) -> str | None:
+    def _variable(self) -> Any:
         from airflow.sdk import Variable
 
-        value: str | None = Variable.get(key, default=None)
+        return Variable
+
+    def get(self, key: str) -> str | None:
+        value: str | None = self._variable().get(key, default=None)
         return value
 
     def set(self, key: str, value: str) -> None:
-        from airflow.sdk import Variable
-
-        Variable.set(key, value, description="clara-airflow record (a registry, not a lock)")
+        self._variable().set(key, value, description="clara-airflow record (a registry, not a lock)")
 
     def delete(self, key: str) -> None:
-        from airflow.sdk import Variable
-
-        Variable.delete(key)
+        self._variable().delete(key)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow.sdk import Variable
-
-        return list(Variable.keys(prefix=prefix))
+        return list(self._variable().keys(prefix=prefix))
 
 
-class _DatabaseStore:
+class _DatabaseStore(_SdkStore):
     """Variables in the metadata database, for the CLI and the api-server plugin.
 
     Why: outside a task there are no SDK comms; ``airflow.models.variable.Variable`` and
     ``create_session`` are core internals (stable since 2.x, checked on 3.3).
     """
 
-    def get(self, key: str) -> str | None:
+    def _variable(self) -> Any:
         from airflow.models.variable import Variable
 
-        value: str | None = Variable.get(key, default_var=None)
+        return Variable
+
+    def get(self, key: str) -> str | None:
+        value: str | None = self._variable().get(key, default_var=None)
         return value
 
-    def set(self, key: str, value: str) -> None:
-        from airflow.models.variable import Variable
-
-        Variable.set(key, value, description="clara-airflow record (a registry, not a lock)")
-
-    def delete(self, key: str) -> None:
-        from airflow.models.variable import Variable
-
-        Variable.delete(key)
-
     def keys(self, prefix: str) -> list[str]:
-        from airflow.models.variable import Variable
         from airflow.utils.session import create_session
 
+        variable = self._variable()
         with create_session() as session:
-            rows = session.query(Variable.key).filter(Variable.key.startswith(prefix)).all()
+            rows = session.query(variable.key).filter(variable.key.startswith(prefix)).all()
         return [row[0] for row in rows]
 
 
