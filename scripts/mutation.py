@@ -27,8 +27,9 @@ MODULES = {
     "services/admin.py": [LIFECYCLE, "tests/unit/test_admin.py"],
     "services/ensure.py": [LIFECYCLE, "tests/unit/operators"],
     "backends/docker.py": ["tests/unit/backends/test_docker_manager.py"],
-    "backends/layout.py": ["tests/unit/backends/test_payload.py", "tests/unit/backends/test_layout.py"],
-    "compiler/resolve.py": ["tests/unit/compiler/test_compiler.py", "tests/unit/test_dag.py"],
+    "backends/layout.py": ["tests/unit/backends/test_payload.py", "tests/unit/backends/test_layout.py",
+                           "tests/unit/backends/test_layout_rules.py", "tests/unit/backends/test_docker_steps.py"],
+    "compiler/resolve.py": ["tests/unit/compiler", "tests/unit/test_dag.py"],
     "plugin.py": ["tests/test_plugin.py"],
     "loader.py": ["tests/unit/test_bad_files.py", "tests/test_example_dags.py"],
 }
