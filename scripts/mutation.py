@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LIFECYCLE = "tests/unit/test_lifecycle.py"
 MODULES = {
-    "services/leases.py": [LIFECYCLE],
+    "services/leases.py": [LIFECYCLE, "tests/unit/test_leases_rules.py"],
     "services/records.py": [LIFECYCLE, "tests/unit/test_heartbeat.py"],
     "services/admin.py": [LIFECYCLE, "tests/unit/test_admin.py"],
     "services/ensure.py": [LIFECYCLE, "tests/unit/operators"],
