@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from clara_airflow.backends import layout
-from clara_airflow.backends.layout import check_payload, claim_run_folder, host_source, reset_step_folder, run_folder_name
+from clara_airflow.backends.layout import (
+    check_payload,
+    claim_run_folder,
+    host_source,
+    reset_step_folder,
+    run_folder_name,
+)
 from clara_airflow.compiler.plan import MountPlan
 from clara_airflow.errors import ClaraAirflowError
 
