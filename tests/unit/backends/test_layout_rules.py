@@ -163,3 +163,9 @@ def test_a_missing_upstream_output_says_to_rerun_it(tmp_path: Path) -> None:
         host_source(MountPlan("/prev", "upstream", True, operator="a"), tmp_path, "/p")
     assert str(caught.value) == f"the output folder {tmp_path / 'a'} of upstream operator 'a' is missing; re-run that task first"
     assert host_source(MountPlan("/out", "output", False, operator="z"), tmp_path, "/p") == str(tmp_path / "z")
+
+
+@pytest.mark.parametrize("payload", ["//etc", "//etc/ssl", "///proc"])
+def test_posix_double_slash_paths_are_not_a_way_around_the_deny_list(payload: str) -> None:
+    with pytest.raises(ClaraAirflowError, match="is or contains"):
+        check_payload(payload, "/", local=False)

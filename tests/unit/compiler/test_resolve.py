@@ -142,3 +142,15 @@ def _step(**changes: object):  # type: ignore[no-untyped-def]
     base = StepPlan(name="s", image="img", tag="1", command=(), variables=(), requests=Requests(1, 64, 0),
                     upstream=(), mounts=())
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_every_parameter_in_a_shell_command_is_checked_not_only_the_first() -> None:
+    command = ["sh", "-c", "echo ${{ A }} ${{ B }}"]
+    with pytest.raises(CompileError, match="parameter 'b' holds"):
+        check_shell_values(command, (), {"a": "x;y", "b": "1|2"}, {"a": {"enum": ["x;y"]}}, "operator x")
+
+
+def test_a_step_shell_error_names_the_operator() -> None:
+    step = _step(command=("sh", "-c", "echo ${{ A }}"))
+    with pytest.raises(CompileError, match=r"^operator s: parameter 'a' holds"):
+        resolve_step(step, {"a": "x;y"}, {})
