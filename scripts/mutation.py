@@ -10,6 +10,7 @@ Mutants judged equivalent (they cannot change behaviour) are listed in tests/MUT
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -69,8 +70,11 @@ def run_module(work: Path, module: str, tests: list[str], known: set[tuple[str, 
     cache = work / ".mutmut-cache"
     cache.unlink(missing_ok=True)
     runner = f"{work}/.venv/bin/python -m pytest -x -q -p no:cacheprovider {' '.join(tests)}"
+    tmp = work / "tmp"  # mutmut kills slow test runs before their teardown: their temp folders stay in here
+    tmp.mkdir(exist_ok=True)
     subprocess.run([str(work / ".venv/bin/mutmut"), "run", "--paths-to-mutate", f"clara_airflow/{module}",
-                    "--runner", runner, "--no-progress"], cwd=work, capture_output=True, text=True)
+                    "--runner", runner, "--no-progress"], cwd=work, capture_output=True, text=True,
+                   env={**os.environ, "TMPDIR": str(tmp)})
     rows = sqlite3.connect(cache).execute("select id, status from Mutant").fetchall()
     killed, survivors, equivalent = 0, [], 0
     for mutant_id, status in rows:
