@@ -25,7 +25,7 @@ LIFECYCLE = "tests/unit/test_lifecycle.py"
 MODULES = {
     "services/leases.py": [LIFECYCLE, "tests/unit/test_leases_rules.py"],
     "services/records.py": [LIFECYCLE, "tests/unit/test_heartbeat.py", "tests/unit/test_records_rules.py"],
-    "services/admin.py": [LIFECYCLE, "tests/unit/test_admin.py"],
+    "services/admin.py": [LIFECYCLE, "tests/unit/test_admin.py", "tests/unit/test_admin_rules.py"],
     "services/ensure.py": [LIFECYCLE, "tests/unit/operators"],
     "backends/docker.py": ["tests/unit/backends/test_docker_manager.py"],
     "backends/layout.py": ["tests/unit/backends/test_payload.py", "tests/unit/backends/test_layout.py",

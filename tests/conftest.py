@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.lifecycle"]  # the `store` fixture of the service lifecycle tests
 # One test home per session: processes the tests start (spawned racers, `airflow dags test`) import this
 # module too, and reuse the home instead of leaving a new /tmp folder each.
 _INHERITED = os.environ.get("CLARA_TEST_HOME")
