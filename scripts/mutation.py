@@ -42,7 +42,7 @@ def equivalents() -> set[tuple[str, str]]:
     for line in (REPO / "tests" / "MUTATION.md").read_text().splitlines():
         match = re.match(r"\|\s*`([^`]+)`\s*\|\s*`(.+)`\s*\|", line)
         if match:
-            found.add((match.group(1), match.group(2).strip()))
+            found.add((match.group(1), match.group(2).replace("\\|", "|").strip()))  # Markdown escapes | in tables
     return found
 
 
