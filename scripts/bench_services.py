@@ -75,7 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    from clara_airflow.backends.docker import DockerServiceManager, docker_client, ensure_network
+    from clara_airflow.backends.docker import DockerServiceManager
+    from clara_airflow.backends.docker_engine import docker_client, ensure_network
     from clara_airflow.compiler.identity import service_name
 
     log = logging.getLogger("bench")

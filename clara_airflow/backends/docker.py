@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import urllib.request
-from datetime import UTC
 from functools import cached_property
 from typing import Any
 
@@ -23,40 +21,14 @@ from clara_airflow.backends.base import (
     ServiceInstance,
     StepContainer,
 )
+from clara_airflow.backends.docker_engine import accepts as _accepts
+from clara_airflow.backends.docker_engine import created_epoch as _created_epoch
+from clara_airflow.backends.docker_engine import docker_client, ensure_network
 from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP, device_requests
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
 from clara_airflow.spec.template import expand_references
-
-
-def docker_client(url: str) -> Any:
-    """A low-level ``docker.APIClient`` through the provider's hook (no registry login)."""
-    from airflow.providers.docker.hooks.docker import DockerHook
-
-    try:
-        return DockerHook(docker_conn_id=None, base_url=url).get_conn()
-    except Exception as exc:
-        raise ServiceError(engine_down(url, exc)) from None
-
-
-def engine_down(url: object, exc: object) -> str:
-    return (f"the Docker engine at {url} does not answer ({exc}); start it (scripts/setup.sh does) or set "
-            "[clara] docker_url to the engine's address")
-
-
-def ensure_network(cli: Any, name: str) -> None:
-    """Create the user-defined network all Clara containers join, once."""
-    from docker.errors import APIError
-
-    if any(net["Name"] == name for net in cli.networks(names=[name])):  # the filter matches substrings
-        return
-    try:
-        cli.create_network(name, driver="bridge", check_duplicate=True,
-                           labels={LABEL_MANAGED: "true"})
-    except APIError as exc:
-        if exc.status_code != 409:
-            raise
 
 
 class DockerBackend:
@@ -322,21 +294,3 @@ class DockerServiceManager:
 
         with contextlib.suppress(NotFound):
             self.cli.remove_container(ref, force=True)
-
-
-def _accepts(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _created_epoch(info: dict[str, Any]) -> float:
-    from datetime import datetime
-
-    text = info.get("Created", "")[:26].rstrip("Z")
-    try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0

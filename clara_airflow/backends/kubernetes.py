@@ -13,31 +13,13 @@ from functools import cached_property
 from typing import Any
 
 from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED, Managed, ServiceInstance, StepContainer
+from clara_airflow.backends.kubernetes_pods import age as _age
+from clara_airflow.backends.kubernetes_pods import hook_kwargs, resources, scheduling
 from clara_airflow.compiler.identity import service_name, volume_name
-from clara_airflow.compiler.plan import Requests, ServicePlan
+from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
-from clara_airflow.spec.defaults import as_bool
 
 CONTAINER = "service"
-
-
-def resources(req: Requests) -> Any:
-    """Section 5: equal requests and limits; memory in Mi; GPUs as ``nvidia.com/gpu``."""
-    from kubernetes.client import models as k8s
-
-    amounts = {"cpu": str(req.cpu), "memory": f"{req.memory}Mi"}
-    if req.gpu:
-        amounts["nvidia.com/gpu"] = str(req.gpu)
-    return k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
-
-
-def scheduling(options: dict[str, Any], gpus: int) -> tuple[dict[str, str] | None, list[Any] | None]:
-    """Node selector and tolerations: ``[clara] gpu_node_selector`` for GPU work, ``node_selector`` else."""
-    from kubernetes.client import models as k8s
-
-    selector = json.loads(options.get("gpu_node_selector" if gpus else "node_selector") or "{}") or None
-    tolerations = [k8s.V1Toleration(**t) for t in json.loads(options.get("tolerations") or "[]")] if gpus else None
-    return selector, tolerations or None
 
 
 class KubernetesBackend:
@@ -50,12 +32,6 @@ class KubernetesBackend:
 
     def service_manager(self) -> KubernetesServiceManager:
         return KubernetesServiceManager(self.options)
-
-
-def hook_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    in_cluster = options.get("in_cluster")
-    return {"conn_id": options.get("kubernetes_conn_id"), "config_file": options.get("kube_config_file"),
-            "in_cluster": None if in_cluster in (None, "") else as_bool(in_cluster)}
 
 
 class KubernetesServiceManager:
@@ -304,17 +280,3 @@ class KubernetesServiceManager:
 
     def remove_step(self, ref: str) -> None:
         raise NotImplementedError("step pods are cleaned up by KubernetesPodOperator")
-
-
-def _age(created: Any) -> float:
-    import datetime as _dt
-
-    if isinstance(created, str):
-        try:
-            created = _dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            return float("inf")
-    if not isinstance(created, _dt.datetime):
-        return float("inf")
-    moment = created if created.tzinfo else created.replace(tzinfo=_dt.UTC)
-    return (_dt.datetime.now(_dt.UTC) - moment).total_seconds()

@@ -15,7 +15,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from clara_airflow.airflow_compat import QuotaClient
 from clara_airflow.backends.base import ContainerRun
-from clara_airflow.backends.docker import DockerServiceManager, engine_down, ensure_network
+from clara_airflow.backends.docker import DockerServiceManager
+from clara_airflow.backends.docker_engine import engine_down, ensure_network
 from clara_airflow.backends.docker_steps import device_requests, docker_run
 from clara_airflow.backends.layout import claim_run_folder, hand_over, reset_step_folder, step_user
 from clara_airflow.compiler.identity import service_name

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
 from clara_airflow.airflow_compat import kpo_log_tail
-from clara_airflow.backends.kubernetes import hook_kwargs, resources, scheduling
+from clara_airflow.backends.kubernetes_pods import hook_kwargs, resources, scheduling
 from clara_airflow.backends.layout import RUN_MARKER, run_folder_name, step_user
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.errors import ClaraAirflowError

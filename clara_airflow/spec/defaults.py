@@ -16,7 +16,8 @@ import yaml
 
 from clara_airflow.errors import ClaraAirflowError, SpecError
 from clara_airflow.spec.checker import Checker, hint, is_null, valid_image
-from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, position, read_document
+from clara_airflow.spec.rules import parameter_rules as _parameter_rules
+from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, read_document
 
 __all__ = ["DEFAULTS_FILE"]
 
@@ -146,47 +147,6 @@ def _optional_int(low: int) -> Validator:
     def check(c: Checker, node: Node, key: str) -> Any:
         return None if is_null(node) else positive(c, node, key)
     return check
-
-
-RULE_KEYS = ("pattern", "enum", "max_length")
-
-
-def _parameter_rules(c: Checker, node: Node, key: str) -> Any:
-    """``x-airflow.parameters``: per parameter name, the values a run may give it (trigger-form schema).
-
-    Returns lower-cased name -> ``{"name", "pattern", "enum", "max_length", "at"}`` (``at``: line, col).
-    """
-    rules: dict[str, dict[str, Any]] = {}
-    for name_node, body in c.pairs(node, "x-airflow key 'parameters'"):
-        name = c.name(name_node, "parameter name in x-airflow.parameters")
-        fields = c.mapping(body, f"x-airflow.parameters.{name_node.value}", RULE_KEYS)
-        if name is None or fields is None:
-            continue
-        rule: dict[str, Any] = {"name": name, "at": list(position(name_node))}
-        if "pattern" in fields:
-            rule["pattern"] = _rule_pattern(c, fields["pattern"][1], name)
-        if "enum" in fields:
-            items = c.sequence(fields["enum"][1], f"x-airflow.parameters.{name}.enum")
-            values = [c.string(item, f"x-airflow.parameters.{name}.enum item") for item in items]
-            if not values:
-                c.error(fields["enum"][1], "V33", f"x-airflow.parameters.{name}.enum must list at least one value")
-            rule["enum"] = [v for v in values if v is not None]
-        if "max_length" in fields:
-            rule["max_length"] = c.integer(fields["max_length"][1], f"x-airflow.parameters.{name}.max_length")
-        rules[name.lower()] = {k: v for k, v in rule.items() if v is not None}
-    return rules
-
-
-def _rule_pattern(c: Checker, node: Node, name: str) -> str | None:
-    text = c.string(node, f"x-airflow.parameters.{name}.pattern")
-    if text is None:
-        return None
-    try:
-        re.compile(text)
-    except re.error as exc:
-        c.error(node, "V33", f"x-airflow.parameters.{name}.pattern is not a valid regular expression ({exc})")
-        return None
-    return text
 
 
 _REQUESTS: dict[str, Any] = {"cpu": _int(1), "memory": _int(1), "gpu": _int(0)}

@@ -1,0 +1,51 @@
+"""Kubernetes helpers shared by step pods and service Deployments: resources, GPU scheduling, the
+hook's connection arguments, and an object's age. Pure: the kubernetes client is imported lazily."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clara_airflow.compiler.plan import Requests
+from clara_airflow.spec.defaults import as_bool
+
+__all__ = ["age", "hook_kwargs", "resources", "scheduling"]
+
+
+def resources(req: Requests) -> Any:
+    """Section 5: equal requests and limits; memory in Mi; GPUs as ``nvidia.com/gpu``."""
+    from kubernetes.client import models as k8s
+
+    amounts = {"cpu": str(req.cpu), "memory": f"{req.memory}Mi"}
+    if req.gpu:
+        amounts["nvidia.com/gpu"] = str(req.gpu)
+    return k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
+
+
+def scheduling(options: dict[str, Any], gpus: int) -> tuple[dict[str, str] | None, list[Any] | None]:
+    """Node selector and tolerations: ``[clara] gpu_node_selector`` for GPU work, ``node_selector`` else."""
+    from kubernetes.client import models as k8s
+
+    selector = json.loads(options.get("gpu_node_selector" if gpus else "node_selector") or "{}") or None
+    tolerations = [k8s.V1Toleration(**t) for t in json.loads(options.get("tolerations") or "[]")] if gpus else None
+    return selector, tolerations or None
+
+
+def hook_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    in_cluster = options.get("in_cluster")
+    return {"conn_id": options.get("kubernetes_conn_id"), "config_file": options.get("kube_config_file"),
+            "in_cluster": None if in_cluster in (None, "") else as_bool(in_cluster)}
+
+
+def age(created: Any) -> float:
+    import datetime as _dt
+
+    if isinstance(created, str):
+        try:
+            created = _dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            return float("inf")
+    if not isinstance(created, _dt.datetime):
+        return float("inf")
+    moment = created if created.tzinfo else created.replace(tzinfo=_dt.UTC)
+    return (_dt.datetime.now(_dt.UTC) - moment).total_seconds()
