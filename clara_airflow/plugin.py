@@ -18,8 +18,7 @@ def create_app() -> Any:
     from fastapi import Depends, FastAPI, Header, HTTPException
     from fastapi.responses import HTMLResponse, PlainTextResponse
 
-    from clara_airflow.services import page
-    from clara_airflow.services.admin import service_rows
+    from clara_airflow.services import admin, page
 
     can_read = [Depends(requires_access_variable("GET"))]
     can_stop = [Depends(requires_access_variable("DELETE"))]
@@ -27,11 +26,11 @@ def create_app() -> Any:
 
     @app.get("/services", response_class=HTMLResponse, dependencies=can_read)
     def services_page() -> str:
-        return page.render_page(service_rows())
+        return page.render_page(admin.service_rows())
 
     @app.get("/api/services", dependencies=can_read)
     def services_json() -> list[dict[str, Any]]:
-        return service_rows()
+        return admin.service_rows()
 
     @app.get("/api/services/{sid}/logs", response_class=PlainTextResponse, dependencies=can_read)
     def service_logs(sid: str, lines: int = 100) -> str:

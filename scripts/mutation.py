@@ -27,12 +27,13 @@ MODULES = {
     "services/records.py": [LIFECYCLE, "tests/unit/test_heartbeat.py", "tests/unit/test_records_rules.py"],
     "services/admin.py": [LIFECYCLE, "tests/unit/test_admin.py", "tests/unit/test_admin_rules.py"],
     "services/ensure.py": [LIFECYCLE, "tests/unit/operators"],
-    "backends/docker.py": ["tests/unit/backends/test_docker_manager.py"],
+    "backends/docker.py": ["tests/unit/backends/test_docker_manager_rules.py",
+                           "tests/unit/backends/test_docker_manager.py"],
     "backends/layout.py": ["tests/unit/backends/test_payload.py", "tests/unit/backends/test_layout.py",
                            "tests/unit/backends/test_layout_rules.py", "tests/unit/backends/test_docker_steps.py"],
     "compiler/resolve.py": ["tests/unit/compiler", "tests/unit/test_dag.py"],
     "plugin.py": ["tests/test_plugin.py"],
-    "loader.py": ["tests/unit/test_bad_files.py", "tests/test_example_dags.py"],
+    "loader.py": ["tests/unit/test_loader_rules.py", "tests/unit/test_bad_files.py", "tests/test_example_dags.py"],
 }
 
 

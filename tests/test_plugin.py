@@ -79,7 +79,8 @@ def test_plugin_is_registered_with_airflow(client: Any) -> None:
 
 @pytest.fixture
 def readers(monkeypatch: Any) -> None:
-    """The auth manager, configured so that role ``reader`` may read Variables but not delete them."""
+    """The auth manager, configured so that role ``reader`` may read Variables but not delete them, and
+    role ``deleter`` may delete them but not read them."""
     from airflow.api_fastapi.app import get_auth_manager
 
     manager_class = type(get_auth_manager())
@@ -88,6 +89,8 @@ def readers(monkeypatch: Any) -> None:
     def is_authorized_variable(self: Any, *, method: str, user: Any, details: Any = None) -> bool:
         if getattr(user, "role", None) == "reader":
             return method == "GET"
+        if getattr(user, "role", None) == "deleter":
+            return method == "DELETE"
         return bool(original(self, method=method, user=user, details=details))
 
     monkeypatch.setattr(manager_class, "is_authorized_variable", is_authorized_variable)
@@ -100,3 +103,89 @@ def test_a_user_who_may_read_but_not_delete_variables_sees_the_page_and_cannot_s
     answer = call(client, "POST", "/clara/api/services/0123456789ab/stop", "reader",
                   headers={"X-Requested-With": "clara-airflow"})
     assert answer.status_code == 403
+
+
+STOP = "/clara/api/services/0123456789ab/stop"
+CSRF = {"X-Requested-With": "clara-airflow"}
+
+
+@pytest.fixture
+def fake_page(monkeypatch: Any) -> list[Any]:
+    """The page's backend calls, recorded (the routes' own rules are under test, not the services)."""
+    calls: list[Any] = []
+    monkeypatch.setattr("clara_airflow.services.page.service_logs",
+                        lambda sid, lines: calls.append(("logs", sid, lines)) or f"{lines} lines of {sid}")
+    monkeypatch.setattr("clara_airflow.services.page.stop", lambda sid, force: calls.append(("stop", sid, force))
+                        or ((409, {"detail": "held by run r"}) if sid == "bbbbbbbbbbbb" else (200, {"stopped": sid})))
+    monkeypatch.setattr("clara_airflow.services.admin.service_rows", lambda: [{"id": "0123456789ab", "names": ["x"]}])
+    return calls
+
+
+@pytest.mark.parametrize(("query", "lines"), [("", 100), ("?lines=7", 7), ("?lines=0", 1), ("?lines=-5", 1),
+                                              ("?lines=2000", 2000), ("?lines=2001", 2000)])
+def test_log_lines_are_bounded(client: Any, fake_page: list[Any], query: str, lines: int) -> None:
+    answer = call(client, "GET", f"/clara/api/services/0123456789ab/logs{query}", "op")
+    assert answer.status_code == 200 and answer.text == f"{lines} lines of 0123456789ab"
+    assert fake_page == [("logs", "0123456789ab", lines)]
+
+
+@pytest.mark.parametrize(("sid", "status"), [("a" * 64, 200), ("a" * 65, 400), ("ab-cd", 400), ("ab%20cd", 400),
+                                             ("..", 404)])
+def test_service_ids_are_checked_before_any_use(client: Any, fake_page: list[Any], sid: str, status: int) -> None:
+    answer = call(client, "GET", f"/clara/api/services/{sid}/logs", "op")
+    assert answer.status_code == status
+    if status == 400:
+        assert answer.json() == {"detail": "a service id is 12 hex digits"} and fake_page == []
+        assert call(client, "POST", f"/clara/api/services/{sid}/stop", "op", headers=CSRF).status_code == 400
+        assert fake_page == []
+
+
+def test_stop_passes_force_and_answers_with_the_result(client: Any, fake_page: list[Any]) -> None:
+    answer = call(client, "POST", STOP, "op", headers=CSRF)
+    assert answer.status_code == 200 and answer.json() == {"stopped": "0123456789ab"}
+    call(client, "POST", STOP + "?force=true", "op", headers=CSRF)
+    assert fake_page == [("stop", "0123456789ab", False), ("stop", "0123456789ab", True)]
+    refused = call(client, "POST", "/clara/api/services/bbbbbbbbbbbb/stop", "op", headers=CSRF)
+    assert refused.status_code == 409 and refused.json() == {"detail": "held by run r"}
+
+
+def test_stop_without_the_csrf_header_says_which_header(client: Any, fake_page: list[Any]) -> None:
+    for headers in ({}, {"X-Requested-With": "XMLHttpRequest"}):
+        answer = call(client, "POST", STOP, "op", headers=headers)
+        assert answer.status_code == 400
+        assert answer.json() == {"detail": "send the header X-Requested-With: clara-airflow"}
+    assert fake_page == []
+
+
+def test_the_page_and_json_show_the_service_rows(client: Any, fake_page: list[Any]) -> None:
+    assert call(client, "GET", "/clara/api/services", "op").json() == [{"id": "0123456789ab", "names": ["x"]}]
+    assert 'data-service="0123456789ab"' in call(client, "GET", "/clara/services", "op").text
+
+
+@pytest.mark.parametrize("path", ["/clara/docs", "/clara/redoc", "/clara/openapi.json"])
+def test_the_app_publishes_no_schema_or_docs(client: Any, path: str) -> None:
+    assert call(client, "GET", path, "admin").status_code == 404
+
+
+def test_the_plugin_mounts_one_app_under_clara_and_one_nav_entry(monkeypatch: Any) -> None:
+    from clara_airflow import plugin
+
+    (mounted,) = plugin._fastapi_apps()
+    assert mounted["url_prefix"] == "/clara" and mounted["name"] == "Clara services"
+    assert mounted["app"].title == "clara-airflow services"
+    assert plugin.ClaraPlugin.name == "clara"
+    assert plugin.ClaraPlugin.external_views == [{"name": "Clara services", "href": "/clara/services",
+                                                  "destination": "nav", "url_route": "clara-services",
+                                                  "category": "browse"}]
+
+    def missing() -> Any:
+        raise ImportError("no fastapi on this worker")
+
+    monkeypatch.setattr(plugin, "create_app", missing)
+    assert plugin._fastapi_apps() == []
+
+
+def test_stopping_needs_exactly_the_delete_permission(client: Any, readers: None, fake_page: list[Any]) -> None:
+    assert call(client, "POST", STOP, "deleter", headers=CSRF).status_code == 200
+    assert call(client, "GET", "/clara/services", "deleter").status_code == 403
+    assert fake_page == [("stop", "0123456789ab", False)]
