@@ -9,13 +9,14 @@ from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import MAX_VALUE_LENGTH
+from clara_airflow.settings import Deployment, Options
 
 
-def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
+def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
     """Create the Airflow DAG of one compiled pipeline.
 
     :param plan: from :func:`clara_airflow.compiler.compiler.compile_pipeline`.
-    :param options: deployment-only ``[clara]`` options (Docker URL, network, Kubernetes settings).
+    :param deployment: the ``[clara]`` deployment-only options (Docker URL, network, Kubernetes settings).
     """
     # ParamsDict is public in airflow.sdk, resolved lazily there, which mypy does not follow
     from airflow.sdk import DAG, ParamsDict, TaskGroup  # type: ignore[attr-defined]
@@ -25,18 +26,18 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
     from clara_airflow.operators.steps import StepTasks
 
     s = plan.settings
-    backend_options = {**(options or {}), **s}
-    get_backend(s["backend"], backend_options)  # the backend's packages are installed, or an install hint
-    step_tasks = StepTasks(s["backend"], backend_options)
+    options = Options(s, deployment or Deployment())
+    get_backend(s.backend, options)  # the backend's packages are installed, or an install hint
+    step_tasks = StepTasks(s.backend, options)
     dag = DAG(
-        dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s["schedule"],
-        start_date=_start_date(s["start_date"]), catchup=s["catchup"], max_active_runs=s["max_active_runs"],
-        tags=sorted({"clara", *s["tags"]}),
-        dagrun_timeout=timedelta(seconds=s["run_timeout"]) if s["run_timeout"] else None,
-        default_args={"owner": s["owner"], "retries": s["retries"],
-                      "retry_delay": timedelta(seconds=s["retry_delay"]),
+        dag_id=plan.dag_id, description=_summary(plan), doc_md=render_doc(plan), schedule=s.schedule,
+        start_date=_start_date(s.start_date), catchup=s.catchup, max_active_runs=s.max_active_runs,
+        tags=sorted({"clara", *s.tags}),
+        dagrun_timeout=timedelta(seconds=s.run_timeout) if s.run_timeout else None,
+        default_args={"owner": s.owner, "retries": s.retries,
+                      "retry_delay": timedelta(seconds=s.retry_delay),
                       # x-airflow.timeout: a step over its time fails, and its container or pod is removed
-                      "execution_timeout": timedelta(seconds=s["timeout"])},
+                      "execution_timeout": timedelta(seconds=s.timeout)},
     )
     with dag:
         ensure: dict[str, Any] = {}
@@ -46,10 +47,9 @@ def build_dag(plan: PipelinePlan, options: dict[str, Any] | None = None) -> Any:
                 for svc in plan.services:
                     ensure[svc.id] = EnsureServiceOperator(
                         task_id=ensure_task_id(svc.id), service=svc,
-                        parameters=[list(p) for p in plan.parameters], backend=s["backend"],
-                        options=backend_options, start_timeout=s["services.start_timeout"],
-                        idle_ttl=s["services.idle_ttl"], doc_md=_service_doc(svc),
-                        execution_timeout=timedelta(seconds=s["services.start_timeout"] + 120),
+                        parameters=[list(p) for p in plan.parameters], options=options,
+                        doc_md=_service_doc(svc),
+                        execution_timeout=timedelta(seconds=s.services.start_timeout + 120),
                     )
                 release = ReleaseLeasesOperator(
                     task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
@@ -83,14 +83,14 @@ def _start_date(text: str) -> datetime:
 def _params(plan: PipelinePlan) -> dict[str, Any]:
     from airflow.sdk import Param
 
-    payload = plan.settings["payload.input"]
+    payload = plan.settings.payload.input
     described = ("Absolute path of the input payload folder. It is mounted read-only at every input "
                  "without `from`.")
     params: dict[str, Any] = {"clara_payload": Param(payload, type="string", title="Input payload folder",
                                                      description=described, minLength=1)
                               if payload else Param(type="string", title="Input payload folder",
                                                     description=described + " Required.", minLength=1)}
-    rules = plan.settings.get("parameters") or {}
+    rules = plan.settings.parameters
     for name, default in plan.parameters:
         params[name] = Param(default, type="string", title=name,
                              description=f"Clara pipeline parameter `{name}` (default `{default}`), "
@@ -122,7 +122,7 @@ def _cell(text: str) -> str:
 def render_doc(plan: PipelinePlan) -> str:
     """Markdown shown on the DAG page: description, operators, services, parameters and layout."""
     lines = [f"# Clara pipeline `{plan.dag_id}`", "", plan.description.strip() or "_No description._", "",
-             f"Source: `{plan.source}` (backend: {plan.settings['backend']})", "", "## Operators", "",
+             f"Source: `{plan.source}` (backend: {plan.settings.backend})", "", "## Operators", "",
              "| operator | image | requests | after | services |", "|---|---|---|---|---|"]
     for step in plan.steps:
         req = step.requests
@@ -140,7 +140,7 @@ def render_doc(plan: PipelinePlan) -> str:
     if plan.parameters:
         lines += ["", "## Parameters", "", "| name | default |", "|---|---|"]
         lines += [f"| `{n}` | `{_cell(d)}` |" for n, d in plan.parameters]
-    lines += ["", "## Outputs", "", f"`{plan.settings['payload.output_root']}/{plan.dag_id}/<run id>/<operator>/"
+    lines += ["", "## Outputs", "", f"`{plan.settings.payload.output_root}/{plan.dag_id}/<run id>/<operator>/"
               "[<output name>]` — every run writes to its own folder."]
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.plan import PipelinePlan
 from clara_airflow.errors import ClaraAirflowError, SpecError
 from clara_airflow.services.reaper import build_reaper_dag
+from clara_airflow.settings import Deployment
 from clara_airflow.spec.crosscheck import duplicate_pipeline
 from clara_airflow.spec.defaults import load_defaults_file
 from clara_airflow.spec.load import load_pipeline
@@ -48,7 +49,7 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
 
     folder = Path(anchor) if Path(anchor).is_dir() else Path(anchor).parent
     settings, options = deployment_options()
-    strict = bool(options["strict"]) if strict is None else strict
+    strict = options.strict if strict is None else strict
     files = pipeline_files(folder)
     wanted = get_parsing_context().dag_id
     if wanted:
@@ -74,7 +75,7 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
     return dags
 
 
-def _build_all(files: list[Path], deployment: dict[str, Any], options: dict[str, Any],
+def _build_all(files: list[Path], deployment: dict[str, Any], options: Deployment,
                defaults_error: SpecError | None) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     from clara_airflow.dag import build_dag
 

@@ -152,7 +152,6 @@ def main() -> None:
 
     from clara_airflow.compiler.compiler import compile_pipeline
     from clara_airflow.dag import build_dag
-    from clara_airflow.spec.defaults import CONFIG_ONLY
     from clara_airflow.spec.load import load_pipeline
 
     logging.getLogger("clara_airflow").setLevel(logging.ERROR)  # the examples' lint warnings, once per call
@@ -169,15 +168,15 @@ def main() -> None:
         data = path.read_bytes()
         plan = compile_pipeline(load_pipeline(path, data))
         for _ in range(5):  # warm caches and imports outside the measurement
-            build_dag(plan, dict(CONFIG_ONLY))
+            build_dag(plan)
             hand_from_yaml(data)
         funcs: dict[str, Callable[[], object]] = {
             "libyaml": lambda d=data: yaml.load(d, Loader=yaml.CSafeLoader),
             "load+compile": lambda p=path, d=data: compile_pipeline(load_pipeline(p, d)),
             "hand DAG": lambda p=plan: hand_from_plan(p),
-            "build_dag": lambda p=plan: build_dag(p, dict(CONFIG_ONLY)),
+            "build_dag": lambda p=plan: build_dag(p),
             "yaml->hand": lambda d=data: hand_from_yaml(d),
-            "yaml->ours": lambda p=path, d=data: build_dag(compile_pipeline(load_pipeline(p, d)), dict(CONFIG_ONLY)),
+            "yaml->ours": lambda p=path, d=data: build_dag(compile_pipeline(load_pipeline(p, d))),
         }
         if df_load:
             config = dag_factory_config(plan)

@@ -78,11 +78,13 @@ def main() -> None:
     from clara_airflow.backends.docker import DockerServiceManager
     from clara_airflow.backends.docker_engine import docker_client, ensure_network
     from clara_airflow.compiler.identity import service_name
+    from clara_airflow.settings import Deployment, Options
+    from clara_airflow.spec.defaults import pipeline_settings
 
     log = logging.getLogger("bench")
     log.setLevel(logging.WARNING)
     data_dir = tempfile.mkdtemp(prefix="clara-bench-data-")
-    manager = DockerServiceManager({"network": NETWORK, "services.data_dir": data_dir})
+    manager = DockerServiceManager(Options(pipeline_settings({"services.data_dir": data_dir}), Deployment(network=NETWORK)))
     cli = docker_client(manager.url)
     ensure_network(cli, NETWORK)
     svc = service_plan()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "pipelines"
@@ -53,3 +54,14 @@ def busybox_service(sid: str, script: str, port: int, name: str = "svc") -> obje
     return ServicePlan(id=sid, image="clara-airflow/busybox", tag="1", command=("/bin/sh", "-c", script),
                        names=(name,), http=((f"{name.upper()}_URI", port),), volumes=(), variables=(),
                        requests=Requests(1, 64, 0), consumers=("x",))
+
+
+def make_options(values: dict[str, object] | None = None) -> Any:
+    """Typed Options from one flat mapping, as tests write them: ``[clara]`` deployment option names
+    (already typed: ``{"network": "net"}``) and the parser's pipeline keys (``services.data_dir``)."""
+    from clara_airflow.settings import DEPLOYMENT_OPTIONS, Deployment, Options
+    from clara_airflow.spec.defaults import pipeline_settings
+
+    values = dict(values or {})
+    deployment = {k: values.pop(k) for k in list(values) if k in DEPLOYMENT_OPTIONS}
+    return Options(pipeline_settings(values), Deployment(**deployment))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from clara_airflow.backends.base import ServiceInstance, ServiceManager
 from clara_airflow.compiler.identity import variable_key
 from clara_airflow.services import admin, leases
 from clara_airflow.services.records import write_record, write_use
-from tests.helpers import busybox_service
+from tests.helpers import busybox_service, make_options
 from tests.memory import MemoryStore
 
 SID = "abcdefabcdef"
@@ -48,8 +48,8 @@ def store(monkeypatch: Any) -> MemoryStore:
     fake = manager()
     monkeypatch.setattr(admin, "manager_for", lambda row: fake)
     monkeypatch.setattr(admin, "managers", lambda backends=None: {"docker": fake})
-    monkeypatch.setattr(admin, "_options", lambda: {"remove_orphans": False, "services.start_timeout": 300,
-                                                    "backend": "docker"})
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"remove_orphans": False,
+                                                                 "services.start_timeout": 300, "backend": "docker"}))
     monkeypatch.setattr("clara_airflow.airflow_compat.run_state",
                         lambda dag_id, run_id: states.get((dag_id, run_id), "gone"))
     monkeypatch.setattr(leases, "live_leases", _live_leases_with(states))

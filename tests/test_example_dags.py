@@ -129,7 +129,7 @@ def test_clara_config_section_applies(folder: Path, monkeypatch: Any) -> None:
     (folder / "clara-defaults.yaml").write_text("retries: 1\nresources: {memory: 1024}\n")
     bag = bag_of(folder)
     task = bag.dags["series-sanity-check"].get_task("dicom-validator")
-    assert task.output_root == "/srv/clara-out"
+    assert task.options.pipeline.payload.output_root == "/srv/clara-out"
     assert task.retries == 1  # clara-defaults.yaml wins over [clara]
     assert task.mem_limit == "512m"  # the operator's own request wins over every default
     assert bag.dags["ct-denoise-chain"].get_task("series-to-volume").mem_limit == "1024m"

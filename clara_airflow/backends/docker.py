@@ -28,6 +28,7 @@ from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_S
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
+from clara_airflow.settings import Options
 from clara_airflow.spec.template import expand_references
 
 
@@ -36,7 +37,7 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
 
     def service_manager(self) -> DockerServiceManager:
@@ -48,10 +49,10 @@ class DockerServiceManager:
 
     POLL = 0.1
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.url = options.get("docker_url", "unix://var/run/docker.sock")
-        self.network = options.get("network", "clara-airflow")
-        self.data_dir = options.get("services.data_dir", "/var/lib/clara-airflow/service-data")
+    def __init__(self, options: Options) -> None:
+        self.url = options.deployment.docker_url
+        self.network = options.deployment.network
+        self.data_dir = options.pipeline.services.data_dir
 
     @cached_property
     def cli(self) -> Any:

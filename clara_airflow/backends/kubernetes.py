@@ -18,6 +18,7 @@ from clara_airflow.backends.kubernetes_pods import hook_kwargs, resources, sched
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
+from clara_airflow.settings import Options
 
 CONTAINER = "service"
 
@@ -27,7 +28,7 @@ class KubernetesBackend:
 
     name = "kubernetes"
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
 
     def service_manager(self) -> KubernetesServiceManager:
@@ -39,16 +40,16 @@ class KubernetesServiceManager:
 
     POLL = 0.5
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        self.namespace = options.get("namespace") or "default"
-        self.data_dir = options.get("services.data_dir", "/var/lib/clara-airflow/service-data")
+    def __init__(self, options: Options) -> None:
+        self.deployment_options = options.deployment
+        self.namespace = options.pipeline.namespace
+        self.data_dir = options.pipeline.services.data_dir
 
     @cached_property
     def hook(self) -> Any:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-        return KubernetesHook(**hook_kwargs(self.options))
+        return KubernetesHook(**hook_kwargs(self.deployment_options))
 
     @property
     def core(self) -> Any:
@@ -80,7 +81,7 @@ class KubernetesServiceManager:
             mounts.append(k8s.V1VolumeMount(name=f"host-{index}", mount_path=path, read_only=True))
         probe = k8s.V1Probe(tcp_socket=k8s.V1TCPSocketAction(port=ports[0]), period_seconds=2,
                             failure_threshold=3) if ports else None
-        selector, tolerations = scheduling(self.options, svc.requests.gpu)
+        selector, tolerations = scheduling(self.deployment_options, svc.requests.gpu)
         labels = {LABEL_ID: svc.id, LABEL_MANAGED: "true"}
         container = k8s.V1Container(
             name=CONTAINER, image=f"{svc.image}:{svc.tag}", args=list(svc.command) or None, env=env,
@@ -98,7 +99,7 @@ class KubernetesServiceManager:
                     metadata=k8s.V1ObjectMeta(labels=labels),
                     spec=k8s.V1PodSpec(containers=[container], volumes=volumes, node_selector=selector,
                                        tolerations=tolerations,
-                                       service_account_name=self.options.get("service_account") or None))))
+                                       service_account_name=self.deployment_options.service_account))))
 
     def service(self, svc: ServicePlan) -> Any:
         from kubernetes.client import models as k8s

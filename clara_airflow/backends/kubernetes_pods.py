@@ -3,11 +3,10 @@ hook's connection arguments, and an object's age. Pure: the kubernetes client is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from clara_airflow.compiler.plan import Requests
-from clara_airflow.spec.defaults import as_bool
+from clara_airflow.settings import Deployment
 
 __all__ = ["age", "hook_kwargs", "resources", "scheduling"]
 
@@ -22,19 +21,18 @@ def resources(req: Requests) -> Any:
     return k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
 
 
-def scheduling(options: dict[str, Any], gpus: int) -> tuple[dict[str, str] | None, list[Any] | None]:
+def scheduling(deployment: Deployment, gpus: int) -> tuple[dict[str, str] | None, list[Any] | None]:
     """Node selector and tolerations: ``[clara] gpu_node_selector`` for GPU work, ``node_selector`` else."""
     from kubernetes.client import models as k8s
 
-    selector = json.loads(options.get("gpu_node_selector" if gpus else "node_selector") or "{}") or None
-    tolerations = [k8s.V1Toleration(**t) for t in json.loads(options.get("tolerations") or "[]")] if gpus else None
+    selector = dict(deployment.gpu_node_selector if gpus else deployment.node_selector) or None
+    tolerations = [k8s.V1Toleration(**t) for t in deployment.tolerations] if gpus else None
     return selector, tolerations or None
 
 
-def hook_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    in_cluster = options.get("in_cluster")
-    return {"conn_id": options.get("kubernetes_conn_id"), "config_file": options.get("kube_config_file"),
-            "in_cluster": None if in_cluster in (None, "") else as_bool(in_cluster)}
+def hook_kwargs(deployment: Deployment) -> dict[str, Any]:
+    return {"conn_id": deployment.kubernetes_conn_id, "config_file": deployment.kube_config_file,
+            "in_cluster": deployment.in_cluster}
 
 
 def age(created: Any) -> float:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from clara_airflow.backends.base import Backend
 from clara_airflow.errors import BackendNotInstalledError, ClaraAirflowError
+from clara_airflow.settings import Deployment, Options
 
 _REQUIRES = {"docker": ("docker", "airflow.providers.docker"),
              "kubernetes": ("kubernetes", "airflow.providers.cncf.kubernetes")}
 
 
-def get_backend(name: str, options: Mapping[str, Any] | None = None) -> Backend:
-    """The backend ``docker`` or ``kubernetes``, configured by the ``[clara]`` deployment options."""
+def get_backend(name: str, options: Options | None = None) -> Backend:
+    """The backend ``docker`` or ``kubernetes``, configured by the pipeline's and the deployment's options."""
     import importlib.util
 
     if name not in _REQUIRES:
@@ -28,17 +28,17 @@ def get_backend(name: str, options: Mapping[str, Any] | None = None) -> Backend:
     if name == "docker":
         from clara_airflow.backends.docker import DockerBackend
 
-        backend: Backend = DockerBackend(dict(options or {}))
+        backend: Backend = DockerBackend(options or Options())
         return backend
     from clara_airflow.backends.kubernetes import KubernetesBackend
 
-    backend = KubernetesBackend(dict(options or {}))
+    backend = KubernetesBackend(options or Options())
     return backend
 
 
-def deployment_options() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Airflow's ``[clara]`` section (airflow.cfg overridden by ``AIRFLOW__CLARA__*``), parsed into
-    (pipeline-level settings, deployment-only options)."""
+def deployment_options() -> tuple[dict[str, Any], Deployment]:
+    """Airflow's ``[clara]`` section (airflow.cfg overridden by ``AIRFLOW__CLARA__*``), parsed once into
+    (flat pipeline-level settings, typed deployment-only options); every bad option is reported."""
     from airflow.sdk import conf
 
     from clara_airflow.spec.defaults import environ_options, parse_config

@@ -12,6 +12,7 @@ from typing import Any
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
 from clara_airflow.errors import Problem, SpecError
+from clara_airflow.settings import PipelineSettings, Resources
 from clara_airflow.spec.crosscheck import pinned_uses, select_output
 from clara_airflow.spec.defaults import merge_settings
 from clara_airflow.spec.model import MODEL_VARIABLES, ContainerSpec, OperatorSpec, PipelineSpec, RequestsSpec
@@ -29,8 +30,8 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
         precedence than the pipeline's own ``x-airflow`` block).
     :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
-    settings = merge_settings(spec.airflow, deployment or {})
-    settings["parameters"] = effective_rules(spec, settings.get("parameters") or {})
+    merged = merge_settings(spec.airflow, deployment or {})
+    settings = PipelineSettings.from_flat({**merged, "parameters": effective_rules(spec, merged["parameters"] or {})})
     _check_schedule(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
@@ -60,15 +61,15 @@ def effective_rules(spec: PipelineSpec, rules: Mapping[str, Any]) -> dict[str, A
     return found
 
 
-def _check_schedule(spec: PipelineSpec, settings: Mapping[str, Any]) -> None:
+def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     """A scheduled run has no trigger form, so its payload folder must have a default."""
-    if settings["schedule"] is None or settings["payload.input"]:
+    if settings.schedule is None or settings.payload.input:
         return
     own = "schedule" in spec.airflow
     line, col = spec.where.get("x-airflow", (1, 1)) if own else (1, 1)
     source = "the x-airflow block" if own else "clara-defaults.yaml or [clara]"
     raise SpecError([Problem(spec.path, line, col, (
-        f"schedule '{settings['schedule']}' (from {source}) needs a default input payload: scheduled runs have "
+        f"schedule '{settings.schedule}' (from {source}) needs a default input payload: scheduled runs have "
         "no trigger form to ask for clara_payload; set payload.input in x-airflow (or in clara-defaults.yaml, "
         "[clara] payload_input), or remove the schedule"), "V33")])
 
@@ -95,15 +96,15 @@ def _topological_order(spec: PipelineSpec, upstream: Mapping[str, tuple[str, ...
     return sorted(ready, key=lambda n: (depth[n], position[n]))
 
 
-def _requests(req: RequestsSpec, settings: Mapping[str, Any], prefix: str = "resources.") -> Requests:
+def _requests(req: RequestsSpec, defaults: Resources) -> Requests:
     return Requests(
-        cpu=req.cpu if req.cpu is not None else settings[prefix + "cpu"],
-        memory=req.memory if req.memory is not None else settings[prefix + "memory"],
-        gpu=req.gpu if req.gpu is not None else settings[prefix + "gpu"],
+        cpu=req.cpu if req.cpu is not None else defaults.cpu,
+        memory=req.memory if req.memory is not None else defaults.memory,
+        gpu=req.gpu if req.gpu is not None else defaults.gpu,
     )
 
 
-def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any], uses: tuple[ServiceUse, ...],
+def _step(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings, uses: tuple[ServiceUse, ...],
           upstream: tuple[str, ...], by_name: Mapping[str, OperatorSpec]) -> StepPlan:
     mounts: list[MountPlan] = []
     for inp in op.inputs:
@@ -122,7 +123,7 @@ def _step(spec: PipelineSpec, op: OperatorSpec, settings: Mapping[str, Any], use
             mounts.append(MountPlan(vol.path, "volume", False, volume=volume_name(sid, vol.path)))
     return StepPlan(
         name=op.name, image=op.container.image, tag=op.container.tag, command=op.container.command,
-        variables=op.variables, requests=_requests(op.requests, settings), upstream=upstream,
+        variables=op.variables, requests=_requests(op.requests, settings.resources), upstream=upstream,
         mounts=tuple(mounts), services=uses, description=op.description,
     )
 
@@ -132,7 +133,7 @@ def _identity_id(image: str, tag: str, command: tuple[str, ...], spec: PipelineS
     return service_id(*identity(image, tag, command, defaults))
 
 
-def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping[str, str]
+def _services(spec: PipelineSpec, settings: PipelineSettings, defaults: Mapping[str, str]
               ) -> tuple[list[ServicePlan], dict[str, tuple[ServiceUse, ...]]]:
     """Group declarations by identity (section 7.4) and record which step uses which connection."""
     groups: dict[str, dict[str, Any]] = {}
@@ -147,7 +148,7 @@ def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping
             group["http"].update({h.name: h.port for h in svc.http})
             group["volumes"].update({v.name: v.path for v in svc.volumes})
             group["variables"].update(dict(svc.variables))
-            group["requests"].append(_requests(svc.requests, settings))
+            group["requests"].append(_requests(svc.requests, settings.resources))
             if cont.host_volume:
                 _check_host_path(spec, cont, settings)
                 group["host_mounts"] = tuple(dict.fromkeys((*group["host_mounts"], (cont.host_volume, cont.host_volume))))
@@ -162,9 +163,9 @@ def _services(spec: PipelineSpec, settings: Mapping[str, Any], defaults: Mapping
     return plans, {name: tuple(u) for name, u in uses.items()}
 
 
-def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: Mapping[str, Any]) -> None:
+def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: PipelineSettings) -> None:
     """On Kubernetes a host folder is a hostPath volume, which Pod Security "baseline" forbids."""
-    if settings["backend"] == "kubernetes" and not settings["allow_host_paths"]:
+    if settings.backend == "kubernetes" and not settings.allow_host_paths:
         line, col = cont.where.get("hostVolumePath", cont.where["@"])
         raise SpecError([Problem(spec.path, line, col, (
             f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes, which namespaces under Pod "
@@ -177,15 +178,16 @@ def _new_group(image: str, tag: str, command: tuple[str, ...]) -> dict[str, Any]
             "volumes": {}, "variables": {}, "requests": [], "models": {}, "host_mounts": ()}
 
 
-def _model_server(groups: dict[str, dict[str, Any]], settings: Mapping[str, Any]) -> str:
-    repo = settings["models.repository"]
+def _model_server(groups: dict[str, dict[str, Any]], settings: PipelineSettings) -> str:
+    models = settings.models
+    repo = models.repository
     command = ("tritonserver", f"--model-repository={repo}", "--model-control-mode=poll")
-    sid = service_id(settings["models.image"], settings["models.tag"], command)
+    sid = service_id(models.image, models.tag, command)
     if sid not in groups:
-        group = _new_group(settings["models.image"], settings["models.tag"], command)
+        group = _new_group(models.image, models.tag, command)
         group["names"][MODEL_SERVER] = None
         group["http"].update(_MODEL_PORTS)
-        group["requests"].append(_requests(RequestsSpec(), settings, "models.requests."))
+        group["requests"].append(_requests(RequestsSpec(), models.requests))
         group["host_mounts"] = ((repo, repo),)
         groups[sid] = group
     return sid

@@ -7,17 +7,12 @@ they are substituted at run time with the run's parameters.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from clara_airflow.settings import PipelineSettings, Resources
 
-@dataclass(frozen=True)
-class Requests:
-    """Resolved resources: cores, MiB, whole GPUs."""
-
-    cpu: int
-    memory: int
-    gpu: int
+Requests = Resources  # resolved resources of one container: cores, MiB, whole GPUs
 
 
 @dataclass(frozen=True)
@@ -120,7 +115,7 @@ class PipelinePlan:
     steps: tuple[StepPlan, ...]
     services: tuple[ServicePlan, ...]
     parameters: tuple[tuple[str, str], ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: PipelineSettings = PipelineSettings()
     description: str = ""
     pull_secrets: tuple[str, ...] = ()
     name_at: tuple[int, int] = (1, 1)

@@ -119,7 +119,7 @@ def _remap_volume(mount: MountPlan, ids: Mapping[str, str]) -> MountPlan:
 
 
 def resolve_plan(plan: PipelinePlan, given: Mapping[str, object]) -> PipelinePlan:
-    rules = plan.settings.get("parameters") or {}
+    rules = plan.settings.parameters
     values = parameter_values(plan.parameters, given, rules)
     services = tuple(resolve_service(s, values, rules) for s in plan.services)
     ids = {old.id: new.id for old, new in zip(plan.services, services, strict=True)}

@@ -26,49 +26,38 @@ from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
+from clara_airflow.settings import Options
 
 
 class ClaraDockerOperator(DockerOperator):
     """Runs one Clara operator in a container.
 
-    :param step: the compiled StepPlan (or its ``asdict`` form).
+    :param step: the compiled StepPlan.
     :param parameters: the pipeline's (name, default) parameter pairs.
-    :param output_root: ``payload.output_root``.
-    :param network: the Docker network shared with services.
-    :param services: compile-time service id -> ServicePlan (or its dict) of the services this step declares.
-    :param payload_root: when set, ``clara_payload`` must lie inside it.
-    :param heartbeat: seconds between ``last_used`` refreshes of its services while the container runs.
-    :param step_user: ``[clara] step_user`` (``UID:GID``, ``UID`` or ``worker``); unset: the image's user.
-    :param options: the backend options the ensure tasks use (service data folder, start timeout, idle
-        TTL), so a service this step has to start again is started exactly as its ensure task would.
+    :param services: compile-time service id -> ServicePlan of the services this step declares.
+    :param options: the pipeline's settings (output root, parameter rules, the services' data folder,
+        start timeout and idle TTL, so a service this step has to start again is started exactly as its
+        ensure task would) and the deployment's (Docker URL, network, payload root, step user, heartbeat).
     """
 
     template_fields: Sequence[str] = ()
     template_ext: Sequence[str] = ()
     ui_color = "#c8e6a0"
 
-    def __init__(self, *, step: StepPlan, parameters: list[list[str]], output_root: str,
-                 network: str, services: Mapping[str, ServicePlan], payload_root: str | None = None,
-                 heartbeat: float = 60.0, step_user: str | None = None, options: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, step: StepPlan, parameters: list[list[str]], services: Mapping[str, ServicePlan],
+                 options: Options, **kwargs: Any) -> None:
         plan = step
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
-            image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None, network_mode=network,
+            image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None,
+            network_mode=options.deployment.network, docker_url=options.deployment.docker_url,
             mount_tmp_dir=False, cpus=float(plan.requests.cpu), mem_limit=f"{plan.requests.memory}m",
             device_requests=device_requests(plan.requests.gpu), privileged=False, do_xcom_push=False, **kwargs,
         )
         self.step = plan
         self.parameters = parameters
-        self.output_root = output_root
-        self.network = network
-        self.services = {sid: svc for sid, svc in services.items()}
-        self.payload_root = payload_root
-        self.heartbeat = heartbeat
-        self.step_user = step_user
-        self.options = {**(options or {}), "docker_url": self.docker_url, "network": network}
-        self.rules = self.options.get("parameters") or {}
-        self.data_dir = str(self.options.get("services.data_dir") or "/var/lib/clara-airflow/service-data")
+        self.services = dict(services)
+        self.options = options
         self.service_ids: tuple[str, ...] = ()
 
     @property
@@ -84,19 +73,22 @@ class ClaraDockerOperator(DockerOperator):
             raise AirflowException(f"operator '{self.task_id}': {self._advice(str(exc))}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
-            with ServiceHeartbeat(self.service_ids, self.heartbeat, self.log, dag_id=context["dag"].dag_id):
+            with ServiceHeartbeat(self.service_ids, self.options.deployment.service_heartbeat, self.log,
+                                  dag_id=context["dag"].dag_id):
                 return super().execute(context)
         except Exception as exc:
             raise AirflowException(self._failure_text(exc) + self._lost_services()) from exc
 
     def _prepare(self, context: Any) -> None:
-        inputs = run_inputs(context, self.step, self.parameters, self.services, payload_root=self.payload_root,
-                            local=True, reserved=(self.output_root, self.data_dir), rules=self.rules)
+        settings, deployment = self.options.pipeline, self.options.deployment
+        output_root = settings.payload.output_root
+        inputs = run_inputs(context, self.step, self.parameters, self.services, payload_root=deployment.payload_root,
+                            local=True, reserved=(output_root, settings.services.data_dir), rules=settings.parameters)
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self._recheck_services(inputs.values, RunRef(context["dag"].dag_id, context["run_id"]))
         self.service_ids = inputs.service_ids
-        run_dir = claim_run_folder(self.output_root, context["dag"].dag_id, context["run_id"])
-        user = step_user(self.step_user)
+        run_dir = claim_run_folder(output_root, context["dag"].dag_id, context["run_id"])
+        user = step_user(deployment.step_user)
         own = reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
         try:
             hand_over(own, user)
@@ -105,7 +97,7 @@ class ClaraDockerOperator(DockerOperator):
                                     "as root or set step_user = worker") from None
         self._apply(docker_run(step, env, payload, run_dir, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                try_number=getattr(context["ti"], "try_number", 1), user=user))
-        ensure_network(self.hook.api_client, self.network)
+        ensure_network(self.hook.api_client, deployment.network)
 
     def _apply(self, run: ContainerRun) -> None:
         from docker.types import Mount
@@ -120,13 +112,15 @@ class ClaraDockerOperator(DockerOperator):
         if not self.services:
             return
         manager = DockerServiceManager(self.options)
+        settings = self.options.pipeline
         for plan in self.services.values():
-            svc = resolve_service(plan, values, self.rules)
+            svc = resolve_service(plan, values, settings.parameters)
             if manager.status(svc.id) != "running":
                 self.log.warning("service clara-svc-%s is not running any more; starting it again", svc.id)
-                ensure_service(svc, manager, run, backend="docker", location={"network": self.network},
-                               idle_ttl=int(self.options.get("services.idle_ttl") or 3600),
-                               start_timeout=float(self.options.get("services.start_timeout") or 300), log=self.log)
+                ensure_service(svc, manager, run, backend="docker",
+                               location={"network": self.options.deployment.network},
+                               idle_ttl=settings.services.idle_ttl, start_timeout=settings.services.start_timeout,
+                               log=self.log)
 
     def _lost_services(self) -> str:
         """A step that failed while one of its services was gone says so: the failure is retryable."""

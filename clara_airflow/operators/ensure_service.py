@@ -15,6 +15,7 @@ from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.compiler.resolve import parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.ensure import RunRef, ensure_service
+from clara_airflow.settings import Options
 
 # The contract between ensure tasks and the steps that use their service: one owner, here.
 GROUP = "clara_services"
@@ -45,36 +46,33 @@ class EnsureServiceOperator(BaseOperator):
 
     :param service: the compiled ServicePlan or its dict (placeholders are substituted per run).
     :param parameters: the pipeline's (name, default) parameter pairs.
-    :param backend: ``docker`` or ``kubernetes``.
-    :param options: deployment options for the backend (``[clara]`` section and resolved settings).
-    :param start_timeout: seconds to wait until every http port accepts connections.
-    :param idle_ttl: idle seconds after which the reaper may stop the service.
+    :param options: the pipeline's settings (backend, start timeout, idle TTL, parameter rules) and
+        the deployment's options.
     """
 
     template_fields: Sequence[str] = ()
     ui_color = "#76b900"
     ui_fgcolor = "#ffffff"
 
-    def __init__(self, *, service: ServicePlan, parameters: list[list[str]], backend: str,
-                 options: dict[str, Any], start_timeout: int = 300, idle_ttl: int = 3600, **kwargs: Any) -> None:
+    def __init__(self, *, service: ServicePlan, parameters: list[list[str]], options: Options,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
         self.parameters = parameters
-        self.backend = backend
         self.options = options
-        self.start_timeout = start_timeout
-        self.idle_ttl = idle_ttl
 
     def execute(self, context: Any) -> dict[str, str]:
         params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
         run = RunRef(context["dag"].dag_id, context["run_id"])
-        location = {k: v for k in ("network", "namespace") if (v := str(self.options.get(k) or ""))}
+        settings = self.options.pipeline
+        location = {"network": self.options.deployment.network, "namespace": settings.namespace}
         try:
-            rules = self.options.get("parameters") or {}
+            rules = settings.parameters
             svc = resolve_service(self.service, parameter_values(self.parameters, params, rules), rules)
-            manager = get_backend(self.backend, self.options).service_manager()
-            result = ensure_service(svc, manager, run, backend=self.backend, location=location,
-                                    idle_ttl=self.idle_ttl, start_timeout=self.start_timeout, log=self.log)
+            manager = get_backend(settings.backend, self.options).service_manager()
+            result = ensure_service(svc, manager, run, backend=settings.backend, location=location,
+                                    idle_ttl=settings.services.idle_ttl,
+                                    start_timeout=settings.services.start_timeout, log=self.log)
         except ClaraAirflowError as exc:
             raise AirflowException(f"service {service_name(self.service.id)} "
                                    f"({self.service.image}:{self.service.tag}): {exc}") from None

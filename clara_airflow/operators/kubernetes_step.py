@@ -25,8 +25,8 @@ from clara_airflow.backends.layout import RUN_MARKER, run_folder_name, step_user
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
-from clara_airflow.services.heartbeat import ServiceHeartbeat, heartbeat_interval
-from clara_airflow.spec.defaults import as_bool
+from clara_airflow.services.heartbeat import ServiceHeartbeat
+from clara_airflow.settings import Options
 
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
 # The init container's script is constant: run id, folder and step reach it only as environment values.
@@ -51,10 +51,10 @@ def label_value(text: str) -> str:
 class ClaraKubernetesPodOperator(KubernetesPodOperator):
     """Runs one Clara operator as a pod.
 
-    :param step: the compiled StepPlan as a dict.
+    :param step: the compiled StepPlan.
     :param parameters: the pipeline's (name, default) parameter pairs.
-    :param services: compile-time service id -> ServicePlan (or its dict) of the services this step declares.
-    :param options: resolved settings and ``[clara]`` options (namespace, claim, output root, ...).
+    :param services: compile-time service id -> ServicePlan of the services this step declares.
+    :param options: the pipeline's settings (namespace, claim, output root, ...) and the deployment's.
     :param pull_secrets: image-pull secret names of the pipeline.
     """
 
@@ -64,20 +64,20 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
 
     def __init__(self, *, step: StepPlan, parameters: list[list[str]],
                  services: Mapping[str, ServicePlan],
-                 options: dict[str, Any], pull_secrets: list[str], **kwargs: Any) -> None:
+                 options: Options, pull_secrets: list[str], **kwargs: Any) -> None:
         plan = step
-        selector, tolerations = scheduling(options, plan.requests.gpu)
-        keep_failed = as_bool(options.get("keep_failed_pods", True))
-        connection = hook_kwargs(options)
-        user = step_user(options.get("step_user"), local=False)
+        deployment = options.deployment
+        selector, tolerations = scheduling(deployment, plan.requests.gpu)
+        connection = hook_kwargs(deployment)
+        user = step_user(deployment.step_user, local=False)
         super().__init__(
             name=re.sub(r"[^a-z0-9-]", "-", f"clara-{plan.name}".lower())[:50].strip("-"),
-            namespace=options.get("namespace") or "default", image=f"{plan.image}:{plan.tag}", cmds=None,
+            namespace=options.pipeline.namespace, image=f"{plan.image}:{plan.tag}", cmds=None,
             arguments=list(plan.command) or None, container_resources=resources(plan.requests),
             image_pull_secrets=[k8s.V1LocalObjectReference(name=s) for s in pull_secrets] or None,
             node_selector=selector, tolerations=tolerations,
-            service_account_name=options.get("service_account") or None,
-            on_finish_action="delete_succeeded_pod" if keep_failed else "delete_pod",
+            service_account_name=deployment.service_account,
+            on_finish_action="delete_succeeded_pod" if deployment.keep_failed_pods else "delete_pod",
             get_logs=True, do_xcom_push=False, log_events_on_failure=True,
             kubernetes_conn_id=connection["conn_id"], config_file=connection["config_file"],
             in_cluster=connection["in_cluster"],
@@ -99,18 +99,19 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         except ClaraAirflowError as exc:
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
         try:
-            with ServiceHeartbeat(self.service_ids, heartbeat_interval(self.options.get("service_heartbeat")),
-                                  self.log, dag_id=context["dag"].dag_id):
+            with ServiceHeartbeat(self.service_ids, self.options.deployment.service_heartbeat, self.log,
+                                  dag_id=context["dag"].dag_id):
                 return super().execute(context)
         except Exception as exc:
             raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
 
     def prepare(self, context: Any) -> None:
         """Fill in what depends on the run: image, args, env, volumes, init container, labels."""
+        settings = self.options.pipeline
         inputs = run_inputs(context, self.step, self.parameters, self.services,
-                            payload_root=self.options.get("payload_root"), local=False,
-                            reserved=(self._roots()[1], self.options.get("services.data_dir", "")),
-                            rules=self.options.get("parameters") or {})
+                            payload_root=self.options.deployment.payload_root, local=False,
+                            reserved=(settings.payload.output_root, settings.services.data_dir),
+                            rules=settings.parameters)
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self.service_ids = inputs.service_ids
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
@@ -124,8 +125,8 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
                        "clara-airflow/run": label_value(run_folder_name(run_id))}
 
     def _roots(self) -> tuple[str | None, str]:
-        claim = self.options.get("payload.claim")
-        return claim, self.options.get("payload.output_root", "/var/lib/clara-airflow/output")
+        payload = self.options.pipeline.payload
+        return payload.claim, payload.output_root
 
     def _storage(self, step: StepPlan, payload: str, run_dir: str) -> tuple[list[Any], list[Any]]:
         claim, output_root = self._roots()
@@ -163,7 +164,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         env = {"CLARA_ROOT": WORK_DIR, "CLARA_RUN_DIR": run_dir, "CLARA_RUN_ID": run_id, "CLARA_STEP": step.name,
                "CLARA_SUBS": subs, **({"CLARA_OWNER": self.owner} if self.owner else {})}
         return k8s.V1Container(
-            name="clara-prepare-output", image=self.options.get("init_image") or "busybox:1.36",
+            name="clara-prepare-output", image=self.options.deployment.init_image,
             command=["/bin/sh", "-c", PREPARE_SCRIPT], env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
             volume_mounts=[k8s.V1VolumeMount(name=volume, mount_path=WORK_DIR, sub_path=sub)],
             resources=k8s.V1ResourceRequirements(requests={"cpu": "100m", "memory": "32Mi"},

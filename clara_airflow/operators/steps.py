@@ -1,4 +1,4 @@
-"""build_step_task(): one Clara operator as a Docker or Kubernetes step task (the provider operators
+"""StepTasks.build(): one Clara operator as a Docker or Kubernetes step task (the provider operators
 are imported only here, lazily, when a DAG with that backend is built)."""
 
 from __future__ import annotations
@@ -7,18 +7,17 @@ from typing import Any
 
 from clara_airflow.backends.layout import step_user
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
-from clara_airflow.services.heartbeat import heartbeat_interval
+from clara_airflow.settings import Options
 
 
 class StepTasks:
-    """Builds the step tasks of one DAG; deployment options are checked once, when the DAG is built
-    (a bad ``step_user`` or ``service_heartbeat`` fails the build, not a run at 2 a.m.)."""
+    """Builds the step tasks of one DAG. What depends on the backend is checked once, when the DAG is
+    built (``step_user = worker`` is Docker only), so it fails the build, not a run at 2 a.m."""
 
-    def __init__(self, backend: str, options: dict[str, Any]) -> None:
+    def __init__(self, backend: str, options: Options) -> None:
         self.backend = backend
         self.options = options
-        step_user(options.get("step_user"), local=backend == "docker")
-        self.heartbeat = heartbeat_interval(options.get("service_heartbeat"))
+        step_user(options.deployment.step_user, local=backend == "docker")
 
     def build(self, step: StepPlan, plan: PipelinePlan) -> Any:
         services = _service_refs(step, plan)
@@ -31,11 +30,8 @@ class StepTasks:
                 pull_secrets=list(plan.pull_secrets), doc_md=step.description or None)
         from clara_airflow.operators.docker_step import ClaraDockerOperator
 
-        return ClaraDockerOperator(
-            task_id=step.name, step=step, parameters=parameters, output_root=plan.settings["payload.output_root"],
-            network=self.options["network"], docker_url=self.options["docker_url"], services=services,
-            payload_root=self.options.get("payload_root"), options=self.options, heartbeat=self.heartbeat,
-            step_user=self.options.get("step_user"), doc_md=step.description or None)
+        return ClaraDockerOperator(task_id=step.name, step=step, parameters=parameters, services=services,
+                                   options=self.options, doc_md=step.description or None)
 
 
 def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, ServicePlan]:

@@ -23,22 +23,23 @@ from clara_airflow.services.records import (
     service_view,
     variable_store,
 )
+from clara_airflow.settings import Options
 
 STEP_GRACE = 600.0  # seconds a finished run's step container is kept for a look before the reaper removes it
 
 
-def _options() -> dict[str, Any]:
-    from clara_airflow.spec.defaults import merge_settings
+def _options() -> Options:
+    from clara_airflow.spec.defaults import pipeline_settings
 
-    settings, options = deployment_options()
-    return {**options, **merge_settings(settings)}
+    settings, deployment = deployment_options()
+    return Options(pipeline_settings(settings), deployment)
 
 
 def managers(backends: set[str] | None = None) -> dict[str, Any]:
     """One service manager per backend in use (``[clara] backend`` and ``backends``), as configured."""
     options = _options()
     found = {}
-    for name in sorted({options["backend"], *(backends or ())}):
+    for name in sorted({options.pipeline.backend, *(backends or ())}):
         try:
             found[name] = get_backend(name, options).service_manager()
         except (ClaraAirflowError, ImportError):
@@ -50,7 +51,8 @@ def manager_for(row: dict[str, Any]) -> Any:
     """The manager of the backend, network or namespace a recorded service was started in."""
     location = row.get("location") or {}
     try:
-        return get_backend(row.get("backend", "docker"), {**_options(), **location}).service_manager()
+        options = _options().located(network=location.get("network"), namespace=location.get("namespace"))
+        return get_backend(row.get("backend", "docker"), options).service_manager()
     except (ClaraAirflowError, ImportError):
         return None
 
@@ -169,8 +171,8 @@ def collect_services(*, dry_run: bool = False, remove_orphans: bool | None = Non
     remove step containers left behind by runs that have ended."""
     store = store or variable_store()
     options = _options()
-    remove_orphans = bool(options["remove_orphans"]) if remove_orphans is None else remove_orphans
-    start_timeout = float(options.get("services.start_timeout", 300))
+    remove_orphans = options.deployment.remove_orphans if remove_orphans is None else remove_orphans
+    start_timeout = float(options.pipeline.services.start_timeout)
     report = []
     for row in list_services(store):
         try:

@@ -14,24 +14,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.records import VariableStore, touch, variable_store
-
-DEFAULT_INTERVAL = 60.0
-
-
-def heartbeat_interval(raw: object) -> float:
-    """``[clara] service_heartbeat`` in seconds; 0 or less turns the heartbeat off.
-
-    :raises ClaraAirflowError: for a value that is not a number (never a silent fallback).
-    """
-    if raw in (None, ""):
-        return DEFAULT_INTERVAL
-    try:
-        return float(str(raw))
-    except ValueError:
-        raise ClaraAirflowError(f"[clara] service_heartbeat {raw!r} must be a number of seconds "
-                                "(0 turns the heartbeat off)") from None
 
 
 class ServiceHeartbeat:

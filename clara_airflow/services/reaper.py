@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from clara_airflow.settings import Deployment
 from clara_airflow.spec.model import REAPER_DAG_ID
 
 __all__ = ["REAPER_DAG_ID", "build_reaper_dag", "reap"]
@@ -19,12 +20,12 @@ def reap(**_: Any) -> list[str]:
     return lines
 
 
-def build_reaper_dag(options: dict[str, Any]) -> Any:
+def build_reaper_dag(deployment: Deployment) -> Any:
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG
 
     with DAG(
-        dag_id=REAPER_DAG_ID, schedule=options.get("reaper_schedule") or "*/5 * * * *",
+        dag_id=REAPER_DAG_ID, schedule=deployment.reaper_schedule,
         start_date=datetime(2024, 1, 1, tzinfo=UTC), catchup=False, max_active_runs=1,
         is_paused_upon_creation=False, tags=["clara", "maintenance"],
         description="Stops Clara services idle past their TTL and reports orphaned service instances.",

@@ -1,7 +1,9 @@
 """Deployment settings (D12): the ``x-airflow`` block, ``clara-defaults.yaml`` and Airflow's ``[clara]``.
 
-Settings are flat dotted keys (``payload.output_root``). Precedence, first wins: the pipeline's
-``x-airflow`` block, then ``clara-defaults.yaml`` in the dags folder, then ``[clara]``, then BUILTIN.
+Each layer is validated into flat keys (``payload.output_root``) so layers merge key by key.
+Precedence, first wins: the pipeline's ``x-airflow`` block, then ``clara-defaults.yaml`` in the
+dags folder, then ``[clara]``, then the defaults of :class:`clara_airflow.settings.PipelineSettings`,
+which the compiler builds from the merged keys. Nothing past the compiler sees a flat key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from clara_airflow.errors import ClaraAirflowError, SpecError
+from clara_airflow.settings import DEPLOYMENT_OPTIONS, Deployment, PipelineSettings, parse_deployment
 from clara_airflow.spec.checker import Checker, hint, is_null, valid_image
 from clara_airflow.spec.rules import parameter_rules as _parameter_rules
 from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, read_document
@@ -22,28 +25,18 @@ from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, re
 __all__ = ["DEFAULTS_FILE"]
 
 
-BUILTIN: dict[str, Any] = {
-    "schedule": None, "start_date": "2024-01-01", "catchup": False, "max_active_runs": 16,
-    "tags": (), "owner": "airflow", "retries": 0, "retry_delay": 300, "timeout": 1800, "run_timeout": None,
-    "parameters": {},
-    "backend": "docker", "namespace": "default", "allow_host_paths": False,
-    "payload.input": None, "payload.output_root": "/var/lib/clara-airflow/output", "payload.claim": None,
-    "services.idle_ttl": 3600, "services.start_timeout": 300,
-    "services.data_dir": "/var/lib/clara-airflow/service-data",
-    "resources.cpu": 1, "resources.memory": 512, "resources.gpu": 0,
-    "models.image": "nvcr.io/nvidia/tritonserver", "models.tag": "23.10-py3",
-    "models.repository": "/var/lib/clara-airflow/models",
-    "models.requests.cpu": 1, "models.requests.memory": 4096, "models.requests.gpu": 1,
-}
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "parameters":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = tuple(value) if isinstance(value, list) else value
+    return flat
 
-# Deployment-only options of Airflow's [clara] section (no per-pipeline meaning).
-CONFIG_ONLY: dict[str, Any] = {
-    "kubernetes_conn_id": None, "kube_config_file": None, "in_cluster": None,
-    "service_account": None, "node_selector": "{}", "gpu_node_selector": "{}", "tolerations": "[]",
-    "keep_failed_pods": True, "docker_url": "unix://var/run/docker.sock", "network": "clara-airflow",
-    "strict": False, "reaper_schedule": "*/5 * * * *", "remove_orphans": False, "payload_root": None,
-    "init_image": "busybox:1.36", "service_heartbeat": "60", "step_user": None,
-}
+
+# The parser's flat keys (``payload.output_root``) and their defaults, from the one typed definition.
+BUILTIN: dict[str, Any] = _flatten(PipelineSettings().to_dict())
 
 Validator = Callable[[Checker, Node, str], Any]
 _MISSING = object()
@@ -212,29 +205,30 @@ def _config_names() -> dict[str, str]:
 CONFIG_NAMES = _config_names()
 
 
-def as_bool(raw: object) -> bool:
-    """A ``[clara]`` true/false option as Airflow spells them (``True``, ``true``, ``1``, ``yes``, ``on``)."""
-    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+def parse_config(options: Mapping[str, str]) -> tuple[dict[str, Any], Deployment]:
+    """Parse Airflow's ``[clara]`` options (strings) into (flat pipeline settings, typed deployment options).
 
-
-def parse_config(options: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Parse Airflow's ``[clara]`` options (strings) into (pipeline settings, deployment-only options).
-
-    :raises ClaraAirflowError: naming the option, its value and what is allowed.
+    :raises ClaraAirflowError: listing every bad option, each with its value and what is allowed.
     """
     settings: dict[str, Any] = {}
-    extra: dict[str, Any] = dict(CONFIG_ONLY)
+    problems = []
     for option, raw in options.items():
         name = option.lower()
-        if name in CONFIG_ONLY:
-            default = CONFIG_ONLY[name]
-            extra[name] = as_bool(raw) if isinstance(default, bool) else raw
+        if name in DEPLOYMENT_OPTIONS:
             continue
         key = CONFIG_NAMES.get(name)
         if key is None:
-            raise ClaraAirflowError(f"[clara] {option}: unknown option{hint(name, [*CONFIG_NAMES, *CONFIG_ONLY])}")
-        settings.update(_parse_config_value(option, key, raw))
-    return settings, extra
+            problems.append(f"[clara] {option}: unknown option{hint(name, [*CONFIG_NAMES, *DEPLOYMENT_OPTIONS])}")
+            continue
+        try:
+            settings.update(_parse_config_value(option, key, raw))
+        except ClaraAirflowError as exc:
+            problems.append(str(exc))
+    found, bad = parse_deployment(options)
+    problems += bad
+    if problems:
+        raise ClaraAirflowError("\n".join(problems))
+    return settings, found
 
 
 def _parse_config_value(option: str, key: str, raw: str) -> dict[str, Any]:
@@ -255,6 +249,11 @@ def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     for layer in reversed(layers):
         merged.update(layer)
     return merged
+
+
+def pipeline_settings(*layers: Mapping[str, Any]) -> PipelineSettings:
+    """The typed settings of merged flat layers (earlier layers win)."""
+    return PipelineSettings.from_flat(merge_settings(*layers))
 
 
 def environ_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:

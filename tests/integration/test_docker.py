@@ -16,7 +16,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS, OUTPUT, TEST_NETWORK
-from tests.helpers import busybox_service
+from tests.helpers import busybox_service, make_options
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -151,7 +151,7 @@ def _racer(token: str, network: str, barrier: Any, conflicts: Any, results: Any)
     from tests.helpers import busybox_service
 
     svc = busybox_service(token, f"exec httpd -f -p 8090 -h /  # {token}", 8090, "race")
-    manager = DockerServiceManager({"network": network, "services.data_dir": "/tmp/clara-race-data"})
+    manager = DockerServiceManager(make_options({"network": network, "services.data_dir": "/tmp/clara-race-data"}))
     manager.cli.ping()  # the client is connected before the start signal
     create = manager._create
 
@@ -200,7 +200,7 @@ def test_service_that_never_listens_fails_with_its_logs(docker_cli: Any) -> None
 
     token = uuid.uuid4().hex[:12]
     svc = busybox_service(token, "echo model-load-failed-marker; sleep 30", 8091, "deaf")
-    manager = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})
+    manager = DockerServiceManager(make_options({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"}))
     try:
         with pytest.raises(ServiceError) as info:
             manager.ensure(svc, timeout=2, log=logging.getLogger("deaf"))
@@ -230,7 +230,7 @@ def test_demo_pipeline_runs_end_to_end(dagbag: Any, docker_cli: Any, tmp_path: P
     finally:
         sid = service_of("ct-organ-triage") if (DAGS / "ct-organ-triage.yaml").exists() else None
         if sid:
-            DockerServiceManager({}).stop(sid)
+            DockerServiceManager(make_options({})).stop(sid)
 
 
 def test_a_service_found_on_another_network_is_attached_and_reused(docker_cli: Any) -> None:
@@ -240,8 +240,8 @@ def test_a_service_found_on_another_network_is_attached_and_reused(docker_cli: A
     token = uuid.uuid4().hex[:12]
     svc = busybox_service(token, "exec httpd -f -p 8092 -h /", 8092, "elsewhere")
     other = f"clara-airflow-test-{token[:6]}"
-    first = DockerServiceManager({"network": other, "services.data_dir": "/tmp/clara-race-data"})
-    second = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"})
+    first = DockerServiceManager(make_options({"network": other, "services.data_dir": "/tmp/clara-race-data"}))
+    second = DockerServiceManager(make_options({"network": TEST_NETWORK, "services.data_dir": "/tmp/clara-race-data"}))
     try:
         started = first.ensure(svc, timeout=30, log=logging.getLogger("a"))
         found = second.ensure(svc, timeout=10, log=logging.getLogger("b"))
@@ -274,7 +274,7 @@ def test_volume_connection_shares_one_named_volume(dagbag: Any, payload: Path, d
         assert said.endswith(f"; removed volume(s) {volume_name(sid, '/shared/store')}"), said
         assert not docker_cli.volumes.list(filters={"name": volume_name(sid, "/shared/store")})
     finally:
-        DockerServiceManager({}).stop(sid)
+        DockerServiceManager(make_options({})).stop(sid)
 
 
 def test_models_start_the_shared_inference_server(dagbag: Any, payload: Path) -> None:
@@ -288,7 +288,7 @@ def test_models_start_the_shared_inference_server(dagbag: Any, payload: Path) ->
         host = f"clara-svc-{sid}"
         assert (folder / "env.txt").read_text() == f"{host}:8000 {host}:8000"
     finally:
-        DockerServiceManager({}).stop(sid)
+        DockerServiceManager(make_options({})).stop(sid)
 
 
 def test_a_model_missing_from_the_repository_is_named(tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_a_model_missing_from_the_repository_is_named(tmp_path: Path) -> None:
 
     (svc,) = compile_pipeline(load_pipeline(DAGS / "it-models.yaml"), deployment_settings(DAGS)).services
     missing = ServicePlan(**{**svc.to_dict(), "requests": Requests(1, 512, 0), "models": ("liver", "pancreas")})
-    manager = DockerServiceManager({"network": TEST_NETWORK, "services.data_dir": str(tmp_path)})
+    manager = DockerServiceManager(make_options({"network": TEST_NETWORK, "services.data_dir": str(tmp_path)}))
     try:
         with pytest.raises(ServiceError, match=f"model 'pancreas' is not in the model repository {MODELS}"):
             manager.ensure(missing, timeout=30, log=logging.getLogger("models"))
@@ -332,7 +332,7 @@ def test_an_unreachable_engine_is_named_with_a_fix() -> None:
     from clara_airflow.errors import ServiceError
     from tests.helpers import busybox_service
 
-    manager = DockerServiceManager({"docker_url": "unix:///nonexistent/docker.sock"})
+    manager = DockerServiceManager(make_options({"docker_url": "unix:///nonexistent/docker.sock"}))
     with pytest.raises(ServiceError, match=r"the Docker engine at unix:///nonexistent/docker.sock does not answer"
                                            r".*\[clara\] docker_url"):
         manager.ensure(busybox_service("0123456789ab", "true", 80, "web"), timeout=5, log=None)

@@ -16,7 +16,7 @@ from clara_airflow.backends.layout import run_folder_name
 from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS, TEST_NETWORK
-from tests.helpers import busybox_service
+from tests.helpers import busybox_service, make_options
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.slow]
 DAG_ID = "it-kube-shared"
@@ -97,7 +97,7 @@ def test_a_failing_pod_reports_its_output(kube_env: Any, airflow_db: None, capfd
 def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
     token = uuid.uuid4().hex[:12]
     svc = busybox_service(token, "exec httpd -f -p 8088 -h /", 8088, "race")
-    options = {"namespace": "clara-race", "kube_config_file": str(kube_env.kubeconfig)}
+    options = make_options({"namespace": "clara-race", "kube_config_file": str(kube_env.kubeconfig)})
     results: list[Any] = []
 
     def ensure() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services import admin
+from tests.helpers import make_options
 from tests.memory import MemoryStore
 
 ROWS = [{"id": "aaaaaaaaaaaa", "backend": "kubernetes", "names": ["triton"], "idle_ttl": 60,
@@ -38,7 +39,7 @@ def test_a_failing_backend_does_not_stop_the_reaper_pass(monkeypatch: Any) -> No
     monkeypatch.setattr(admin, "list_services", lambda store: ROWS)
     monkeypatch.setattr(admin, "_collect_one", collect_one)
     monkeypatch.setattr(admin, "collect_steps", lambda **_: [])
-    monkeypatch.setattr(admin, "_options", lambda: {"remove_orphans": False})
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"remove_orphans": False}))
     report = admin.collect_services(store=MemoryStore())
     assert report[0].startswith("error on clara-svc-aaaaaaaaaaaa (kubernetes): ConnectionError")
     assert report[1] == "stopping clara-svc-bbbbbbbbbbbb" and stopped == ["bbbbbbbbbbbb"]

@@ -10,6 +10,7 @@ import pytest
 from clara_airflow.backends.base import Managed, StepContainer
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services import admin, leases
+from tests.helpers import make_options
 from tests.lifecycle import SID, record_old
 from tests.memory import MemoryStore
 
@@ -172,7 +173,7 @@ def test_managers_cover_the_configured_and_the_recorded_backends(monkeypatch: An
         def service_manager(self) -> str:
             return "m"
 
-    monkeypatch.setattr(admin, "_options", lambda: {"backend": "docker"})
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"backend": "docker"}))
     monkeypatch.setattr(admin, "get_backend", lambda name, options: Fake(name))
     assert admin.managers({"kubernetes"}) == {"docker": "m", "kubernetes": "m"}
     assert admin.managers() == {"docker": "m"}
@@ -187,11 +188,11 @@ def test_a_recorded_location_reaches_the_manager(monkeypatch: Any) -> None:
         def service_manager(self) -> str:
             return "m"
 
-    def get_backend(name: str, options: dict[str, Any]) -> Fake:
-        seen.update(name=name, network=options.get("network"))
+    def get_backend(name: str, options: Any) -> Fake:
+        seen.update(name=name, network=options.deployment.network)
         return Fake()
 
-    monkeypatch.setattr(admin, "_options", lambda: {"backend": "docker", "network": "default-net"})
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"backend": "docker", "network": "default-net"}))
     monkeypatch.setattr(admin, "get_backend", get_backend)
     assert admin.manager_for({"backend": "kubernetes", "location": {"network": "n2"}}) == "m"
     assert seen == {"name": "kubernetes", "network": "n2"}

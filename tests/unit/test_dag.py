@@ -25,9 +25,7 @@ x-airflow:
 def dag_of(tmp_path: Path, extra: str = RULES) -> Any:
     path = tmp_path / "p.yaml"
     path.write_text(next(p for p in VALID if p.name.startswith("08-")).read_text() + extra)
-    from clara_airflow.spec.defaults import CONFIG_ONLY
-
-    return build_dag(compile_pipeline(load_pipeline(path)), dict(CONFIG_ONLY))
+    return build_dag(compile_pipeline(load_pipeline(path)))
 
 
 @pytest.mark.parametrize(("name", "value"), [("ALIGN_THREADS", "16; id"), ("ALIGN_THREADS", "1234"),

@@ -7,10 +7,7 @@ import logging
 import time
 from typing import Any
 
-import pytest
-
-from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.services.heartbeat import DEFAULT_INTERVAL, ServiceHeartbeat, heartbeat_interval
+from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.services.records import touch, use_key
 from tests.memory import MemoryStore
 
@@ -58,11 +55,3 @@ def test_a_missing_record_is_not_created() -> None:
     store = MemoryStore()
     touch("cccccccccccc", "dag-c", store)
     assert store.data == {}
-
-
-def test_interval_option() -> None:
-    assert heartbeat_interval(None) == DEFAULT_INTERVAL == 60
-    assert heartbeat_interval("15") == 15
-    with pytest.raises(ClaraAirflowError, match="service_heartbeat 'soon' must be a number of seconds"):
-        heartbeat_interval("soon")
-    assert heartbeat_interval("0") == 0

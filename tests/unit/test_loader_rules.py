@@ -187,12 +187,12 @@ def test_compiled_plans_are_cached_by_content_and_settings(tmp_path: Path, monke
     real = loader.compile_pipeline
     monkeypatch.setattr(loader, "compile_pipeline", lambda spec, d: compiled.append(1) or real(spec, d))
     path = write(tmp_path, "cache-me.yaml", named("cache_me"))
-    loader._compile(path, {"k": 1})
-    loader._compile(path, {"k": 1})
+    loader._compile(path, {"retries": 1})
+    loader._compile(path, {"retries": 1})
     assert len(compiled) == 1
-    loader._compile(path, {"k": 2})
+    loader._compile(path, {"retries": 2})
     path.write_text(named("cache_me") + "# changed\n")
-    loader._compile(path, {"k": 2})
+    loader._compile(path, {"retries": 2})
     assert len(compiled) == 3
 
 

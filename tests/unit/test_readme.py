@@ -1,4 +1,4 @@
-"""The README's examples work when copied: every fenced block marked ``<!-- checked -->`` is checked.
+"""The README's (and docs/*.md's) examples work when copied: every fenced block marked ``<!-- checked -->`` is checked.
 
 INI blocks load through Airflow's own config parser and then the project's ``[clara]`` parser (no value
 may carry an inline comment); YAML blocks validate (a bare ``x-airflow:`` block inside a minimal
@@ -19,8 +19,11 @@ _BLOCK = re.compile(r"<!-- checked -->\n```(\w+)\n(.*?)\n```", re.S)
 
 
 def blocks() -> list[tuple[str, str]]:
+    """The checked blocks of the README and of docs/*.md."""
     found = _BLOCK.findall((REPO / "README.md").read_text())
     assert len(found) >= 9, "the README lost its checked examples"
+    for page in sorted((REPO / "docs").glob("*.md")):
+        found += _BLOCK.findall(page.read_text())
     return found
 
 
@@ -34,8 +37,8 @@ def test_ini_blocks_load_through_airflows_parser(kind: str, text: str) -> None:
     parser.read_string(text)
     section = {k: str(v) for k, v in parser.getsection("clara").items()}
     assert not [k for k, v in section.items() if ";" in v or "#" in v], "an inline comment became part of a value"
-    settings, options = parse_config(section)
-    assert options["strict"] is False and settings["timeout"] == 1800
+    settings, options = parse_config(section)  # raises, listing every bad option, on a value that is not valid
+    assert options.strict is False and settings.get("timeout", 1800) == 1800
 
 
 @pytest.mark.parametrize(("kind", "text"), [b for b in blocks() if b[0] == "yaml"])

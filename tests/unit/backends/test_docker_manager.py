@@ -11,7 +11,7 @@ import pytest
 
 from clara_airflow.backends.docker import LABEL_ID, LABEL_MANAGED, DockerServiceManager
 from clara_airflow.errors import ServiceError
-from tests.helpers import busybox_service
+from tests.helpers import busybox_service, make_options
 
 SID = "0123456789ab"
 LOG = logging.getLogger("test")
@@ -43,7 +43,7 @@ def cli(monkeypatch: Any) -> Any:
 
 
 def manager(cli: Any, tmp_path: Any) -> DockerServiceManager:
-    made = DockerServiceManager({"network": "net", "services.data_dir": str(tmp_path / "data")})
+    made = DockerServiceManager(make_options({"network": "net", "services.data_dir": str(tmp_path / "data")}))
     made.__dict__["cli"] = cli
     return made
 

@@ -17,6 +17,7 @@ from clara_airflow.backends.docker import DockerBackend, DockerServiceManager
 from clara_airflow.compiler.identity import volume_name
 from clara_airflow.compiler.plan import Requests, ServicePlan
 from clara_airflow.errors import ServiceError
+from tests.helpers import make_options
 
 SID = "0123456789ab"
 NAME = f"clara-svc-{SID}"
@@ -67,7 +68,7 @@ def log() -> Any:
 
 
 def manager(cli: Any, tmp_path: Any, **options: Any) -> DockerServiceManager:
-    made = DockerServiceManager({"network": "net", "services.data_dir": str(tmp_path / "data"), **options})
+    made = DockerServiceManager(make_options({"network": "net", "services.data_dir": str(tmp_path / "data"), **options}))
     made.__dict__["cli"] = cli
     made.POLL = 0.001
     return made
@@ -79,12 +80,12 @@ def logged(log: Any) -> list[str]:
 
 # -- settings -----------------------------------------------------------------------------------------
 def test_defaults_and_options() -> None:
-    made = DockerServiceManager({})
+    made = DockerServiceManager(make_options({}))
     assert (made.url, made.network, made.data_dir) == (
         "unix://var/run/docker.sock", "clara-airflow", "/var/lib/clara-airflow/service-data")
-    given = DockerServiceManager({"docker_url": "tcp://h:2375", "network": "n", "services.data_dir": "/d"})
+    given = DockerServiceManager(make_options({"docker_url": "tcp://h:2375", "network": "n", "services.data_dir": "/d"}))
     assert (given.url, given.network, given.data_dir) == ("tcp://h:2375", "n", "/d")
-    backend = DockerBackend({"network": "n"})
+    backend = DockerBackend(make_options({"network": "n"}))
     assert backend.name == "docker" and backend.service_manager().network == "n"
     assert DockerServiceManager.POLL == 0.1
 

@@ -12,14 +12,14 @@ from kubernetes.client.exceptions import ApiException
 
 from clara_airflow.backends.kubernetes import KubernetesServiceManager
 from clara_airflow.errors import ServiceError
-from tests.helpers import busybox_service
+from tests.helpers import busybox_service, make_options
 
 SVC: Any = busybox_service("0123456789ab", "exec httpd -f -p 8080 -h /", 8080, "web")
 
 
 @pytest.fixture
 def manager() -> KubernetesServiceManager:
-    manager = KubernetesServiceManager({"namespace": "radiology"})
+    manager = KubernetesServiceManager(make_options({"namespace": "radiology"}))
     manager.__dict__["hook"] = MagicMock()
     return manager
 

@@ -6,6 +6,7 @@ Regenerate after an intended change with CLARA_UPDATE_GOLDENS=1 and review the d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from clara_airflow.compiler.compiler import compile_pipeline
-from clara_airflow.spec.defaults import CONFIG_ONLY
+from clara_airflow.settings import Deployment, Options
+from clara_airflow.spec.defaults import pipeline_settings
 from clara_airflow.spec.load import load_pipeline
 from tests.helpers import REPO, VALID
 
@@ -22,8 +24,9 @@ GOLDEN = REPO / "tests" / "fixtures" / "golden" / "kubernetes"
 RUN_ID = "scheduled__2026-11-24T02:00:00+00:00"
 SETTINGS = {"backend": "kubernetes", "namespace": "radiology", "payload.output_root": "/clara/out",
             "payload.claim": "clara-data"}
-OPTIONS = {**CONFIG_ONLY, "payload_root": "/incoming", "service_account": "clara-runner", "gpu_node_selector": '{"nvidia.com/gpu.present": "true"}',
-           "tolerations": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'}
+OPTIONS = Deployment(payload_root="/incoming", service_account="clara-runner",
+                     gpu_node_selector={"nvidia.com/gpu.present": "true"},
+                     tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},))
 
 
 def compact(value: Any) -> Any:
@@ -44,7 +47,7 @@ class FakeTI:
                                            "MODEL_STORE_PATH": "/clara/common/models"}}
 
 
-def pods_of(path: Path, settings: dict[str, Any], options: dict[str, Any] = OPTIONS) -> dict[str, Any]:
+def pods_of(path: Path, settings: dict[str, Any], options: Deployment = OPTIONS) -> dict[str, Any]:
     from clara_airflow.dag import build_dag
 
     plan = compile_pipeline(load_pipeline(path), settings)
@@ -121,7 +124,7 @@ def test_service_objects_match_goldens(prefix: str) -> None:
 
     path = next(p for p in VALID if p.name.startswith(prefix))
     (svc,) = compile_pipeline(load_pipeline(path), SETTINGS).services
-    manager = KubernetesServiceManager({**OPTIONS, **SETTINGS})
+    manager = KubernetesServiceManager(Options(pipeline_settings(SETTINGS), OPTIONS))
     objects = {"deployment": manager.deployment(svc).to_dict(), "service": manager.service(svc).to_dict(),
                "claims": [manager.claim(svc.id, p).to_dict() for _, p in svc.volumes]}
     check_golden(f"service-{path.stem}", compact(objects))
@@ -137,7 +140,7 @@ def test_service_objects_match_goldens(prefix: str) -> None:
 
 
 def test_step_user_runs_the_step_as_that_user_and_hands_it_its_output_folder() -> None:
-    pods = pods_of(VALID[0], SETTINGS, {**OPTIONS, "step_user": "1000:2000"})
+    pods = pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="1000:2000"))
     (pod,) = pods.values()
     (main,) = pod["spec"]["containers"]
     assert main["security_context"] == {"allow_privilege_escalation": False, "privileged": False,
@@ -151,4 +154,4 @@ def test_step_user_worker_is_refused_on_kubernetes() -> None:
     from clara_airflow.errors import ClaraAirflowError
 
     with pytest.raises(ClaraAirflowError, match="'worker' is Docker only"):
-        pods_of(VALID[0], SETTINGS, {**OPTIONS, "step_user": "worker"})
+        pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="worker"))

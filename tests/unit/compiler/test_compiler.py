@@ -121,7 +121,7 @@ def test_parameters_are_kept_then_resolved() -> None:
 
 def test_a_parameter_that_chooses_an_image_is_pinned_to_its_default_without_an_enum() -> None:
     plan = plan_of("08-")
-    assert plan.settings["parameters"]["tool_image"]["enum"] == ["example/assembly-tools"]
+    assert plan.settings.parameters["tool_image"]["enum"] == ["example/assembly-tools"]
     assert resolve_plan(plan, {"TOOL_IMAGE": "example/assembly-tools"}).step("overlap").image == "example/assembly-tools"
     with pytest.raises(CompileError, match=r"'evil.example/miner' is not one of example/assembly-tools"):
         resolve_plan(plan, {"TOOL_IMAGE": "evil.example/miner"})
@@ -191,7 +191,7 @@ def test_a_schedule_needs_a_default_payload(tmp_path) -> None:  # type: ignore[n
     assert str(info.value).startswith(f"{path}:4:3: schedule '0 2 * * *' (from the x-airflow block) needs a default")
     assert "set payload.input" in str(info.value)
     plan = compile_pipeline(load_pipeline(path), {"payload.input": "/data/incoming"})
-    assert plan.settings["schedule"] == "0 2 * * *"
+    assert plan.settings.schedule == "0 2 * * *"
     path.write_text(SCHEDULED.replace('x-airflow:\n  schedule: "0 2 * * *"\n', ""))
     with pytest.raises(SpecError, match=r"nightly.yaml:1:1: schedule '@daily' \(from clara-defaults.yaml or \[clara\]\)"):
         compile_pipeline(load_pipeline(path), {"schedule": "@daily"})

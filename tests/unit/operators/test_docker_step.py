@@ -13,11 +13,11 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.services.ensure import RunRef
 from clara_airflow.services.records import service_view
 from clara_airflow.spec.load import load_pipeline
-from tests.helpers import VALID
+from tests.helpers import VALID, make_options
 from tests.memory import MemoryStore
 
-OPTIONS = {"services.data_dir": "/srv/clara-data", "services.start_timeout": 77, "services.idle_ttl": 999,
-           "network": "net-x", "docker_url": "unix://var/run/docker.sock"}
+OPTIONS = make_options({"services.data_dir": "/srv/clara-data", "services.start_timeout": 77,
+                        "services.idle_ttl": 999, "network": "net-x", "docker_url": "unix://var/run/docker.sock"})
 
 
 @pytest.fixture
@@ -27,10 +27,10 @@ def step_op(monkeypatch: Any) -> Any:
     plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith("04-"))))
     step = next(s for s in plan.steps if s.services)
     svc = plan.service(step.services[0].service)
-    made: list[dict[str, Any]] = []
+    made: list[Any] = []
 
     class FakeManager:
-        def __init__(self, options: dict[str, Any]) -> None:
+        def __init__(self, options: Any) -> None:
             made.append(options)
             self.ensure = MagicMock(return_value=ServiceInstance(svc.id, f"clara-svc-{svc.id}", True, "c"))
             FakeManager.last = self
@@ -41,15 +41,15 @@ def step_op(monkeypatch: Any) -> Any:
     store = MemoryStore()
     monkeypatch.setattr(docker_operator, "DockerServiceManager", FakeManager)
     monkeypatch.setattr("clara_airflow.services.ensure.variable_store", lambda: store)
-    op = docker_operator.ClaraDockerOperator(task_id=step.name, step=step, parameters=[], output_root="/out",
-                                             network="net-x", services={svc.id: svc}, options=OPTIONS)
+    op = docker_operator.ClaraDockerOperator(task_id=step.name, step=step, parameters=[],
+                                             services={svc.id: svc}, options=OPTIONS)
     return op, svc, made, FakeManager, store
 
 
 def test_a_vanished_service_is_restarted_with_the_ensure_tasks_settings_and_recorded(step_op: Any) -> None:
     op, svc, made, fake, store = step_op
     op._recheck_services({}, RunRef("knee-xray-grading", "run-1"))
-    assert made[0]["services.data_dir"] == "/srv/clara-data" and made[0]["network"] == "net-x"
+    assert made[0].pipeline.services.data_dir == "/srv/clara-data" and made[0].deployment.network == "net-x"
     kwargs = fake.last.ensure.call_args.kwargs
     assert 70 < kwargs["timeout"] <= 77
     view = service_view(svc.id, store)
