@@ -153,7 +153,7 @@ def test_losing_the_create_race_waits_for_the_winner(cli: Any, tmp_path: Any, lo
     cli.inspect_container.side_effect = [not_found(), info("created", created="2999-01-01T00:00:00Z"), info()]
     cli.create_container.side_effect = api_error(409)
     found = manager(cli, tmp_path).ensure(plan(), timeout=5, log=log)
-    assert not found.created
+    assert found.created is False
     cli.start.assert_not_called()  # the winner starts its own fresh container
     assert f"service {NAME} is being started by another task; waiting for it" in logged(log)
 
@@ -197,6 +197,17 @@ def test_a_found_container_is_moved_towards_running(cli: Any, tmp_path: Any, log
     acted = [(c[0], c[1], c[2]) for c in cli.method_calls if c[0] in ("remove_container", "unpause", "start")]
     assert acted == calls
     cli.create_container.assert_not_called()
+
+
+@pytest.mark.parametrize(("age", "started"), [(4.0, False), (5.0, False), (5.5, True), (6.0, True)])
+def test_a_created_container_is_started_once_it_is_older_than_5_seconds(cli: Any, tmp_path: Any, log: Any,
+                                                                       monkeypatch: Any, age: float,
+                                                                       started: bool) -> None:
+    monkeypatch.setattr("clara_airflow.backends.docker._created_epoch", lambda info: 1000.0)
+    monkeypatch.setattr("clara_airflow.backends.docker.time.time", lambda: 1000.0 + age)
+    cli.inspect_container.side_effect = [info("created"), info()]
+    manager(cli, tmp_path).ensure(plan(), timeout=5, log=log)
+    assert cli.start.called is started
 
 
 def test_a_young_created_container_is_started_by_the_task_that_created_it(cli: Any, tmp_path: Any,
@@ -373,6 +384,7 @@ def test_models_are_awaited_on_the_inference_servers_ready_route(cli: Any, tmp_p
     urls: list[str] = []
 
     def urlopen(url: str, timeout: float) -> Answer:
+        assert timeout == 2
         urls.append(url)
         answer = answers.pop(0)
         if isinstance(answer, Exception):
@@ -380,10 +392,14 @@ def test_models_are_awaited_on_the_inference_servers_ready_route(cli: Any, tmp_p
         return answer
 
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    slept: list[float] = []
+    monkeypatch.setattr("clara_airflow.backends.docker.time.sleep", slept.append)
     cli.inspect_container.return_value = info()
     made = manager(cli, tmp_path)
+    made.POLL = 0.1
     made.ensure(plan(models=("seg", "cls"), host_mounts=((str(tmp_path / "repo"), "/models"),)), timeout=5, log=log)
     assert urls == ["http://10.0.0.2:8000/v2/models/seg/ready"] * 3 + ["http://10.0.0.2:8000/v2/models/cls/ready"]
+    assert slept == [0.5, 0.5]  # five polls between asks of the ready route
 
 
 def test_a_model_missing_from_the_repository_says_where_to_add_it(cli: Any, tmp_path: Any, log: Any) -> None:
@@ -459,9 +475,11 @@ def test_logs_are_the_last_lines_or_empty(cli: Any, tmp_path: Any) -> None:
     assert cli.logs.call_args_list[0].args == (NAME,) and cli.logs.call_args_list[0].kwargs == {"tail": 7}
 
 
-def test_list_managed_and_steps_read_labels_states_and_ages(cli: Any, tmp_path: Any) -> None:
+def test_list_managed_and_steps_read_labels_states_and_ages(cli: Any, tmp_path: Any, monkeypatch: Any) -> None:
     import time
 
+    now = time.time()
+    monkeypatch.setattr("clara_airflow.backends.docker.time.time", lambda: now)
     cli.containers.side_effect = [
         [{"Labels": {LABEL_ID: SID}, "State": "running", "Created": time.time() - 100},
          {"Labels": {LABEL_ID: "b" * 12}, "State": "exited"}],
@@ -470,11 +488,11 @@ def test_list_managed_and_steps_read_labels_states_and_ages(cli: Any, tmp_path: 
          {"Id": "s-2", "Labels": {}, "State": "running"}]]
     made = manager(cli, tmp_path)
     managed = made.list_managed()
-    assert managed[SID].state == "running" and 99 < managed[SID].age < 110 and managed["b" * 12].age > 10**9
+    assert managed[SID].state == "running" and 99 < managed[SID].age < 110 and managed["b" * 12].age == now
     first, second = made.list_steps()
     assert (first.ref, first.name, first.dag_id, first.run_id, first.state) == ("s-1", "clara-x", "d", "r", "exited")
     assert 49 < first.age < 60
-    assert (second.name, second.dag_id, second.run_id) == ("?", "", "") and second.age > 10**9
+    assert (second.name, second.dag_id, second.run_id) == ("?", "", "") and second.age == now
     assert [c.kwargs for c in cli.containers.call_args_list] == [
         {"all": True, "filters": {"label": LABEL_ID}}, {"all": True, "filters": {"label": "clara-airflow/step"}}]
 
