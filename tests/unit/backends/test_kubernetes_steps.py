@@ -1,0 +1,52 @@
+"""The Kubernetes step pod as data: pod_run() decides volumes, mounts, the init container and labels
+without a cluster or an operator (the golden tests check the same pods through the operator)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clara_airflow.backends.kubernetes_steps import PREPARE_SCRIPT, label_value, pod_name, pod_run
+from clara_airflow.compiler.compiler import compile_pipeline
+from clara_airflow.spec.load import load_pipeline
+from tests.helpers import VALID
+
+RUN_ID = "manual__2026-12-04T10:00:00+00:00"
+
+
+def step_of(prefix: str = "02-") -> object:
+    plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith(prefix))))
+    return plan.steps[1]
+
+
+@pytest.mark.parametrize(("claim", "volumes"), [("clara-data", ["clara-payload"]),
+                                                (None, ["clara-payload", "clara-output"])])
+def test_a_pod_reads_its_payload_and_writes_below_the_run_folder(claim: str | None, volumes: list[str]) -> None:
+    step = step_of()
+    run = pod_run(step, {"A": "1"}, "/incoming/study-1", dag_id="d", run_id=RUN_ID, claim=claim,  # type: ignore[arg-type]
+                  output_root="/clara/out", init_image="busybox:1.36", owner="1000:1000")
+    assert [v.name for v in run.volumes] == volumes
+    assert [(e.name, e.value) for e in run.env] == [("A", "1")]
+    assert run.image == f"{step.image}:{step.tag}" and run.args == list(step.command)  # type: ignore[attr-defined]
+    (init,) = run.init_containers
+    env = {e.name: e.value for e in init.env}
+    assert init.command == ["/bin/sh", "-c", PREPARE_SCRIPT] and init.image == "busybox:1.36"
+    assert env["CLARA_RUN_ID"] == RUN_ID and env["CLARA_OWNER"] == "1000:1000"
+    assert env["CLARA_RUN_DIR"].startswith("d/") and init.volume_mounts[0].mount_path == "/clara-output"
+    assert init.volume_mounts[0].sub_path == ("clara/out" if claim else None)
+    kinds = [m.kind for m in step.mounts]  # type: ignore[attr-defined]
+    assert len(kinds) == len(run.volume_mounts)
+    assert [m.read_only for m in run.volume_mounts] == [kind != "output" for kind in kinds]
+    assert run.labels["clara-airflow/dag-id"] == "d"
+
+
+@pytest.mark.parametrize(("text", "valid"), [("ct-denoise", True), ("a" * 63, True), ("a" * 64, False),
+                                             ("manual__2026-12-04T10:00:00+00:00", False), ("_x_", False)])
+def test_label_values_are_kept_when_valid_and_hashed_when_not(text: str, valid: bool) -> None:
+    value = label_value(text)
+    assert (value == text) is valid
+    assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
+
+
+def test_pod_names_are_lower_case_dns_labels() -> None:
+    assert pod_name("Dicom_Reader") == "clara-dicom-reader"
+    assert len(pod_name("x" * 100)) <= 50
