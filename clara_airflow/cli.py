@@ -92,7 +92,7 @@ def _validate(args: argparse.Namespace) -> int:
             hidden += len(spec.warnings)
         other = names.setdefault(spec.name.lower(), path)
         if other != path:
-            print(duplicate_pipeline(str(path), spec.name, spec.where["name"], other))
+            print(duplicate_pipeline(str(path), spec.name, spec.where.at("name"), other))
             failed += 1
     print(f"{len(files) - failed} valid, {failed} invalid", file=sys.stderr)
     if hidden:

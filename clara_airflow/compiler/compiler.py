@@ -45,7 +45,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     return PipelinePlan(
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
         settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
-        name_at=spec.where.get("name", (1, 1)),
+        name_at=spec.where.get("name", default=(1, 1)),
     )
 
 
@@ -66,7 +66,7 @@ def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     if settings.schedule is None or settings.payload.input:
         return
     own = "schedule" in spec.airflow
-    line, col = spec.where.get("x-airflow", (1, 1)) if own else (1, 1)
+    line, col = spec.where.get("x-airflow", default=(1, 1)) if own else (1, 1)
     source = "the x-airflow block" if own else "clara-defaults.yaml or [clara]"
     raise SpecError([Problem(spec.path, line, col, (
         f"schedule '{settings.schedule}' (from {source}) needs a default input payload: scheduled runs have "
@@ -166,7 +166,7 @@ def _services(spec: PipelineSpec, settings: PipelineSettings, defaults: Mapping[
 def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: PipelineSettings) -> None:
     """On Kubernetes a host folder is a hostPath volume, which Pod Security "baseline" forbids."""
     if settings.backend == "kubernetes" and not settings.allow_host_paths:
-        line, col = cont.where.get("hostVolumePath", cont.where["@"])
+        line, col = cont.where.get("hostVolumePath")
         raise SpecError([Problem(spec.path, line, col, (
             f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes, which namespaces under Pod "
             "Security 'baseline' or 'restricted' refuse; set allow_host_paths: true (x-airflow, clara-defaults.yaml "

@@ -7,15 +7,14 @@ from collections.abc import Iterable, Mapping
 
 from clara_airflow.spec.checker import PLACEHOLDER_RE, Checker
 from clara_airflow.spec.model import MODEL_VARIABLES, InputSpec, OperatorSpec, OutputSpec, PipelineSpec
+from clara_airflow.spec.positions import Pos
 from clara_airflow.spec.source import Node, position
 from clara_airflow.spec.template import identity
-
-Pos = tuple[int, int]
 
 
 def merge_variables(c: Checker, container_vars: list[tuple[Node, Node, str]],
                     op_vars: list[tuple[Node, Node, str]], what: str
-                    ) -> tuple[tuple[tuple[str, str], ...], dict[str, Pos]]:
+                    ) -> tuple[tuple[str, str], ...]:
     """D8: container-level variables merged under operator-level ones (the operator wins, with a warning)."""
     merged: dict[str, tuple[Node, Node, str]] = {}
     for level in (container_vars, op_vars):
@@ -30,11 +29,7 @@ def merge_variables(c: Checker, container_vars: list[tuple[Node, Node, str]],
             if lower in merged:
                 c.warn(key, f"variable '{key.value}' of {what} overrides the container-level value")
             merged[lower] = (key, value, text)
-    where: dict[str, Pos] = {}
-    for key, value, _ in merged.values():
-        where[f"var:{key.value}"] = position(key)
-        where[f"val:{key.value}"] = position(value)
-    return tuple((k.value, text) for k, _, text in merged.values()), where
+    return tuple((k.value, text) for k, _, text in merged.values())
 
 
 def unique_names(c: Checker, names: Iterable[tuple[str, Node | Pos]], kind: str) -> None:
@@ -49,7 +44,7 @@ def unique_names(c: Checker, names: Iterable[tuple[str, Node | Pos]], kind: str)
 
 
 def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> None:
-    unique_names(c, ((op.name, op.where["name"]) for op in spec.operators), "operator")
+    unique_names(c, ((op.name, op.where.at("name")) for op in spec.operators), "operator")
     _check_parameters(c, spec)
     for op in spec.operators:
         _check_operator(c, op)
@@ -61,13 +56,13 @@ def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> 
 
 def _check_operator(c: Checker, op: OperatorSpec) -> None:
     what = f"operator '{op.name}'"
-    unique_names(c, ((o.name, o.where.get("name", o.where["@"])) for o in op.outputs if o.name),
+    unique_names(c, ((o.name, o.where.get("name")) for o in op.outputs if o.name),
                  f"output of {what}: output")
-    unique_names(c, ((s.name, s.where["name"]) for s in op.services), f"service of {what}: service")
-    unique_names(c, ((p.name, p.where["@"]) for p in op.parameters), f"parameter of {what}: parameter")
-    mounts = [(i.path, i.where["path"]) for i in op.inputs]
-    mounts += [(o.path, o.where["path"]) for o in op.outputs if o.path]
-    mounts += [(v.path, v.where["path"]) for s in op.services for v in s.volumes]
+    unique_names(c, ((s.name, s.where.at("name")) for s in op.services), f"service of {what}: service")
+    unique_names(c, ((p.name, p.where.key()) for p in op.parameters), f"parameter of {what}: parameter")
+    mounts = [(i.path, i.where.at("path")) for i in op.inputs]
+    mounts += [(o.path, o.where.at("path")) for o in op.outputs if o.path]
+    mounts += [(v.path, v.where.at("path")) for s in op.services for v in s.volumes]
     seen: dict[str, Pos] = {}
     for path, at in sorted(mounts, key=lambda m: m[1]):
         norm = path.rstrip("/") or "/"
@@ -75,11 +70,11 @@ def _check_operator(c: Checker, op: OperatorSpec) -> None:
             c.error(at, "V19", f"path '{path}' of {what} repeats the mount path at line {seen[norm][0]}; "
                     "every input, output and service volume needs its own path")
         seen.setdefault(norm, at)
-    env: list[tuple[str, Pos]] = [(k, op.where[f"var:{k}"]) for k, _ in op.variables]
-    env += [(h.name, h.where["name"]) for s in op.services for h in s.http]
-    env += [(v.name, v.where["name"]) for s in op.services for v in s.volumes]
+    env: list[tuple[str, Pos]] = [(k, op.variable_at(k)) for k, _ in op.variables]
+    env += [(h.name, h.where.at("name")) for s in op.services for h in s.http]
+    env += [(v.name, v.where.at("name")) for s in op.services for v in s.volumes]
     if op.models:
-        env += [(name, op.where["key:models"]) for name in MODEL_VARIABLES]
+        env += [(name, op.where.key("models")) for name in MODEL_VARIABLES]
     first: dict[str, tuple[str, Pos]] = {}
     for name, at in sorted(env, key=lambda e: e[1]):
         if name.lower() in first:
@@ -91,13 +86,13 @@ def _check_operator(c: Checker, op: OperatorSpec) -> None:
 
 
 def _check_parameters(c: Checker, spec: PipelineSpec) -> None:
-    unique_names(c, ((p.name, p.where["@"]) for p in spec.parameters), "parameter")
+    unique_names(c, ((p.name, p.where.key()) for p in spec.parameters), "parameter")
     declared = [*spec.parameters, *(p for op in spec.operators for p in op.parameters)]
     first: dict[str, str] = {}
-    for param in sorted(declared, key=lambda p: p.where["@"]):
+    for param in sorted(declared, key=lambda p: p.where.key()):
         default = first.setdefault(param.name.lower(), param.default)
         if default != param.default:
-            c.error(param.where["@"], "V32", f"parameter '{param.name}' is declared again with a different "
+            c.error(param.where.key(), "V32", f"parameter '{param.name}' is declared again with a different "
                     f"default ('{param.default}' vs '{default}'); parameters share one namespace, give "
                     "them one default or rename one")
 
@@ -116,7 +111,7 @@ def _check_inputs(c: Checker, spec: PipelineSpec, names: set[str]) -> list[tuple
         for inp in op.inputs:
             if inp.source is None:
                 continue
-            at = inp.where["from"]
+            at = inp.where.at("from")
             source = by_name.get(inp.source.lower())
             if source is None:
                 if inp.source.lower() not in names:
@@ -133,20 +128,20 @@ def _check_selection(c: Checker, spec: PipelineSpec, op: OperatorSpec, source: O
     chosen = select_output(source, inp)
     if chosen is None:
         if inp.name is not None:
-            c.error(inp.where["name"], "V24", f"operator '{source.name}' has no output '{inp.name}' "
+            c.error(inp.where.at("name"), "V24", f"operator '{source.name}' has no output '{inp.name}' "
                     f"(input of operator '{op.name}'); outputs: "
                     f"{', '.join(o.name or '(unnamed)' for o in source.outputs) or 'none'}")
         elif not source.outputs:
-            c.error(inp.where["from"], "V24", f"operator '{source.name}' has no outputs to read "
+            c.error(inp.where.at("from"), "V24", f"operator '{source.name}' has no outputs to read "
                     f"(input of operator '{op.name}')")
         else:
-            c.error(inp.where["from"], "V24", f"operator '{source.name}' has several outputs; add `name:` "
+            c.error(inp.where.at("from"), "V24", f"operator '{source.name}' has several outputs; add `name:` "
                     f"to the input of operator '{op.name}' to pick one of "
                     f"{', '.join(o.name or '(unnamed)' for o in source.outputs)}")
         return
     if spec.typed and chosen.type != "shared-memory" and (inp.type, inp.element_type) != (
             chosen.type, chosen.element_type):
-        c.error(inp.where.get("type", inp.where["@"]), "V24", f"type mismatch: input of operator "
+        c.error(inp.where.get("type"), "V24", f"type mismatch: input of operator "
                 f"'{op.name}' is {inp.type}/{inp.element_type} but output '{chosen.name}' of "
                 f"'{source.name}' is {chosen.type}/{chosen.element_type}")
 
@@ -192,9 +187,9 @@ def _check_identities(c: Checker, spec: PipelineSpec) -> None:
                 continue
             seen = state.setdefault(ident, {})
             items: list[tuple[str, object, Pos]] = [
-                (f"http:{h.name.lower()}", h.port, h.where.get("port", h.where["@"])) for h in svc.http]
-            items += [(f"volume:{v.name.lower()}", v.path, v.where["path"]) for v in svc.volumes]
-            items += [(f"var:{k.lower()}", val, svc.where[f"val:{k}"]) for k, val in svc.variables]
+                (f"http:{h.name.lower()}", h.port, h.where.get("port")) for h in svc.http]
+            items += [(f"volume:{v.name.lower()}", v.path, v.where.at("path")) for v in svc.volumes]
+            items += [(f"var:{k.lower()}", val, svc.where.at("variables", k)) for k, val in svc.variables]
             for key, value, at in items:
                 if key in seen and seen[key][0] != value:
                     kind, name = key.split(":", 1)
@@ -231,7 +226,7 @@ def _check_parameter_rules(c: Checker, spec: PipelineSpec) -> None:
             continue
         problem = rule_violation(declared[lower].default, rule)
         if problem:
-            c.error(declared[lower].where["@"], "V33", f"the default of parameter '{declared[lower].name}' "
+            c.error(declared[lower].where.key(), "V33", f"the default of parameter '{declared[lower].name}' "
                     f"{problem} (x-airflow.parameters.{rule['name']}); fix the default or the rule")
     for name, used_at, what in pinned_uses(spec):
         if "enum" not in rules.get(name, {}) and name in declared:
@@ -252,7 +247,7 @@ def pinned_uses(spec: PipelineSpec) -> list[tuple[str, Pos, str]]:
                   f"the identity (image, tag, command) of service '{svc.name}'") for svc in op.services]
         for cont, fields, what in uses:
             for key, text in fields.items():
-                found += [(name, cont.where.get(key, cont.where["@"]), what) for name in sorted(placeholder_names(text))]
+                found += [(name, cont.where.get(key), what) for name in sorted(placeholder_names(text))]
     return found
 
 

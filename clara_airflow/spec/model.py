@@ -1,7 +1,7 @@
 """Typed, immutable pipeline objects produced by :func:`clara_airflow.spec.load.load_pipeline`.
 
-Every object carries ``where``: (line, column) of its mapping (``@``), of each field's value (``path``)
-and key (``key:path``), and of ``variables`` keys (``var:NAME``) and values (``val:NAME``).
+Every object carries ``where``: its place in the file's source map (:class:`~clara_airflow.spec.positions.Where`),
+from which the (line, column) of the object, of each field's value and of each key is read.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clara_airflow.errors import Problem
-
-Where = dict[str, tuple[int, int]]
+from clara_airflow.spec.positions import Pos, Where
 
 SHARED_MEMORY_TYPES = frozenset(
     ["array", "string", "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f16", "f32", "f64", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
@@ -33,7 +32,7 @@ class ContainerSpec:
     image: str
     tag: str
     command: tuple[str, ...]
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
     host_volume: str | None = None
 
 
@@ -55,7 +54,7 @@ class InputSpec:
     name: str | None = None
     type: str | None = None
     element_type: str | None = None
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class OutputSpec:
     name: str | None = None
     type: str | None = None
     element_type: str | None = None
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class HttpConnectionSpec:
 
     name: str
     port: int | None
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class VolumeConnectionSpec:
 
     name: str
     path: str
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class ServiceSpec:
     http: tuple[HttpConnectionSpec, ...] = ()
     volumes: tuple[VolumeConnectionSpec, ...] = ()
     description: str = ""
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class ParameterSpec:
 
     name: str
     default: str
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,12 @@ class OperatorSpec:
     models: tuple[str, ...] = ()
     parameters: tuple[ParameterSpec, ...] = ()
     description: str = ""
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
+
+    def variable_at(self, name: str) -> Pos:
+        """Where the variable ``name`` (as merged: the operator's own over its container's) is declared."""
+        own = self.where.child("variables")
+        return own.key(name) if own.has(name) else self.where.key("container", "variables", name)
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class PipelineSpec:
     parameters: tuple[ParameterSpec, ...] = ()
     airflow: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()
-    where: Where = field(default_factory=dict, compare=False, repr=False)
+    where: Where = field(default_factory=Where, compare=False, repr=False)
 
     @property
     def typed(self) -> bool:
