@@ -1,4 +1,5 @@
-"""Docker backend: steps as the provider's DockerOperator, services as detached docker-py containers.
+"""Docker backend: the shared service containers (detached docker-py containers). Step containers are
+decided in ``docker_steps.py`` and run by ``clara_airflow.operators.docker_step``.
 
 The container *name* ``clara-svc-<id>`` is the start lock: of racing creates exactly one succeeds and
 the others get HTTP 409 and reuse the winner's container (AIRFLOW-NOTES section 6).

@@ -1,5 +1,6 @@
-"""Kubernetes backend: steps as the provider's KubernetesPodOperator, services as one Deployment plus
-one Service each, created through the provider's KubernetesHook.
+"""Kubernetes backend: shared services as one Deployment plus one Service each, created through the
+provider's KubernetesHook. Step pods are decided in ``kubernetes_steps.py`` and run by
+``clara_airflow.operators.kubernetes_step``.
 
 The object *name* ``clara-svc-<id>`` is the start lock: a second create gets HTTP 409 (AlreadyExists)
 and reuses the winner's Deployment. Connection values are ``<name>.<namespace>.svc.cluster.local:<port>``.
