@@ -131,7 +131,9 @@ class QuotaClient:
 
 
 def kpo_log_tail(operator: Any, lines: int) -> str:
-    """The last lines of a failed KubernetesPodOperator's pod, for the task's error.
+    """What a failed KubernetesPodOperator's pod said, for the task's error: the termination message of
+    a failed init container (the provider reports only the main container), else the main container's
+    last log lines.
 
     Why internal: KPO keeps the pod it started in ``self.pod`` and its API client in ``self.client``
     (cncf-kubernetes 10.x); neither is a documented attribute.
@@ -140,6 +142,12 @@ def kpo_log_tail(operator: Any, lines: int) -> str:
     if pod is None:
         return ""
     try:
+        status = operator.client.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace).status
+        for init in (status.init_container_statuses or []) if status else []:
+            ended = init.state.terminated if init.state else None
+            if ended is not None and ended.exit_code:
+                return (f"\n--- init container {init.name} failed (exit code {ended.exit_code}) ---\n"
+                        f"{(ended.message or ended.reason or '').rstrip()}")
         answer = operator.client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
                                                          container=operator.base_container_name,
                                                          tail_lines=lines, _preload_content=False)

@@ -83,6 +83,8 @@ class PipelineSettings:
     backend: str = "docker"
     namespace: str = "default"
     allow_host_paths: bool = False
+    startup_timeout: int | None = None  # Kubernetes: seconds to start a step pod (default 120, GPU steps 600)
+    schedule_timeout: int | None = None  # Kubernetes: seconds to schedule it (default: startup_timeout)
     payload: Payload = Payload()
     services: ServiceSettings = ServiceSettings()
     resources: Resources = Resources()
@@ -122,6 +124,11 @@ class Deployment:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
+    storage_class: str | None = None  # of the claims clara-airflow creates (unset: the cluster's default)
+    volume_access_mode: str = "ReadWriteMany"  # volume connections are mounted by a service and its steps
+    volume_size: str = "1Gi"
+    service_data_claim: str = "clara-service-data"  # the services' data folder (NVIDIA_CLARA_SERVICE_DATA_PATH)
+    service_data_size: str = "10Gi"
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -208,6 +215,28 @@ def _tolerations(raw: str) -> tuple[dict[str, Any], ...]:
     return tuple(value)
 
 
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _quantity(raw: str) -> str:
+    if not _QUANTITY.fullmatch(raw.strip()):
+        raise ValueError("must be a Kubernetes quantity, like 10Gi or 500Mi")
+    return raw.strip()
+
+
+def _k8s_name(raw: str) -> str:
+    if not _NAME.fullmatch(raw.strip()):
+        raise ValueError("must be a Kubernetes name (lower-case letters, digits and '-', at most 63)")
+    return raw.strip()
+
+
+def _access_mode(raw: str) -> str:
+    if raw.strip() not in ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"):
+        raise ValueError("must be ReadWriteMany, ReadWriteOnce or ReadWriteOncePod")
+    return raw.strip()
+
+
 def _json(raw: str, empty: str) -> Any:
     try:
         return json.loads(raw.strip() or empty)
@@ -220,7 +249,9 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "payload_root": _optional, "init_image": _text, "service_heartbeat": _seconds, "step_user": _user,
     "keep_failed_pods": _bool, "kubernetes_conn_id": _optional, "kube_config_file": _optional,
     "in_cluster": _optional_bool, "service_account": _optional, "node_selector": _selector,
-    "gpu_node_selector": _selector, "tolerations": _tolerations,
+    "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
+    "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
+    "service_data_size": _quantity,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
 

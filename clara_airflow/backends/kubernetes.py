@@ -3,25 +3,28 @@ provider's KubernetesHook. Step pods are decided in ``kubernetes_steps.py`` and 
 ``clara_airflow.operators.kubernetes_step``.
 
 The object *name* ``clara-svc-<id>`` is the start lock: a second create gets HTTP 409 (AlreadyExists)
-and reuses the winner's Deployment. Connection values are ``<name>.<namespace>.svc.cluster.local:<port>``.
+and reuses the winner's Deployment. Connection values are ``<name>.<namespace>.svc:<port>``. Pods run
+under Pod Security "restricted" (non-root, no capabilities, RuntimeDefault seccomp); the service data
+folder and volume connections are PersistentVolumeClaims.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cached_property
 from typing import Any
 
-from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED, Managed, ServiceInstance, StepContainer
+from clara_airflow.backends import kubernetes_services as objects
+from clara_airflow.backends.base import LABEL_ID, Managed, ServiceInstance, StepContainer
 from clara_airflow.backends.kubernetes_pods import age as _age
-from clara_airflow.backends.kubernetes_pods import hook_kwargs, resources, scheduling
+from clara_airflow.backends.kubernetes_pods import hook_kwargs
+from clara_airflow.backends.kubernetes_services import SPEC_HASH
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
 from clara_airflow.settings import Options
 
-CONTAINER = "service"
+CONTAINER = objects.CONTAINER
 
 
 class KubernetesBackend:
@@ -61,69 +64,21 @@ class KubernetesServiceManager:
         return self.hook.apps_v1_client
 
     def host(self, sid: str) -> str:
-        return f"{service_name(sid)}.{self.namespace}.svc.cluster.local"
+        """``<name>.<namespace>.svc``: resolves whatever the cluster's DNS domain is."""
+        return f"{service_name(sid)}.{self.namespace}.svc"
 
-    # -- objects ----------------------------------------------------------------------------------------
+    # -- objects (decided in kubernetes_services.py) ------------------------------------------------------
     def deployment(self, svc: ServicePlan) -> Any:
-        """The Deployment of one identity (deterministic: a golden test pins it)."""
-        from kubernetes.client import models as k8s
-
-        env = [k8s.V1EnvVar(name=k, value=v) for k, v in svc.variables]
-        env.append(k8s.V1EnvVar(name=DATA_PATH_VAR, value=self.data_dir))
-        ports = svc.ports
-        volumes = [k8s.V1Volume(name="service-data", empty_dir=k8s.V1EmptyDirVolumeSource())]
-        mounts = [k8s.V1VolumeMount(name="service-data", mount_path=self.data_dir)]
-        for index, (_, path) in enumerate(svc.volumes):
-            volumes.append(k8s.V1Volume(name=f"volume-{index}", persistent_volume_claim=(
-                k8s.V1PersistentVolumeClaimVolumeSource(claim_name=volume_name(svc.id, path)))))
-            mounts.append(k8s.V1VolumeMount(name=f"volume-{index}", mount_path=path))
-        for index, (host, path) in enumerate(svc.host_mounts):
-            volumes.append(k8s.V1Volume(name=f"host-{index}", host_path=k8s.V1HostPathVolumeSource(path=host)))
-            mounts.append(k8s.V1VolumeMount(name=f"host-{index}", mount_path=path, read_only=True))
-        probe = k8s.V1Probe(tcp_socket=k8s.V1TCPSocketAction(port=ports[0]), period_seconds=2,
-                            failure_threshold=3) if ports else None
-        selector, tolerations = scheduling(self.deployment_options, svc.requests.gpu)
-        labels = {LABEL_ID: svc.id, LABEL_MANAGED: "true"}
-        container = k8s.V1Container(
-            name=CONTAINER, image=f"{svc.image}:{svc.tag}", args=list(svc.command) or None, env=env,
-            ports=[k8s.V1ContainerPort(container_port=p, name=f"p{p}") for p in ports] or None,
-            readiness_probe=probe, resources=resources(svc.requests), volume_mounts=mounts,
-            security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False))
-        return k8s.V1Deployment(
-            api_version="apps/v1", kind="Deployment",
-            metadata=k8s.V1ObjectMeta(name=service_name(svc.id), namespace=self.namespace, labels=labels,
-                                      annotations={"clara-airflow/identity": json.dumps(
-                                          [svc.image, svc.tag, list(svc.command)])}),
-            spec=k8s.V1DeploymentSpec(
-                replicas=1, selector=k8s.V1LabelSelector(match_labels={LABEL_ID: svc.id}),
-                template=k8s.V1PodTemplateSpec(
-                    metadata=k8s.V1ObjectMeta(labels=labels),
-                    spec=k8s.V1PodSpec(containers=[container], volumes=volumes, node_selector=selector,
-                                       tolerations=tolerations,
-                                       service_account_name=self.deployment_options.service_account))))
+        return objects.deployment(svc, self.namespace, self.data_dir, self.deployment_options)
 
     def service(self, svc: ServicePlan) -> Any:
-        from kubernetes.client import models as k8s
-
-        ports = svc.ports
-        return k8s.V1Service(
-            api_version="v1", kind="Service",
-            metadata=k8s.V1ObjectMeta(name=service_name(svc.id), namespace=self.namespace,
-                                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true"}),
-            spec=k8s.V1ServiceSpec(selector={LABEL_ID: svc.id}, type="ClusterIP",
-                                   ports=[k8s.V1ServicePort(name=f"p{p}", port=p, target_port=p) for p in ports]
-                                   or [k8s.V1ServicePort(name="none", port=80, target_port=80)]))
+        return objects.service(svc, self.namespace)
 
     def claim(self, sid: str, path: str) -> Any:
-        from kubernetes.client import models as k8s
+        return objects.claim(sid, path, self.namespace, self.deployment_options)
 
-        return k8s.V1PersistentVolumeClaim(
-            api_version="v1", kind="PersistentVolumeClaim",
-            metadata=k8s.V1ObjectMeta(name=volume_name(sid, path), namespace=self.namespace,
-                                      labels={LABEL_ID: sid, LABEL_MANAGED: "true"}),
-            spec=k8s.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteMany"],
-                                                 resources=k8s.V1VolumeResourceRequirements(
-                                                     requests={"storage": "1Gi"})))
+    def data_claim(self) -> Any:
+        return objects.data_claim(self.namespace, self.deployment_options)
 
     # -- find or start ------------------------------------------------------------------------------------
     def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
@@ -142,7 +97,11 @@ class KubernetesServiceManager:
         deadline = time.monotonic() + timeout
         for _, path in svc.volumes:
             self._create(self.core.create_namespaced_persistent_volume_claim, self.claim(svc.id, path))
-        created = self._create(self.apps.create_namespaced_deployment, self.deployment(svc))
+        self._create(self.core.create_namespaced_persistent_volume_claim, self.data_claim())
+        wanted = self.deployment(svc)
+        created = self._create(self.apps.create_namespaced_deployment, wanted)
+        if not created:
+            self._compare(wanted, log)
         if not self._create(self.core.create_namespaced_service, self.service(svc)):
             self._add_ports(svc, log)
         log.info("%s Deployment %s in namespace %s", "created" if created else "found", name, self.namespace)
@@ -187,6 +146,7 @@ class KubernetesServiceManager:
                 self.apps.patch_namespaced_deployment(name, self.namespace, {"spec": {"replicas": 1}})
             elif (deployment.status.ready_replicas or 0) >= 1:
                 return deployment
+            self._fail_if_refused(svc, deployment)
             self._fail_if_crashing(svc)
             if time.monotonic() > deadline:
                 raise ServiceError(f"service {name} ({svc.image}:{svc.tag}) was not ready in time "
@@ -207,14 +167,33 @@ class KubernetesServiceManager:
                                        f"{pod.metadata.name} is {waiting.reason} ({waiting.message or 'no message'})"
                                        f"{self._events(svc.id)}", logs=self.logs(svc.id))
 
+    def _fail_if_refused(self, svc: ServicePlan, deployment: Any) -> None:
+        """The Deployment cannot create its pod (Pod Security, a quota, a missing ServiceAccount): its
+        ``ReplicaFailure`` condition says why, at once instead of after the start timeout."""
+        for condition in (deployment.status.conditions or []) if deployment.status else []:
+            if condition.type == "ReplicaFailure" and condition.status == "True":
+                raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) cannot create its pod: "
+                                   f"{condition.reason}: {condition.message}{self._events(svc.id)}")
+
+    def _compare(self, wanted: Any, log: Any) -> None:
+        """A running identity keeps its start configuration (section 7.4): a different one is reported."""
+        found = self.apps.read_namespaced_deployment(wanted.metadata.name, self.namespace)
+        have = ((found.metadata.annotations or {}) if found.metadata else {}).get(SPEC_HASH)
+        if have != wanted.metadata.annotations[SPEC_HASH]:
+            log.warning("service %s runs with another configuration than this pipeline asks for (resources, "
+                        "variables, volumes, pull secrets or scheduling differ); it is reused as it is. Stop it "
+                        "with 'clara-airflow services stop %s' for the next run to start it with this one",
+                        wanted.metadata.name, wanted.metadata.labels[LABEL_ID])
+
     def _events(self, sid: str) -> str:
+        """Recent events of the service's Deployment, ReplicaSets and pods (all named ``clara-svc-<id>...``)."""
         try:
             events = self.core.list_namespaced_event(self.namespace).items
         except Exception:
             return ""
-        names = {p.metadata.name for p in self._pods(sid)} | {service_name(sid)}
+        prefix = service_name(sid)
         lines = [f"{e.reason}: {e.message}" for e in events
-                 if e.involved_object is not None and e.involved_object.name in names][-10:]
+                 if e.involved_object is not None and str(e.involved_object.name or "").startswith(prefix)][-10:]
         return ("\n--- recent events ---\n" + "\n".join(lines)) if lines else ""
 
     # -- administration -------------------------------------------------------------------------------------

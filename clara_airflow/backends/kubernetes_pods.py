@@ -1,14 +1,50 @@
 """Kubernetes helpers shared by step pods and service Deployments: resources, GPU scheduling, the
-hook's connection arguments, and an object's age. Pure: the kubernetes client is imported lazily."""
+Pod Security "restricted" contexts, the hook's connection arguments, and an object's age. Pure: the
+kubernetes client is imported lazily."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from clara_airflow.backends.layout import step_user
 from clara_airflow.compiler.plan import Requests
+from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.settings import Deployment
 
-__all__ = ["age", "hook_kwargs", "resources", "scheduling"]
+__all__ = ["DEFAULT_USER", "age", "container_security", "hook_kwargs", "pod_security", "pod_user", "resources",
+           "scheduling"]
+
+# Pods run as this UID:GID unless [clara] step_user says otherwise: Pod Security "restricted" admits no root.
+DEFAULT_USER = (1000, 1000)
+
+
+def pod_user(raw: str | None) -> tuple[int, int]:
+    """The (uid, gid) every step and service container runs as on Kubernetes (never root)."""
+    user = step_user(raw, local=False) or DEFAULT_USER
+    if user[0] == 0:
+        raise ClaraAirflowError(f"[clara] step_user {raw!r}: Kubernetes pods run as a non-root user (Pod Security "
+                                "'restricted' refuses root); use a UID other than 0, or leave it unset for 1000:1000")
+    return user
+
+
+def container_security() -> Any:
+    """What Pod Security "restricted" asks of every container: no privilege escalation, no capabilities,
+    the runtime's default seccomp profile, and a non-root user (set on the pod)."""
+    from kubernetes.client import models as k8s
+
+    return k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+                                 capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                                 seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
+def pod_security(user: tuple[int, int]) -> Any:
+    """The pod's user and group, and ``fsGroup`` so that mounted volumes are writable by that group
+    (``OnRootMismatch``: the kubelet changes ownership only when the volume's root does not match)."""
+    from kubernetes.client import models as k8s
+
+    return k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=user[0], run_as_group=user[1],
+                                    fs_group=user[1], fs_group_change_policy="OnRootMismatch",
+                                    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 
 def resources(req: Requests) -> Any:

@@ -14,21 +14,33 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from clara_airflow.backends.kubernetes_pods import container_security
 from clara_airflow.backends.layout import RUN_MARKER, run_folder_name
 from clara_airflow.compiler.plan import StepPlan
 
-__all__ = ["PREPARE_SCRIPT", "PodRun", "label_value", "pod_name", "pod_run"]
+_LABEL = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?")
+
+__all__ = ["PREPARE", "PREPARE_SCRIPT", "PodRun", "label_value", "pod_name", "pod_run"]
 
 OUTPUT_VOLUME, PAYLOAD_VOLUME, WORK_DIR = "clara-output", "clara-payload", "/clara-output"
-# The init container's script is constant: run id, folder and step reach it only as environment values.
+# The init container's script is constant: run id, folders and step reach it only as environment values.
+# It runs as the step's own (non-root) user: group-writable folders (umask 002, the pod's fsGroup) instead
+# of a chown. The run marker is claimed atomically: written in full to a temp file, then hard-linked
+# (``ln`` fails when the marker exists), so a parallel step never reads a half-written marker.
 PREPARE_SCRIPT = (
-    'set -eu; d="$CLARA_ROOT/$CLARA_RUN_DIR"; mkdir -p "$d"; '
-    'if ! (set -C; printf "%s" "$CLARA_RUN_ID" > "$d/' + RUN_MARKER + '") 2>/dev/null; then '
-    'owner=$(cat "$d/' + RUN_MARKER + '"); if [ "$owner" != "$CLARA_RUN_ID" ]; then '
+    'set -eu; umask 002; '
+    'if [ -n "${CLARA_PAYLOAD_CHECK:-}" ] && [ ! -d "$CLARA_PAYLOAD_CHECK" ]; then '
+    'echo "input payload $CLARA_PAYLOAD is not a folder on the claim $CLARA_CLAIM; check clara_payload" >&2; exit 2; fi; '
+    'd="$CLARA_ROOT/$CLARA_RUN_DIR"; mkdir -p "$d"; t="$d/.claim-${HOSTNAME:-x}-$CLARA_STEP"; '
+    'printf "%s" "$CLARA_RUN_ID" > "$t"; '
+    'if ! ln "$t" "$d/' + RUN_MARKER + '" 2>/dev/null; then owner=$(cat "$d/' + RUN_MARKER + '"); '
+    'if [ "$owner" != "$CLARA_RUN_ID" ]; then rm -f "$t"; '
     'echo "output folder $d belongs to run $owner, not $CLARA_RUN_ID; refusing to overwrite it" >&2; exit 1; fi; fi; '
-    'rm -rf "$d/$CLARA_STEP"; mkdir -p "$d/$CLARA_STEP"; for s in $CLARA_SUBS; do mkdir -p "$d/$CLARA_STEP/$s"; done; '
-    'if [ -n "${CLARA_OWNER:-}" ]; then chown -R "$CLARA_OWNER" "$d/$CLARA_STEP"; fi'
+    'rm -f "$t"; rm -rf "$d/$CLARA_STEP"; mkdir -p "$d/$CLARA_STEP"; '
+    'for s in $CLARA_SUBS; do mkdir -p "$d/$CLARA_STEP/$s"; done'
 )
+CLAIM_ROOT = "/clara-claim"
+PREPARE = "clara-prepare-output"
 
 
 @dataclass(frozen=True)
@@ -45,25 +57,26 @@ class PodRun:
 
 
 def label_value(text: str) -> str:
-    """A valid label value (63 characters of ``A-Za-z0-9_.-``); long or odd text keeps a hash suffix."""
-    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip("_.-")
-    if clean == text and len(text) <= 63:
+    """A valid label value by construction: at most 63 characters of ``A-Za-z0-9_.-``, beginning and
+    ending with a letter or digit. Text that is not one already keeps a hash suffix, so it stays unique."""
+    if len(text) <= 63 and _LABEL.fullmatch(text):
         return text
-    return f"{clean[:50].strip('_.-')}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:50].strip("_.-")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{clean}-{digest}" if clean else digest
 
 
 def pod_name(step_name: str) -> str:
-    """The pod name prefix of a step (the provider appends a random suffix)."""
-    return re.sub(r"[^a-z0-9-]", "-", f"clara-{step_name}".lower())[:50].strip("-")
+    """The pod name prefix of a step, a DNS-1123 label (the provider appends a random suffix)."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", f"clara-{step_name}".lower()))[:50].strip("-")
 
 
 def pod_run(step: StepPlan, env: dict[str, str], payload: str, *, dag_id: str, run_id: str, claim: str | None,
-            output_root: str, init_image: str, owner: str) -> PodRun:
+            output_root: str, init_image: str) -> PodRun:
     """The pod of one step try.
 
     :param step: the step with the run's parameters substituted. :param env: its full environment.
     :param payload: the checked input payload (a path inside the claim, or a node path without one).
-    :param owner: ``UID:GID`` the init container gives the step's output folder to, or ``""``.
     """
     from kubernetes.client import models as k8s
 
@@ -72,7 +85,7 @@ def pod_run(step: StepPlan, env: dict[str, str], payload: str, *, dag_id: str, r
     return PodRun(
         image=f"{step.image}:{step.tag}", args=list(step.command),
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()], volumes=volumes, volume_mounts=mounts,
-        init_containers=[_prepare_container(step, run_id, run_dir, claim, output_root, init_image, owner)],
+        init_containers=[_prepare_container(step, run_id, run_dir, claim, output_root, init_image, payload)],
         labels={"clara-airflow/dag-id": label_value(dag_id), "clara-airflow/operator": label_value(step.name),
                 "clara-airflow/run": label_value(run_folder_name(run_id))})
 
@@ -109,18 +122,27 @@ def _storage(step: StepPlan, payload: str, run_dir: str, claim: str | None,
 
 
 def _prepare_container(step: StepPlan, run_id: str, run_dir: str, claim: str | None, output_root: str,
-                       init_image: str, owner: str) -> Any:
+                       init_image: str, payload: str) -> Any:
+    """Claims the run folder and creates this step's (emptied on a retry), as the step's own user. On a
+    claim it mounts the claim's root, so it creates every folder itself (the kubelet would create a
+    missing sub-path as root) and first checks that the payload exists (the step would otherwise run on
+    an empty folder the kubelet made up)."""
     from kubernetes.client import models as k8s
 
-    volume = PAYLOAD_VOLUME if claim else OUTPUT_VOLUME
-    sub = output_root.strip("/") if claim else None
     subs = " ".join(m.sub for m in step.mounts if m.kind == "output" and m.sub)
-    env = {"CLARA_ROOT": WORK_DIR, "CLARA_RUN_DIR": run_dir, "CLARA_RUN_ID": run_id, "CLARA_STEP": step.name,
-           "CLARA_SUBS": subs, **({"CLARA_OWNER": owner} if owner else {})}
+    env = {"CLARA_RUN_DIR": run_dir, "CLARA_RUN_ID": run_id, "CLARA_STEP": step.name, "CLARA_SUBS": subs}
+    if claim:
+        env["CLARA_ROOT"] = f"{CLAIM_ROOT}/{output_root.strip('/')}".rstrip("/")
+        mounts = [k8s.V1VolumeMount(name=PAYLOAD_VOLUME, mount_path=CLAIM_ROOT)]
+        if any(m.kind == "payload" for m in step.mounts):
+            env.update(CLARA_PAYLOAD=payload, CLARA_CLAIM=claim,
+                       CLARA_PAYLOAD_CHECK=f"{CLAIM_ROOT}/{payload.strip('/')}")
+    else:
+        env["CLARA_ROOT"] = WORK_DIR
+        mounts = [k8s.V1VolumeMount(name=OUTPUT_VOLUME, mount_path=WORK_DIR)]
     return k8s.V1Container(
-        name="clara-prepare-output", image=init_image,
-        command=["/bin/sh", "-c", PREPARE_SCRIPT], env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
-        volume_mounts=[k8s.V1VolumeMount(name=volume, mount_path=WORK_DIR, sub_path=sub)],
+        name=PREPARE, image=init_image, command=["/bin/sh", "-c", PREPARE_SCRIPT],
+        env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()], volume_mounts=mounts,
         resources=k8s.V1ResourceRequirements(requests={"cpu": "100m", "memory": "32Mi"},
                                              limits={"cpu": "100m", "memory": "32Mi"}),
-        security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, privileged=False))
+        security_context=container_security(), termination_message_policy="FallbackToLogsOnError")

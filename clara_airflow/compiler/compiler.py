@@ -33,6 +33,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     merged = merge_settings(spec.airflow, deployment or {})
     settings = PipelineSettings.from_flat({**merged, "parameters": effective_rules(spec, merged["parameters"] or {})})
     _check_schedule(spec, settings)
+    _check_node_paths(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
     upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
@@ -72,6 +73,18 @@ def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
         f"schedule '{settings.schedule}' (from {source}) needs a default input payload: scheduled runs have "
         "no trigger form to ask for clara_payload; set payload.input in x-airflow (or in clara-defaults.yaml, "
         "[clara] payload_input), or remove the schedule"), "V33")])
+
+
+def _check_node_paths(spec: PipelineSpec, settings: PipelineSettings) -> None:
+    """On Kubernetes without ``payload.claim``, payload and outputs are node folders (hostPath volumes),
+    which Pod Security "baseline" and "restricted" refuse: only with ``allow_host_paths``."""
+    if settings.backend != "kubernetes" or settings.payload.claim or settings.allow_host_paths:
+        return
+    line, col = spec.where.get("x-airflow", default=(1, 1))
+    raise SpecError([Problem(spec.path, line, col, (
+        "on Kubernetes, payloads and outputs live on a PersistentVolumeClaim: set payload.claim (x-airflow, "
+        "clara-defaults.yaml or [clara] payload_claim); node folders (hostPath) need allow_host_paths: true and "
+        "a namespace that allows them"), "V33")])
 
 
 def _upstream(op: OperatorSpec, lowered: Mapping[str, OperatorSpec]) -> tuple[str, ...]:
@@ -155,11 +168,12 @@ def _services(spec: PipelineSpec, settings: PipelineSettings, defaults: Mapping[
             env = tuple((h.name, h.name) for h in svc.http) + tuple((v.name, v.name) for v in svc.volumes)
             uses.setdefault(op.name, []).append(ServiceUse(sid, env))
         if op.models:
+            _check_model_repository(spec, op, settings)
             sid = _model_server(groups, settings)
             groups[sid]["consumers"].setdefault(op.name, None)
             groups[sid]["models"].update(dict.fromkeys(op.models))
             uses.setdefault(op.name, []).append(ServiceUse(sid, tuple((n, n) for n in MODEL_VARIABLES)))
-    plans = [_service_plan(sid, g) for sid, g in groups.items()]
+    plans = [_service_plan(sid, g, spec.pull_secrets) for sid, g in groups.items()]
     return plans, {name: tuple(u) for name, u in uses.items()}
 
 
@@ -171,6 +185,17 @@ def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: Pipeline
             f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes, which namespaces under Pod "
             "Security 'baseline' or 'restricted' refuse; set allow_host_paths: true (x-airflow, clara-defaults.yaml "
             "or [clara] allow_host_paths = True) for a privileged namespace, or serve the folder from a volume"), "V33")])
+
+
+def _check_model_repository(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings) -> None:
+    """The inference server of ``models`` reads ``models.repository`` from the node: a hostPath volume."""
+    if settings.backend == "kubernetes" and not settings.allow_host_paths:
+        line, col = op.where.key("models")
+        raise SpecError([Problem(spec.path, line, col, (
+            f"`models` of operator '{op.name}' needs the model repository {settings.models.repository} as a "
+            "hostPath volume on Kubernetes, which namespaces under Pod Security 'baseline' or 'restricted' refuse; "
+            "set allow_host_paths: true (x-airflow, clara-defaults.yaml or [clara] allow_host_paths = True) for a "
+            "privileged namespace, or declare the inference server as a service with a volume connection"), "V33")])
 
 
 def _new_group(image: str, tag: str, command: tuple[str, ...]) -> dict[str, Any]:
@@ -193,7 +218,7 @@ def _model_server(groups: dict[str, dict[str, Any]], settings: PipelineSettings)
     return sid
 
 
-def _service_plan(sid: str, g: dict[str, Any]) -> ServicePlan:
+def _service_plan(sid: str, g: dict[str, Any], pull_secrets: tuple[str, ...]) -> ServicePlan:
     reqs: list[Requests] = g["requests"]
     return ServicePlan(
         id=sid, image=g["image"], tag=g["tag"], command=tuple(g["command"]), names=tuple(g["names"]),
@@ -201,4 +226,5 @@ def _service_plan(sid: str, g: dict[str, Any]) -> ServicePlan:
         variables=tuple(g["variables"].items()),
         requests=Requests(max(r.cpu for r in reqs), max(r.memory for r in reqs), max(r.gpu for r in reqs)),
         consumers=tuple(g["consumers"]), models=tuple(g["models"]), host_mounts=g["host_mounts"],
+        pull_secrets=pull_secrets,
     )

@@ -76,6 +76,7 @@ class ServicePlan:
     :param requests: the per-key maximum over the declarations.
     :param models: models the inference server must serve (implicit model server only).
     :param host_mounts: (host path, container path) mounted read-only (the model repository).
+    :param pull_secrets: the pipeline's ``pull-secrets``, given to the service's pods on Kubernetes.
     """
 
     id: str
@@ -90,6 +91,7 @@ class ServicePlan:
     consumers: tuple[str, ...]
     models: tuple[str, ...] = ()
     host_mounts: tuple[tuple[str, str], ...] = ()
+    pull_secrets: tuple[str, ...] = ()  # the pipeline's image-pull secrets (Kubernetes); not part of the identity
 
     @property
     def ports(self) -> list[int]:

@@ -17,14 +17,24 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
 from clara_airflow.airflow_compat import kpo_log_tail
-from clara_airflow.backends.kubernetes_pods import hook_kwargs, resources, scheduling
-from clara_airflow.backends.kubernetes_steps import pod_name, pod_run
-from clara_airflow.backends.layout import step_user
+from clara_airflow.backends.kubernetes_pods import (
+    container_security,
+    hook_kwargs,
+    pod_security,
+    pod_user,
+    resources,
+    scheduling,
+)
+from clara_airflow.backends.kubernetes_steps import PREPARE, pod_name, pod_run
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.settings import Options
+
+# Seconds a step pod may take to be scheduled and started (x-airflow startup_timeout): a GPU node that
+# scales up from zero and pulls a multi-GB image takes minutes, past the provider's 120 s.
+CPU_STARTUP, GPU_STARTUP = 120, 600
 
 
 class ClaraKubernetesPodOperator(KubernetesPodOperator):
@@ -48,7 +58,8 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         deployment = options.deployment
         selector, tolerations = scheduling(deployment, plan.requests.gpu)
         connection = hook_kwargs(deployment)
-        user = step_user(deployment.step_user, local=False)
+        user = pod_user(deployment.step_user)
+        startup = options.pipeline.startup_timeout or (GPU_STARTUP if plan.requests.gpu else CPU_STARTUP)
         super().__init__(
             name=pod_name(plan.name),
             namespace=options.pipeline.namespace, image=f"{plan.image}:{plan.tag}", cmds=None,
@@ -60,16 +71,17 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             get_logs=True, do_xcom_push=False, log_events_on_failure=True,
             kubernetes_conn_id=connection["conn_id"], config_file=connection["config_file"],
             in_cluster=connection["in_cluster"],
-            container_security_context=k8s.V1SecurityContext(
-                allow_privilege_escalation=False, privileged=False,
-                run_as_user=user[0] if user else None, run_as_group=user[1] if user else None),
+            security_context=pod_security(user), container_security_context=container_security(),
+            automount_service_account_token=False, termination_message_policy="FallbackToLogsOnError",
+            init_container_logs=[PREPARE], startup_timeout_seconds=startup,
+            schedule_timeout_seconds=options.pipeline.schedule_timeout or startup,
+            deferrable=False,  # the triggerer would need the same RBAC; Clara steps are short (docs/kubernetes.md)
             **kwargs,
         )
         self.step = plan
         self.parameters = parameters
         self.services = {sid: svc for sid, svc in services.items()}
         self.options = options
-        self.owner = f"{user[0]}:{user[1]}" if user else ""
         self.service_ids: tuple[str, ...] = ()
 
     def execute(self, context: Any) -> Any:
@@ -94,8 +106,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         self.service_ids = inputs.service_ids
         run = pod_run(inputs.step, inputs.env, inputs.payload, dag_id=context["dag"].dag_id,
                       run_id=context["run_id"], claim=settings.payload.claim,
-                      output_root=settings.payload.output_root, init_image=self.options.deployment.init_image,
-                      owner=self.owner)
+                      output_root=settings.payload.output_root, init_image=self.options.deployment.init_image)
         self.image, self.arguments, self.env_vars = run.image, run.args, run.env
         self.volumes, self.volume_mounts, self.init_containers = run.volumes, run.volume_mounts, run.init_containers
         self.labels = run.labels

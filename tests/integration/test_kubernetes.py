@@ -28,7 +28,9 @@ def cluster(tmp_path_factory: Any) -> Iterator[Any]:
     from tests.kube.kubelet import FakeKubelet
 
     folder = tmp_path_factory.mktemp("kube")
-    with FakeCluster(folder) as fake, FakeKubelet(fake.kubeconfig, TEST_NETWORK, folder / "claims", fake.logs):
+    restricted = frozenset({"clara-e2e", "clara-race"})  # namespaces labelled pod-security.../enforce=restricted
+    with FakeCluster(folder, restricted=tuple(restricted)) as fake, \
+            FakeKubelet(fake.kubeconfig, TEST_NETWORK, folder / "claims", fake.logs, restricted):
         fake.claims = folder / "claims"
         yield fake
     from clara_airflow.services.records import clear_record, read_views
@@ -46,6 +48,12 @@ def kube_env(cluster: Any, monkeypatch: Any) -> Any:
     return cluster
 
 
+def payload(cluster: Any, study: str) -> str:
+    """A study folder on the claim, as the hospital's transfer would leave it; the path the run gets."""
+    (cluster.claims / "clara-data" / "incoming" / study).mkdir(parents=True, exist_ok=True)
+    return f"/incoming/{study}"
+
+
 def deployments(cluster: Any, namespace: str = "clara-e2e") -> list[Any]:
     from kubernetes import client, config
 
@@ -58,10 +66,10 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
 
     (svc,) = compile_pipeline(load_pipeline(DAGS / f"{DAG_ID}.yaml")).services
     dag = DagBag(dag_folder=str(DAGS)).dags[DAG_ID]  # parsed with the cluster's [clara] options, as a worker would
-    first = dag.test(run_conf={"clara_payload": "/incoming/study-1"})
+    first = dag.test(run_conf={"clara_payload": payload(kube_env, "study-1")})
     assert first.state == "success", {ti.task_id: ti.state for ti in first.get_task_instances()}
     run_dir = kube_env.claims / "clara-data" / "out" / DAG_ID / run_folder_name(first.run_id)
-    expected = f"clara-svc-{svc.id}.clara-e2e.svc.cluster.local:8087"
+    expected = f"clara-svc-{svc.id}.clara-e2e.svc:8087"
     assert (run_dir / "ask-one" / "uri").read_text().strip() == expected
     assert (run_dir / "ask-two" / "uri").read_text().strip() == expected
     assert (run_dir / "ask-two" / "first-uri").read_text().strip() == expected  # upstream output mounted
@@ -76,7 +84,7 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
     assert record is not None and not isinstance(record, BadRecord) and record.backend == "kubernetes"
     assert record.location["namespace"] == "clara-e2e" and record.host == expected.rsplit(":", 1)[0]
 
-    second = dag.test(run_conf={"clara_payload": "/incoming/study-2"})
+    second = dag.test(run_conf={"clara_payload": payload(kube_env, "study-2")})
     assert second.state == "success"
     (again,) = deployments(kube_env)
     assert again.metadata.uid == deployment.metadata.uid  # reused, not re-created
@@ -86,12 +94,43 @@ def test_a_failing_pod_reports_its_output(kube_env: Any, airflow_db: None, capfd
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(DAGS)).dags["it-kube-fail"]
-    run = dag.test(run_conf={"clara_payload": "/incoming/study-3"})
+    run = dag.test(run_conf={"clara_payload": payload(kube_env, "study-3")})
     assert run.state == "failed"
     out, err = capfd.readouterr()
     assert "operator 'breaks' (clara-airflow/busybox:1) failed" in out + err
     start = (out + err).find("last pod output")
     assert "--- last pod output ---\nkube-failure-marker-7" in out + err, (out + err)[start - 300:start + 400]
+
+
+def test_a_missing_payload_fails_in_the_init_container_and_says_so(kube_env: Any, airflow_db: None,
+                                                                   capfd: Any) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).dags[DAG_ID]
+    run = dag.test(run_conf={"clara_payload": "/incoming/never-arrived"})
+    assert run.state == "failed"
+    out, err = capfd.readouterr()
+    assert "--- init container clara-prepare-output failed (exit code 2) ---" in out + err
+    assert "input payload /incoming/never-arrived is not a folder on the claim clara-data" in out + err
+    assert not (kube_env.claims / "clara-data" / "incoming" / "never-arrived").exists(), "no empty folder is left"
+
+
+def test_a_deployment_that_restricted_refuses_is_reported_at_once(kube_env: Any) -> None:
+    import dataclasses
+    import time
+
+    from clara_airflow.errors import ServiceError
+
+    token = uuid.uuid4().hex[:12]
+    svc = dataclasses.replace(busybox_service(token, "exec httpd -f -p 8089 -h /", 8089, "hosty"),
+                              host_mounts=(("/srv/models", "/srv/models"),))
+    manager = KubernetesServiceManager(make_options({"namespace": "clara-race",
+                                                     "kube_config_file": str(kube_env.kubeconfig)}))
+    began = time.monotonic()
+    with pytest.raises(ServiceError, match="cannot create its pod: FailedCreate: .*violates PodSecurity.*hostPath"):
+        manager.ensure(svc, timeout=60, log=logging.getLogger("refused"))
+    assert time.monotonic() - began < 20, "reported from the Deployment's condition, not after the start timeout"
+    manager.stop(token)
 
 
 def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
@@ -110,7 +149,7 @@ def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
         thread.join()
     assert len(results) == 8
     assert sum(r.created for r in results) == 1
-    assert {r.host for r in results} == {f"clara-svc-{token}.clara-race.svc.cluster.local"}
+    assert {r.host for r in results} == {f"clara-svc-{token}.clara-race.svc"}
     assert [d.metadata.name for d in deployments(kube_env, "clara-race")] == [f"clara-svc-{token}"]
     manager = KubernetesServiceManager(options)
     assert manager.status(token) == "running"

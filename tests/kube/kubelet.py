@@ -1,16 +1,21 @@
 """A small fake kubelet: runs the pods and Deployments created in the fake API as Docker containers.
 
 Pods run their init containers, then their first container, with env, command/args and volumes
-(a claim is a folder under ``claims/``, a hostPath the host folder, sub-paths honoured); their status
-and logs are written back. A Deployment's pod template runs detached on the test network with the
-Service's DNS names as network aliases, and is reported ready once its readiness port answers.
-Test code only, never shipped.
+(a claim is a folder under ``claims/``, a hostPath the host folder, sub-paths honoured), as the pod's
+``runAsUser``/``runAsGroup``, with ``fsGroup`` applied to each volume's root as the kubelet does
+(group-owned, setgid, group-writable, only when the root's group differs: ``OnRootMismatch``). Their
+status, termination messages (``FallbackToLogsOnError``) and logs are written back. A Deployment's pod
+template runs detached on the test network with the Service's DNS names as network aliases, and is
+reported ready once its readiness port answers; in a restricted namespace a template that breaks Pod
+Security gets the ``ReplicaFailure`` condition a ReplicaSet would report. Test code only.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -26,8 +31,20 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _status(spec: Any, code: int, output: bytes, started: str) -> dict[str, Any]:
+    """A terminated container's status; ``FallbackToLogsOnError`` puts the log tail into the message."""
+    terminated: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                  "startedAt": started, "finishedAt": now()}
+    if code and spec.termination_message_policy == "FallbackToLogsOnError":
+        terminated["message"] = "\n".join(output.decode("utf-8", "replace").splitlines()[-80:])[-2048:]
+    return {"name": spec.name, "ready": False, "restartCount": 0, "image": "", "imageID": "",
+            "state": {"terminated": terminated}}
+
+
 class FakeKubelet:
-    def __init__(self, kubeconfig: Path, network: str, claims: Path, logs: dict[tuple[str, str], bytes]) -> None:
+    def __init__(self, kubeconfig: Path, network: str, claims: Path, logs: dict[tuple[str, str], bytes],
+                 restricted: frozenset[str] = frozenset()) -> None:
+        self.restricted = restricted
         api = config.new_client_from_config(str(kubeconfig))
         self.core, self.apps = client.CoreV1Api(api), client.AppsV1Api(api)
         self.docker = docker.from_env()
@@ -64,13 +81,33 @@ class FakeKubelet:
                 self.seen.add(key)
                 threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
 
-    def _binds(self, pod: Any, mounts: list[Any]) -> dict[str, dict[str, str]]:
+    def _roots(self, pod: Any) -> dict[str, Path]:
         roots = {}
         for volume in pod.spec.volumes or []:
             if volume.persistent_volume_claim is not None:
                 roots[volume.name] = self.claims / volume.persistent_volume_claim.claim_name
             elif volume.host_path is not None:
                 roots[volume.name] = Path(volume.host_path.path)
+        return roots
+
+    def _apply_fs_group(self, pod: Any) -> None:
+        group = pod.spec.security_context.fs_group if pod.spec.security_context else None
+        if group is None:
+            return
+        for volume in pod.spec.volumes or []:
+            if volume.persistent_volume_claim is None:
+                continue  # the kubelet applies fsGroup to volumes that support ownership management
+            root = self.claims / volume.persistent_volume_claim.claim_name
+            root.mkdir(parents=True, exist_ok=True)
+            if root.stat().st_gid == group:
+                continue  # OnRootMismatch
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, -1, group, follow_symlinks=False)
+                if not path.is_symlink():
+                    os.chmod(path, path.stat().st_mode | stat.S_IRWXG | (stat.S_ISGID if path.is_dir() else 0))
+
+    def _binds(self, pod: Any, mounts: list[Any]) -> dict[str, dict[str, str]]:
+        roots = self._roots(pod)
         binds = {}
         for mount in mounts or []:
             if mount.name not in roots:
@@ -82,10 +119,14 @@ class FakeKubelet:
 
     def _container(self, pod: Any, spec: Any) -> tuple[int, bytes]:
         env = {e.name: e.value for e in spec.env or [] if e.value is not None}
+        ctx = pod.spec.security_context
+        user = f"{ctx.run_as_user}:{ctx.run_as_group or ctx.run_as_user}" if ctx and ctx.run_as_user else None
+        groups = [ctx.fs_group] if ctx and ctx.fs_group is not None else None
         container = self.docker.containers.run(
             spec.image, command=spec.args or None, entrypoint=spec.command or None, environment=env,
-            volumes=self._binds(pod, spec.volume_mounts), network=self.network, detach=True,
-            labels={LABEL: "pod"}, name=f"kube-{pod.metadata.namespace}-{pod.metadata.name}-{spec.name}")
+            volumes=self._binds(pod, spec.volume_mounts), network=self.network, detach=True, user=user,
+            group_add=groups, labels={LABEL: "pod"},
+            name=f"kube-{pod.metadata.namespace}-{pod.metadata.name}-{spec.name}")
         try:
             code = int(container.wait(timeout=300)["StatusCode"])
             return code, container.logs()
@@ -95,20 +136,24 @@ class FakeKubelet:
     def _run_pod(self, pod: Any) -> None:
         started = now()
         code, output = 0, b""
+        self._apply_fs_group(pod)
+        inits = []
         for init in pod.spec.init_containers or []:
             code, output = self._container(pod, init)
+            inits.append(_status(init, code, output, started))
             if code:
                 break
+        main = pod.spec.containers[0]
         if code == 0:
-            code, output = self._container(pod, pod.spec.containers[0])
+            code, output = self._container(pod, main)
+            state = _status(main, code, output, started)
+        else:
+            state = {"name": main.name, "ready": False, "restartCount": 0, "image": "", "imageID": "",
+                     "state": {"waiting": {"reason": "PodInitializing"}}}
         self.logs[(pod.metadata.namespace, pod.metadata.name)] = output
-        name = pod.spec.containers[0].name
         status = {"phase": "Succeeded" if code == 0 else "Failed", "startTime": started,
                   "conditions": [{"type": "PodScheduled", "status": "True"}],
-                  "containerStatuses": [{"name": name, "ready": False, "restartCount": 0, "image": "", "imageID": "",
-                                         "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0
-                                                                  else "Error", "startedAt": started,
-                                                                  "finishedAt": now()}}}]}
+                  "initContainerStatuses": inits, "containerStatuses": [state]}
         self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     # -- deployments -----------------------------------------------------------------------------------
@@ -117,6 +162,8 @@ class FakeKubelet:
         for deployment in self.apps.list_deployment_for_all_namespaces(_request_timeout=5).items:
             key = (deployment.metadata.namespace, deployment.metadata.name)
             if (deployment.spec.replicas or 0) < 1:
+                continue
+            if self._refused(deployment):
                 continue
             live.add(key)
             if key not in self.services:
@@ -128,13 +175,31 @@ class FakeKubelet:
         for key in set(self.services) - live:
             self.docker.containers.get(self.services.pop(key)).remove(force=True)
 
+    def _refused(self, deployment: Any) -> bool:
+        """In a restricted namespace, a template that breaks Pod Security never gets a pod."""
+        from tests.kube.admission import restricted_problems
+
+        if deployment.metadata.namespace not in self.restricted:
+            return False
+        template = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
+        problems = restricted_problems(template.get("spec") or {})
+        if problems and not (deployment.status and deployment.status.conditions):
+            message = (f'pods "{deployment.metadata.name}-x" is forbidden: violates PodSecurity "restricted:latest": '
+                       + "; ".join(problems))
+            self.apps.patch_namespaced_deployment_status(deployment.metadata.name, deployment.metadata.namespace, {
+                "status": {"conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                           "message": message}]}})
+        return bool(problems)
+
     def _start_service(self, deployment: Any) -> str:
         name, ns = deployment.metadata.name, deployment.metadata.namespace
         spec = deployment.spec.template.spec.containers[0]
         api = self.docker.api
         aliases = [name, f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+        ctx = deployment.spec.template.spec.security_context
+        user = f"{ctx.run_as_user}:{ctx.run_as_group or ctx.run_as_user}" if ctx and ctx.run_as_user else None
         created = api.create_container(
-            spec.image, command=spec.args or None, entrypoint=spec.command or None,
+            spec.image, user=user, command=spec.args or None, entrypoint=spec.command or None,
             environment={e.name: e.value for e in spec.env or [] if e.value is not None},
             labels={LABEL: "deployment"}, name=f"kube-{ns}-{name}",
             host_config=api.create_host_config(network_mode=self.network),

@@ -37,3 +37,28 @@ def test_the_sdk_run_state_call_exists() -> None:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     assert callable(RuntimeTaskInstance.get_dagrun_state)
+
+
+def test_kpo_log_tail_says_why_an_init_container_failed_else_shows_the_last_lines() -> None:
+    from unittest.mock import MagicMock
+
+    from kubernetes.client import models as k8s
+
+    from clara_airflow.airflow_compat import kpo_log_tail
+
+    def status(code: int) -> k8s.V1PodStatus:
+        ended = k8s.V1ContainerStateTerminated(exit_code=code, message="input payload /x is not a folder")
+        return k8s.V1PodStatus(init_container_statuses=[k8s.V1ContainerStatus(
+            name="clara-prepare-output", state=k8s.V1ContainerState(terminated=ended), image="", image_id="",
+            ready=False, restart_count=0)])
+
+    operator = MagicMock(base_container_name="base")
+    operator.pod.metadata.name, operator.pod.metadata.namespace = "p", "ns"
+    operator.client.read_namespaced_pod.return_value = k8s.V1Pod(status=status(2))
+    assert kpo_log_tail(operator, 20) == ("\n--- init container clara-prepare-output failed (exit code 2) ---\n"
+                                          "input payload /x is not a folder")
+    operator.client.read_namespaced_pod.return_value = k8s.V1Pod(status=status(0))
+    operator.client.read_namespaced_pod_log.return_value.data = b"step said this\n"
+    assert kpo_log_tail(operator, 20) == "\n--- last pod output ---\nstep said this"
+    operator.pod = None
+    assert kpo_log_tail(operator, 20) == ""

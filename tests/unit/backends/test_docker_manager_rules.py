@@ -90,6 +90,13 @@ def test_defaults_and_options() -> None:
     assert DockerServiceManager.POLL == 0.1
 
 
+def test_the_client_is_made_once_per_manager_for_its_url(monkeypatch: Any) -> None:
+    made: list[str] = []
+    monkeypatch.setattr("clara_airflow.backends.docker.docker_client", lambda url: made.append(url) or object())
+    manager_ = DockerServiceManager(make_options({"docker_url": "tcp://h:2375"}))
+    assert manager_.cli is manager_.cli and made == ["tcp://h:2375"]
+
+
 # -- create ---------------------------------------------------------------------------------------------
 def test_a_created_container_gets_exactly_this(cli: Any, tmp_path: Any, log: Any) -> None:
     cli.inspect_container.side_effect = [not_found(), info(Mounts=[{"Destination": "/store"}])]

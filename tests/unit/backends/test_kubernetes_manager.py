@@ -66,7 +66,7 @@ def test_new_ports_are_added_to_an_existing_service(manager: KubernetesServiceMa
                                                                          template=k8s.V1PodTemplateSpec()),
         status=k8s.V1DeploymentStatus(ready_replicas=1))
     instance = manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
-    assert instance.host == "clara-svc-0123456789ab.radiology.svc.cluster.local"
+    assert instance.host == "clara-svc-0123456789ab.radiology.svc"
     body = core.patch_namespaced_service.call_args.args[2]
     assert [p["port"] for p in body["spec"]["ports"]] == [9000, 8080]
 

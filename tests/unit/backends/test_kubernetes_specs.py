@@ -29,6 +29,12 @@ OPTIONS = Deployment(payload_root="/incoming", service_account="clara-runner",
                      tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},))
 
 
+RESTRICTED_CONTAINER = {"allow_privilege_escalation": False, "privileged": False, "run_as_non_root": True,
+                        "capabilities": {"drop": ["ALL"]}, "seccomp_profile": {"type": "RuntimeDefault"}}
+RESTRICTED_POD = {"run_as_non_root": True, "fs_group_change_policy": "OnRootMismatch",
+                  "seccomp_profile": {"type": "RuntimeDefault"}}
+
+
 def compact(value: Any) -> Any:
     """Drop nulls and empty containers, so goldens hold only what is set."""
     if isinstance(value, dict):
@@ -42,7 +48,7 @@ def compact(value: Any) -> Any:
 class FakeTI:
     def xcom_pull(self, task_ids: str, key: str) -> dict[str, Any]:
         sid = task_ids.rsplit("_", 1)[-1]
-        host = f"clara-svc-{sid}.radiology.svc.cluster.local"
+        host = f"clara-svc-{sid}.radiology.svc"
         return {"id": sid, "connections": {"NVIDIA_CLARA_TRTISURI": f"{host}:8000",
                                            "MODEL_STORE_PATH": "/clara/common/models"}}
 
@@ -79,7 +85,14 @@ def test_pod_specs_match_goldens(path: Path, airflow_db: None) -> None:
 
 def test_pods_without_a_claim_use_node_paths(airflow_db: None) -> None:
     path = next(p for p in VALID if p.name.startswith("02-"))
-    check_golden("pods-02-node-paths", pods_of(path, {**SETTINGS, "payload.claim": None}))
+    check_golden("pods-02-node-paths", pods_of(path, {**SETTINGS, "payload.claim": None, "allow_host_paths": True}))
+
+
+def test_node_paths_on_kubernetes_need_allow_host_paths() -> None:
+    from clara_airflow.errors import SpecError
+
+    with pytest.raises(SpecError, match="set payload.claim .* node folders \\(hostPath\\) need allow_host_paths"):
+        compile_pipeline(load_pipeline(VALID[0]), {**SETTINGS, "payload.claim": None})
 
 
 def test_pod_spec_contract(airflow_db: None) -> None:
@@ -90,7 +103,7 @@ def test_pod_spec_contract(airflow_db: None) -> None:
     assert main["image"] == "example/nodule-seg:1.0"
     assert "command" not in main  # Clara's command is the args; the image's entrypoint stays
     assert {e["name"] for e in main["env"]} == {"NVIDIA_CLARA_TRTISURI", "MODEL_STORE_PATH"}
-    assert main["env"][0]["value"].endswith(".radiology.svc.cluster.local:8000")
+    assert main["env"][0]["value"].endswith(".radiology.svc:8000")
     assert main["resources"]["limits"] == {"cpu": "1", "memory": "512Mi", "nvidia.com/gpu": "1"}
     assert main["resources"]["requests"] == main["resources"]["limits"]
     mounts = {m["mount_path"]: m for m in main["volume_mounts"]}
@@ -101,11 +114,16 @@ def test_pod_spec_contract(airflow_db: None) -> None:
     assert spec["node_selector"] == {"nvidia.com/gpu.present": "true"}
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert spec["service_account_name"] == "clara-runner"
-    assert main["security_context"] == {"allow_privilege_escalation": False, "privileged": False}
+    assert main["security_context"] == RESTRICTED_CONTAINER
+    assert spec["security_context"] == {**RESTRICTED_POD, "run_as_user": 1000, "run_as_group": 1000, "fs_group": 1000}
+    assert spec["automount_service_account_token"] is False
+    assert main["termination_message_policy"] == "FallbackToLogsOnError"
     assert pod["metadata"]["labels"]["clara-airflow/operator"] == "nodule-seg"
     assert pod["metadata"]["namespace"] == "radiology"
     (init,) = spec["init_containers"]
     assert {e["name"]: e["value"] for e in init["env"]}["CLARA_RUN_ID"] == RUN_ID
+    assert init["security_context"] == RESTRICTED_CONTAINER and "chown" not in init["command"][-1]
+    assert init["termination_message_policy"] == "FallbackToLogsOnError"
     reader = pods["series-reader"]["spec"]["containers"][0]
     assert {m["mount_path"]: m["sub_path"] for m in reader["volume_mounts"]}["/input"] == "incoming/study-0001"
     assert pods["series-reader"]["spec"].get("node_selector") is None
@@ -125,29 +143,40 @@ def test_service_objects_match_goldens(prefix: str) -> None:
     path = next(p for p in VALID if p.name.startswith(prefix))
     (svc,) = compile_pipeline(load_pipeline(path), SETTINGS).services
     manager = KubernetesServiceManager(Options(pipeline_settings(SETTINGS), OPTIONS))
-    objects = {"deployment": manager.deployment(svc).to_dict(), "service": manager.service(svc).to_dict(),
-               "claims": [manager.claim(svc.id, p).to_dict() for _, p in svc.volumes]}
-    check_golden(f"service-{path.stem}", compact(objects))
+    objects = compact({"deployment": manager.deployment(svc).to_dict(), "service": manager.service(svc).to_dict(),
+                       "claims": [manager.claim(svc.id, p).to_dict() for _, p in svc.volumes]})
+    check_golden(f"service-{path.stem}", objects)
     deployment = objects["deployment"]
     assert deployment["metadata"]["name"] == f"clara-svc-{svc.id}"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == list(svc.command) and container.get("command") is None
     assert container["readiness_probe"]["tcp_socket"]["port"] == 8000
+    assert container["security_context"] == RESTRICTED_CONTAINER
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["security_context"]["run_as_non_root"] is True and pod["automount_service_account_token"] is False
+    assert pod.get("image_pull_secrets", []) == [{"name": s} for s in svc.pull_secrets]
+    assert pod["volumes"][0]["persistent_volume_claim"]["claim_name"] == "clara-service-data"
+    assert deployment["metadata"]["annotations"]["clara-airflow/spec-hash"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {e["name"] for e in container["env"]} >= {"NVIDIA_CLARA_SERVICE_DATA_PATH"}
     assert [p["port"] for p in objects["service"]["spec"]["ports"]] == [8000]
-    assert manager.host(svc.id) == f"clara-svc-{svc.id}.radiology.svc.cluster.local"
+    assert manager.host(svc.id) == f"clara-svc-{svc.id}.radiology.svc"
 
 
-def test_step_user_runs_the_step_as_that_user_and_hands_it_its_output_folder() -> None:
-    pods = pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="1000:2000"))
+def test_step_user_runs_the_pod_as_that_user_and_group() -> None:
+    pods = pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="1001:2000"))
     (pod,) = pods.values()
-    (main,) = pod["spec"]["containers"]
-    assert main["security_context"] == {"allow_privilege_escalation": False, "privileged": False,
-                                        "run_as_user": 1000, "run_as_group": 2000}
+    assert pod["spec"]["security_context"] == {**RESTRICTED_POD, "run_as_user": 1001, "run_as_group": 2000,
+                                               "fs_group": 2000}
     (prepare,) = pod["spec"]["init_containers"]
-    assert {"name": "CLARA_OWNER", "value": "1000:2000"} in prepare["env"]
-    assert 'chown -R "$CLARA_OWNER"' in prepare["command"][-1]
+    assert not any(e["name"] == "CLARA_OWNER" for e in prepare["env"]), "the init container runs as the step"
+
+
+def test_root_is_refused_on_kubernetes() -> None:
+    from clara_airflow.errors import ClaraAirflowError
+
+    with pytest.raises(ClaraAirflowError, match="non-root user"):
+        pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="0"))
 
 
 def test_step_user_worker_is_refused_on_kubernetes() -> None:

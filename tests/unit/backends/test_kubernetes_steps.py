@@ -15,7 +15,7 @@ RUN_ID = "manual__2026-12-04T10:00:00+00:00"
 
 def step_of(prefix: str = "02-") -> object:
     plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith(prefix))))
-    return plan.steps[1]
+    return plan.steps[0]  # reads the payload
 
 
 @pytest.mark.parametrize(("claim", "volumes"), [("clara-data", ["clara-payload"]),
@@ -23,16 +23,20 @@ def step_of(prefix: str = "02-") -> object:
 def test_a_pod_reads_its_payload_and_writes_below_the_run_folder(claim: str | None, volumes: list[str]) -> None:
     step = step_of()
     run = pod_run(step, {"A": "1"}, "/incoming/study-1", dag_id="d", run_id=RUN_ID, claim=claim,  # type: ignore[arg-type]
-                  output_root="/clara/out", init_image="busybox:1.36", owner="1000:1000")
+                  output_root="/clara/out", init_image="busybox:1.36")
     assert [v.name for v in run.volumes] == volumes
     assert [(e.name, e.value) for e in run.env] == [("A", "1")]
     assert run.image == f"{step.image}:{step.tag}" and run.args == list(step.command)  # type: ignore[attr-defined]
     (init,) = run.init_containers
     env = {e.name: e.value for e in init.env}
     assert init.command == ["/bin/sh", "-c", PREPARE_SCRIPT] and init.image == "busybox:1.36"
-    assert env["CLARA_RUN_ID"] == RUN_ID and env["CLARA_OWNER"] == "1000:1000"
-    assert env["CLARA_RUN_DIR"].startswith("d/") and init.volume_mounts[0].mount_path == "/clara-output"
-    assert init.volume_mounts[0].sub_path == ("clara/out" if claim else None)
+    assert env["CLARA_RUN_ID"] == RUN_ID and "CLARA_OWNER" not in env
+    assert env.get("CLARA_PAYLOAD_CHECK") == ("/clara-claim/incoming/study-1" if claim else None)
+    assert env["CLARA_RUN_DIR"].startswith("d/")
+    (mount,) = init.volume_mounts  # the volume's root: the init container makes every folder itself
+    assert mount.sub_path is None and not mount.read_only
+    assert (mount.mount_path, env["CLARA_ROOT"]) == (("/clara-claim", "/clara-claim/clara/out") if claim
+                                                     else ("/clara-output", "/clara-output"))
     kinds = [m.kind for m in step.mounts]  # type: ignore[attr-defined]
     assert len(kinds) == len(run.volume_mounts)
     assert [m.read_only for m in run.volume_mounts] == [kind != "output" for kind in kinds]

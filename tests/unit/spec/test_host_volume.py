@@ -43,7 +43,7 @@ def test_on_kubernetes_it_needs_allow_host_paths(tmp_path: Path) -> None:
     path = tmp_path / "lung.yaml"
     path.write_text(LUNG)
     with pytest.raises(SpecError, match=r"lung.yaml:12:23: hostVolumePath /clara/common/models needs a hostPath"):
-        compile_pipeline(load_pipeline(path), {"backend": "kubernetes"})
+        compile_pipeline(load_pipeline(path), {"backend": "kubernetes", "payload.claim": "clara-data"})
     (svc,) = compile_pipeline(load_pipeline(path), {"backend": "kubernetes", "allow_host_paths": True}).services
     assert svc.host_mounts
 
