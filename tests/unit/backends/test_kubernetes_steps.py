@@ -3,6 +3,8 @@ without a cluster or an operator (the golden tests check the same pods through t
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from clara_airflow.backends.kubernetes_steps import PREPARE_SCRIPT, label_value, pod_name, pod_run
@@ -54,3 +56,27 @@ def test_label_values_are_kept_when_valid_and_hashed_when_not(text: str, valid: 
 def test_pod_names_are_lower_case_dns_labels() -> None:
     assert pod_name("Dicom_Reader") == "clara-dicom-reader"
     assert len(pod_name("x" * 100)) <= 50
+
+
+def _prepare(root: str, run_id: str, step: str) -> subprocess.Popen[bytes]:
+
+    env = {"CLARA_ROOT": root, "CLARA_RUN_DIR": "d/run", "CLARA_RUN_ID": run_id, "CLARA_STEP": step,
+           "CLARA_SUBS": "a b", "HOSTNAME": f"pod-{step}", "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(["/bin/sh", "-c", PREPARE_SCRIPT], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_the_run_marker_is_claimed_atomically_by_parallel_steps(tmp_path: object) -> None:
+    """300 steps of one run start together and all proceed; a step of another run is refused with the
+    owner's id. (The marker is complete before it is visible, by construction: a temp file hard-linked.
+    On a local disk the old `set -C` write passes this too; its empty-marker window needs a slow
+    filesystem such as NFS, where it was seen.)"""
+    root = str(tmp_path)
+    for round_ in range(3):
+        procs = [_prepare(f"{root}/{round_}", "run-A", f"s{i}") for i in range(100)]
+        failures = [p.communicate()[1].decode() for p in procs if p.wait() != 0]
+        assert failures == []
+    other = _prepare(f"{root}/0", "run-B", "late")
+    _, err = other.communicate()
+    assert other.returncode == 1 and "belongs to run run-A, not run-B" in err.decode()
+    assert sorted(p.name for p in (tmp_path / "0" / "d" / "run").iterdir())[:3] == [".clara-run-id", "s0", "s1"]  # type: ignore[operator]
