@@ -248,6 +248,7 @@ def test_loader_files_are_the_visible_py_files_calling_load_dags(tmp_path: Path)
     write(tmp_path, "d.py", "print('no call')\n")
     write(tmp_path, "late.py", "#" * 65536 + call)
     write(tmp_path, "edge.py", "#" * (65536 - len("load_dags(")) + call)
+    write(tmp_path, "over.py", "#" * (65537 - len("load_dags(")) + call)  # ends one byte past the read
     (tmp_path / "dangling.py").symlink_to(tmp_path / "nowhere.py")
     assert loader_files(tmp_path) == [tmp_path / "_private/x.py", tmp_path / "a/z.py", tmp_path / "b.py",
                                       tmp_path / "edge.py"]

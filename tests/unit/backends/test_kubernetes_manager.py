@@ -89,3 +89,55 @@ def test_an_unreachable_api_server_is_named_with_the_settings_to_check(manager: 
         None, "/apis/apps/v1/namespaces/radiology/deployments", "Connection refused")  # type: ignore[arg-type]
     with pytest.raises(ServiceError, match=r"the Kubernetes API server does not answer .*kubernetes_conn_id"):
         manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+
+
+def _found(annotations: dict[str, str], ready: int = 1, conditions: Any = None) -> Any:
+    return k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name="clara-svc-0123456789ab", annotations=annotations),
+        spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(), template=k8s.V1PodTemplateSpec()),
+        status=k8s.V1DeploymentStatus(ready_replicas=ready, conditions=conditions))
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_found_deployment_with_another_configuration_is_reported(manager: KubernetesServiceManager,
+                                                                   same: bool) -> None:
+    apps = manager.hook.apps_v1_client
+    apps.create_namespaced_deployment.side_effect = ApiException(status=409, reason="Conflict")
+    manager.hook.core_v1_client.create_namespaced_service.side_effect = ApiException(status=409, reason="Conflict")
+    manager.hook.core_v1_client.read_namespaced_service.return_value = k8s.V1Service(spec=k8s.V1ServiceSpec(
+        ports=[k8s.V1ServicePort(port=8080)]))
+    wanted = manager.deployment(SVC).metadata.annotations["clara-airflow/spec-hash"]
+    apps.read_namespaced_deployment.return_value = _found({"clara-airflow/spec-hash": wanted if same else "other"})
+    log = MagicMock(spec=logging.Logger)
+    found = manager.ensure(SVC, timeout=5, log=log)
+    assert not found.created and found.host == "clara-svc-0123456789ab.radiology.svc"
+    warned = [c.args[0] % c.args[1:] for c in log.warning.call_args_list]
+    assert bool(warned) is not same
+    if not same:
+        assert "runs with another configuration" in warned[0] and "services stop 0123456789ab" in warned[0]
+
+
+def test_a_pod_the_namespace_refuses_fails_at_once_with_the_reason(manager: KubernetesServiceManager) -> None:
+    condition = k8s.V1DeploymentCondition(type="ReplicaFailure", status="True", reason="FailedCreate",
+                                          message='pods "clara-svc-x" is forbidden: exceeded quota: gpu')
+    manager.hook.apps_v1_client.read_namespaced_deployment.return_value = _found({}, ready=0, conditions=[condition])
+    manager.hook.core_v1_client.list_namespaced_pod.return_value = k8s.V1PodList(items=[])
+    manager.hook.core_v1_client.list_namespaced_event.return_value = k8s.CoreV1EventList(items=[k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(), reason="FailedCreate", message="exceeded quota: gpu",
+        involved_object=k8s.V1ObjectReference(name="clara-svc-0123456789ab-5f7c9")), k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(), reason="Other", message="not ours",
+        involved_object=k8s.V1ObjectReference(name="clara-svc-ffffffffffff"))])
+    with pytest.raises(ServiceError) as info:
+        manager.ensure(SVC, timeout=300, log=logging.getLogger("t"))
+    text = str(info.value)
+    assert text.startswith("service clara-svc-0123456789ab (clara-airflow/busybox:1) cannot create its pod: "
+                           'FailedCreate: pods "clara-svc-x" is forbidden: exceeded quota: gpu')
+    assert "FailedCreate: exceeded quota: gpu" in text and "not ours" not in text
+
+
+def test_the_service_data_claim_is_created_once_with_the_configured_storage(manager: KubernetesServiceManager) -> None:
+    made = KubernetesServiceManager(make_options({"namespace": "radiology", "storage_class": "nfs-client",
+                                                  "service_data_size": "50Gi", "volume_access_mode": "ReadWriteOnce"}))
+    claim = made.data_claim()
+    assert claim.metadata.name == "clara-service-data" and claim.spec.storage_class_name == "nfs-client"
+    assert claim.spec.resources.requests == {"storage": "50Gi"} and claim.spec.access_modes == ["ReadWriteOnce"]
