@@ -1,0 +1,1 @@
+"""batch layer of clara-airflow: studies in an inbox, processed exactly once."""

@@ -1,0 +1,135 @@
+"""What a batch pipeline did with each study: exactly once, with no lock server and no Variable per study.
+
+Each study has a folder in the ledger (``<output_root>/<dag_id>/.clara-studies/<study>/``) holding
+numbered entries ``1.json``, ``2.json``, ...; the highest is the study's state. A new entry is written
+in full to a temp file and then hard-linked to the next number, which fails when that number exists:
+the link is the compare-and-set, so of two runs that race for a study exactly one gets it, on a local
+disk or NFS alike, and no reader ever sees half an entry. The ledger survives every restart (it is
+files next to the outputs), scales to 100,000 studies (parsing never reads it), and keeps the history.
+
+States: ``claimed`` (by a run), ``done`` (by its one successful run), ``failed`` (offered again, up to
+``max_attempts`` runs in all), ``given-up``, and ``offered`` (a given-up study offered again by
+``clara-airflow studies PIPELINE --retry STUDY``). A claim whose run is neither queued nor running any
+more (the run died, or was deleted) is taken over by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from clara_airflow.batch.inbox import safe_study_name
+
+__all__ = ["LIVE_STATES", "Entry", "Ledger"]
+
+LIVE_STATES = ("queued", "running", "unknown")  # a claim by such a run is kept ("unknown": cannot tell)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One step of a study's history. :param failures: failed runs so far."""
+
+    state: str
+    run_id: str = ""
+    failures: int = 0
+    seconds: float = 0.0
+    output: str = ""
+    at: float = 0.0
+
+
+class Ledger:
+    """The studies of one pipeline. :param root: ``<output_root>/<dag_id>/.clara-studies``."""
+
+    def __init__(self, root: str | Path, max_attempts: int = 1) -> None:
+        self.root = Path(root)
+        self.max_attempts = max(1, max_attempts)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def current(self, study: str) -> tuple[int, Entry | None]:
+        """(version, entry) of the study's latest entry; (0, None) for a study never seen."""
+        folder = self._folder(study)
+        try:
+            versions = [int(n[:-5]) for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()]
+        except FileNotFoundError:
+            return 0, None
+        if not versions:
+            return 0, None
+        version = max(versions)
+        data = json.loads((folder / f"{version}.json").read_text())
+        return version, Entry(**{k: v for k, v in data.items() if k in Entry.__dataclass_fields__})
+
+    def studies(self) -> dict[str, Entry]:
+        """Every study the ledger knows, by name."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for name in names:
+            _, entry = self.current(name)
+            if entry is not None:
+                found[name] = entry
+        return found
+
+    # -- the protocol ---------------------------------------------------------------------------------
+    def claim(self, study: str, run_id: str, run_state: Callable[[str], str]) -> bool:
+        """Take ``study`` for ``run_id``; False when it is done, given up, or held by a live run."""
+        version, entry = self.current(study)
+        if entry is not None:
+            if entry.state in ("done", "given-up"):
+                return False
+            if entry.state == "claimed":
+                if entry.run_id == run_id:
+                    return True  # this run's select task is retried: same studies again
+                if run_state(entry.run_id) in LIVE_STATES:
+                    return False
+        failures = entry.failures if entry is not None else 0
+        return self._write(study, version + 1, Entry("claimed", run_id, failures, at=time.time()))
+
+    def finish(self, study: str, run_id: str, *, ok: bool, seconds: float, output: str) -> Entry | None:
+        """Record the outcome of this run's branch of ``study``; None when the run no longer holds it."""
+        version, entry = self.current(study)
+        if entry is None or entry.state != "claimed" or entry.run_id != run_id:
+            return None
+        failures = entry.failures + (0 if ok else 1)
+        state = "done" if ok else ("given-up" if failures >= self.max_attempts else "failed")
+        new = Entry(state, run_id, failures, round(seconds, 3), output, time.time())
+        return new if self._write(study, version + 1, new) else None
+
+    def offer_again(self, study: str) -> Entry:
+        """A given-up (or failed) study is offered to the next run with a fresh count of attempts."""
+        version, entry = self.current(study)
+        if entry is None or entry.state not in ("given-up", "failed"):
+            state = "unknown" if entry is None else entry.state
+            raise ValueError(f"study {study!r} is {state}; only a failed or given-up study can be offered again")
+        new = Entry("offered", at=time.time())
+        if not self._write(study, version + 1, new):
+            raise ValueError(f"study {study!r} changed while it was offered again; look at it and retry")
+        return new
+
+    # -- storage --------------------------------------------------------------------------------------
+    def _folder(self, study: str) -> Path:
+        problem = safe_study_name(study)
+        if problem is not None:
+            raise ValueError(f"study name {study!r} cannot be used: {problem}")
+        return self.root / study
+
+    def _write(self, study: str, version: int, entry: Entry) -> bool:
+        """Write ``version`` of the study's entry; False when another process wrote it first."""
+        folder = self._folder(study)
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=".entry-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(asdict(entry), out, sort_keys=True)
+            os.link(temp, folder / f"{version}.json")
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temp)
