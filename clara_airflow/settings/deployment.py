@@ -1,0 +1,137 @@
+"""Airflow's ``[clara]`` deployment-only options, parsed once from strings into :class:`Deployment`,
+with every problem reported by option name."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.settings.model import Deployment
+
+__all__ = ["DEPLOYMENT_OPTIONS", "deployment", "parse_deployment"]
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _optional(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE or word in FALSE:
+        return word in TRUE
+    raise ValueError("must be True or False")
+
+
+def _optional_bool(raw: str) -> bool | None:
+    return _bool(raw) if raw.strip() else None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds (0 turns the heartbeat off)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number of seconds")
+    return value
+
+
+_USER = re.compile(r"worker|[0-9]+(:[0-9]+)?")
+
+
+def _user(raw: str) -> str | None:
+    text = raw.strip()
+    if text and not _USER.fullmatch(text):
+        raise ValueError("must be UID, UID:GID or 'worker'")
+    return text or None
+
+
+def _selector(raw: str) -> dict[str, str]:
+    value = _json(raw, "{}")
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError('must be a JSON object of strings, like {"nvidia.com/gpu.present": "true"}')
+    return value
+
+
+def _tolerations(raw: str) -> tuple[dict[str, Any], ...]:
+    value = _json(raw, "[]")
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError('must be a JSON list of objects, like [{"key": "nvidia.com/gpu", "operator": "Exists"}]')
+    return tuple(value)
+
+
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _quantity(raw: str) -> str:
+    if not _QUANTITY.fullmatch(raw.strip()):
+        raise ValueError("must be a Kubernetes quantity, like 10Gi or 500Mi")
+    return raw.strip()
+
+
+def _k8s_name(raw: str) -> str:
+    if not _NAME.fullmatch(raw.strip()):
+        raise ValueError("must be a Kubernetes name (lower-case letters, digits and '-', at most 63)")
+    return raw.strip()
+
+
+def _access_mode(raw: str) -> str:
+    if raw.strip() not in ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"):
+        raise ValueError("must be ReadWriteMany, ReadWriteOnce or ReadWriteOncePod")
+    return raw.strip()
+
+
+def _json(raw: str, empty: str) -> Any:
+    try:
+        return json.loads(raw.strip() or empty)
+    except ValueError as exc:
+        raise ValueError(f"is not valid JSON ({exc})") from None
+
+
+_DEPLOYMENT: dict[str, Callable[[str], Any]] = {
+    "docker_url": _text, "network": _text, "strict": _bool, "reaper_schedule": _text, "remove_orphans": _bool,
+    "payload_root": _optional, "init_image": _text, "service_heartbeat": _seconds, "step_user": _user,
+    "keep_failed_pods": _bool, "kubernetes_conn_id": _optional, "kube_config_file": _optional,
+    "in_cluster": _optional_bool, "service_account": _optional, "node_selector": _selector,
+    "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
+    "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
+    "service_data_size": _quantity,
+}
+DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
+
+
+def parse_deployment(raw: Mapping[str, str]) -> tuple[Deployment, list[str]]:
+    """``[clara]`` deployment-only options (strings, as Airflow's config gives them) -> (Deployment,
+    every problem as ``[clara] <option> = '<value>': <what is wrong>``). Other keys are ignored."""
+    values: dict[str, Any] = {}
+    problems = []
+    for option, text in raw.items():
+        parse = _DEPLOYMENT.get(option.lower())
+        if parse is None:
+            continue
+        try:
+            values[option.lower()] = parse(str(text))
+        except ValueError as exc:
+            problems.append(f"[clara] {option} = {str(text)!r}: {exc}")
+    return Deployment(**values), problems
+
+
+def deployment(raw: Mapping[str, str]) -> Deployment:
+    """:func:`parse_deployment`, raising one error that lists every problem."""
+    found, problems = parse_deployment(raw)
+    if problems:
+        raise ClaraAirflowError("\n".join(problems))
+    return found
