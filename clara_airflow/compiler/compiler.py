@@ -34,7 +34,6 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     settings = PipelineSettings.from_flat({**merged, "parameters": effective_rules(spec, merged["parameters"] or {})})
     _check_schedule(spec, settings)
     _check_node_paths(spec, settings)
-    _check_batch(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
     upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
@@ -65,7 +64,7 @@ def effective_rules(spec: PipelineSpec, rules: Mapping[str, Any]) -> dict[str, A
 
 def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     """A scheduled run has no trigger form, so its payload folder must have a default."""
-    if settings.schedule is None or settings.payload.input or settings.batch.inbox:
+    if settings.schedule is None or settings.payload.input:
         return
     own = "schedule" in spec.airflow
     line, col = spec.where.get("x-airflow", default=(1, 1)) if own else (1, 1)
@@ -73,16 +72,7 @@ def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     raise SpecError([Problem(spec.path, line, col, (
         f"schedule '{settings.schedule}' (from {source}) needs a default input payload: scheduled runs have "
         "no trigger form to ask for clara_payload; set payload.input in x-airflow (or in clara-defaults.yaml, "
-        "[clara] payload_input), give it a batch inbox (batch.inbox), or remove the schedule"), "V33")])
-
-
-def _check_batch(spec: PipelineSpec, settings: PipelineSettings) -> None:
-    """Batch mode scans its inbox on the worker: a folder the worker sees, so the Docker backend."""
-    if settings.batch.inbox and settings.backend != "docker":
-        line, col = spec.where.get("x-airflow", default=(1, 1))
-        raise SpecError([Problem(spec.path, line, col, (
-            "batch.inbox needs the Docker backend: the worker scans the inbox folder, which a Kubernetes worker "
-            "does not see; trigger one run per study with clara_payload instead"), "V33")])
+        "[clara] payload_input), or remove the schedule"), "V33")])
 
 
 def _check_node_paths(spec: PipelineSpec, settings: PipelineSettings) -> None:

@@ -152,7 +152,6 @@ SCHEMA: Schema = {
     "startup_timeout": _optional_int(1), "schedule_timeout": _optional_int(1),
     "payload": {"input": _abs_path(True), "output_root": _abs_path(False), "claim": _k8s_name(True)},
     "services": {"idle_ttl": _int(60), "start_timeout": _int(1), "data_dir": _abs_path(False)},
-    "batch": {"inbox": _abs_path(True), "quiet_seconds": _int(0), "max_studies": _int(1)},
     "resources": _REQUESTS,
     "models": {"image": _image, "tag": _string, "repository": _abs_path(False), "requests": _REQUESTS},
 }
