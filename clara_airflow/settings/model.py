@@ -101,8 +101,15 @@ class PipelineSettings:
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> PipelineSettings:
-        """From the parser's flat, already validated keys (``payload.output_root``); unknown keys are a bug."""
-        return _build(cls, _nest(flat))
+        """From the parser's flat, already validated keys (``payload.output_root``); unknown keys are a bug.
+        Cached by value: a dags folder's pipelines mostly share their settings, and the result is frozen."""
+        key = repr(sorted(flat.items()))
+        found = _FLAT_CACHE.get(key)
+        if found is None:
+            if len(_FLAT_CACHE) > 4096:
+                _FLAT_CACHE.clear()
+            found = _FLAT_CACHE[key] = _build(cls, _nest(flat))
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -110,6 +117,9 @@ class PipelineSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineSettings:
         return _build(cls, data)
+
+
+_FLAT_CACHE: dict[str, PipelineSettings] = {}
 
 
 @dataclass(frozen=True)
@@ -180,22 +190,24 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _build(cls: type[T], data: Mapping[str, Any]) -> T:
-    """A (nested) frozen dataclass from plain values; nested mappings become their dataclasses."""
+def _build(cls: type[T], data: Mapping[str, Any], base: T | None = None) -> T:
+    """A (nested) frozen dataclass from plain values; nested mappings become their dataclasses, over the
+    field's own default (``models.requests`` is not ``Resources()``)."""
     kinds = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(kinds)
     if unknown:
         raise ClaraAirflowError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for name, value in data.items():
-        default = getattr(cls(), name)
+        spec = kinds[name]
+        default = spec.default if spec.default is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            values[name] = _build(type(default), {**_plain(default), **value})
+            values[name] = _build(type(default), value, default)
         elif isinstance(default, tuple) and isinstance(value, list | tuple):
             values[name] = tuple(value)
         else:
             values[name] = value
-    return cls(**values)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)  # type: ignore[type-var]
 
 
 def _plain(obj: Any) -> dict[str, Any]:

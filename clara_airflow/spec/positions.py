@@ -30,19 +30,28 @@ class SourceMap:
             self._walk(root, ())
 
     def _walk(self, node: Node, path: KeyPath) -> None:
-        mark = node.start_mark  # position() inlined: every node of every file passes here
-        self.values[path] = (mark.line + 1, mark.column + 1)
-        if isinstance(node, MappingNode):
-            self.paths[id(node)] = path
-            for key, value in node.value:
-                child = (*path, key.value)
-                mark = key.start_mark
-                self.keys[child] = (mark.line + 1, mark.column + 1)
-                self._walk(value, child)
-        elif isinstance(node, SequenceNode):
-            self.paths[id(node)] = path
-            for index, item in enumerate(node.value):
-                self._walk(item, (*path, index))
+        # position() inlined and no recursion into scalars: every node of every file passes here
+        values, keys, paths = self.values, self.keys, self.paths
+        stack = [(node, path)]
+        while stack:
+            node, path = stack.pop()
+            mark = node.start_mark
+            values[path] = (mark.line + 1, mark.column + 1)
+            if isinstance(node, MappingNode):
+                paths[id(node)] = path
+                for key, value in node.value:
+                    child = path + (key.value,)
+                    mark = key.start_mark
+                    keys[child] = (mark.line + 1, mark.column + 1)
+                    if isinstance(value, MappingNode | SequenceNode):
+                        stack.append((value, child))
+                    else:
+                        mark = value.start_mark
+                        values[child] = (mark.line + 1, mark.column + 1)
+            elif isinstance(node, SequenceNode):
+                paths[id(node)] = path
+                for index, item in enumerate(node.value):
+                    stack.append((item, path + (index,)))
 
     def where(self, node: Node) -> Where:
         """The view of a mapping or sequence node of this document."""
