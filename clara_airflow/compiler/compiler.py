@@ -178,24 +178,27 @@ def _services(spec: PipelineSpec, settings: PipelineSettings, defaults: Mapping[
 
 
 def _check_host_path(spec: PipelineSpec, cont: ContainerSpec, settings: PipelineSettings) -> None:
-    """On Kubernetes a host folder is a hostPath volume, which Pod Security "baseline" forbids."""
-    if settings.backend == "kubernetes" and not settings.allow_host_paths:
-        line, col = cont.where.get("hostVolumePath")
-        raise SpecError([Problem(spec.path, line, col, (
-            f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes, which namespaces under Pod "
-            "Security 'baseline' or 'restricted' refuse; set allow_host_paths: true (x-airflow, clara-defaults.yaml "
-            "or [clara] allow_host_paths = True) for a privileged namespace, or serve the folder from a volume"), "V33")])
+    _refuse_host_path(spec, settings, cont.where.get("hostVolumePath"),
+                      f"hostVolumePath {cont.host_volume} needs a hostPath volume on Kubernetes",
+                      "serve the folder from a volume")
 
 
 def _check_model_repository(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings) -> None:
-    """The inference server of ``models`` reads ``models.repository`` from the node: a hostPath volume."""
+    """The inference server of ``models`` reads ``models.repository`` from the node."""
+    _refuse_host_path(spec, settings, op.where.key("models"),
+                      f"`models` of operator '{op.name}' needs the model repository {settings.models.repository} as a "
+                      "hostPath volume on Kubernetes",
+                      "declare the inference server as a service with a volume connection")
+
+
+def _refuse_host_path(spec: PipelineSpec, settings: PipelineSettings, at: tuple[int, int], what: str,
+                      otherwise: str) -> None:
+    """On Kubernetes a host folder is a hostPath volume, which Pod Security "baseline" forbids."""
     if settings.backend == "kubernetes" and not settings.allow_host_paths:
-        line, col = op.where.key("models")
-        raise SpecError([Problem(spec.path, line, col, (
-            f"`models` of operator '{op.name}' needs the model repository {settings.models.repository} as a "
-            "hostPath volume on Kubernetes, which namespaces under Pod Security 'baseline' or 'restricted' refuse; "
-            "set allow_host_paths: true (x-airflow, clara-defaults.yaml or [clara] allow_host_paths = True) for a "
-            "privileged namespace, or declare the inference server as a service with a volume connection"), "V33")])
+        raise SpecError([Problem(spec.path, at[0], at[1], (
+            f"{what}, which namespaces under Pod Security 'baseline' or 'restricted' refuse; set allow_host_paths: "
+            "true (x-airflow, clara-defaults.yaml or [clara] allow_host_paths = True) for a privileged namespace, "
+            f"or {otherwise}"), "V33")])
 
 
 def _new_group(image: str, tag: str, command: tuple[str, ...]) -> dict[str, Any]:
