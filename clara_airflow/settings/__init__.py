@@ -2,7 +2,7 @@
 deployment reaches its engines (:class:`Deployment`), together the :class:`Options` of every backend,
 operator and DAG builder. ``model`` defines them; ``deployment`` parses Airflow's ``[clara]`` options."""
 
-from clara_airflow.settings.deployment import DEPLOYMENT_OPTIONS, deployment, parse_deployment
+from clara_airflow.settings.deployment import DEPLOYMENT_OPTIONS, K8S_NAME, parse_deployment
 from clara_airflow.settings.model import (
     BatchSettings,
     Deployment,
@@ -14,5 +14,5 @@ from clara_airflow.settings.model import (
     ServiceSettings,
 )
 
-__all__ = ["DEPLOYMENT_OPTIONS", "BatchSettings", "Deployment", "ModelSettings", "Options", "Payload",
-           "PipelineSettings", "Resources", "ServiceSettings", "deployment", "parse_deployment"]
+__all__ = ["DEPLOYMENT_OPTIONS", "K8S_NAME", "BatchSettings", "Deployment", "ModelSettings", "Options", "Payload",
+           "PipelineSettings", "Resources", "ServiceSettings", "parse_deployment"]

@@ -8,10 +8,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.settings.model import Deployment
 
-__all__ = ["DEPLOYMENT_OPTIONS", "deployment", "parse_deployment"]
+__all__ = ["DEPLOYMENT_OPTIONS", "K8S_NAME", "parse_deployment"]
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
@@ -73,7 +72,7 @@ def _tolerations(raw: str) -> tuple[dict[str, Any], ...]:
 
 
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label: namespaces, claims
 
 
 def _quantity(raw: str) -> str:
@@ -83,7 +82,7 @@ def _quantity(raw: str) -> str:
 
 
 def _k8s_name(raw: str) -> str:
-    if not _NAME.fullmatch(raw.strip()):
+    if not K8S_NAME.fullmatch(raw.strip()):
         raise ValueError("must be a Kubernetes name (lower-case letters, digits and '-', at most 63)")
     return raw.strip()
 
@@ -127,11 +126,3 @@ def parse_deployment(raw: Mapping[str, str]) -> tuple[Deployment, list[str]]:
         except ValueError as exc:
             problems.append(f"[clara] {option} = {str(text)!r}: {exc}")
     return Deployment(**values), problems
-
-
-def deployment(raw: Mapping[str, str]) -> Deployment:
-    """:func:`parse_deployment`, raising one error that lists every problem."""
-    found, problems = parse_deployment(raw)
-    if problems:
-        raise ClaraAirflowError("\n".join(problems))
-    return found

@@ -17,7 +17,7 @@ from typing import Any, Union
 import yaml
 
 from clara_airflow.errors import ClaraAirflowError, SpecError
-from clara_airflow.settings import DEPLOYMENT_OPTIONS, Deployment, PipelineSettings, parse_deployment
+from clara_airflow.settings import DEPLOYMENT_OPTIONS, K8S_NAME, Deployment, PipelineSettings, parse_deployment
 from clara_airflow.spec.checker import Checker, hint, is_null, valid_image
 from clara_airflow.spec.rules import parameter_rules as _parameter_rules
 from clara_airflow.spec.source import DEFAULTS_FILE, NULL, MappingNode, Node, read_document
@@ -43,7 +43,6 @@ _MISSING = object()
 _PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly",
             "@yearly", "@annually"}
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,?#LW-]+")
-_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _bad(c: Checker, node: Node, key: str, message: str) -> object:
@@ -115,7 +114,7 @@ def _abs_path(nullable: bool) -> Validator:
 def _k8s_name(nullable: bool) -> Validator:
     def check(c: Checker, node: Node, key: str) -> Any:
         value = _string(c, node, key)
-        if (value is None and nullable) or (isinstance(value, str) and _K8S_NAME.fullmatch(value)):
+        if (value is None and nullable) or (isinstance(value, str) and K8S_NAME.fullmatch(value)):
             return value
         return _bad(c, node, key, f"must be a Kubernetes name (lower-case letters, digits, '-'), "
                     f"not '{value}'")
