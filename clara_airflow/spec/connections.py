@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from clara_airflow.spec import crosscheck
 from clara_airflow.spec.checker import Fields, is_null
 from clara_airflow.spec.fields import CONNECTIONS, HTTP, MODEL, OPERATOR, SERVICE, VOLUME
 from clara_airflow.spec.folders import FolderReader
 from clara_airflow.spec.model import HttpConnectionSpec, ServiceSpec, VolumeConnectionSpec
+from clara_airflow.spec.positions import Where
 from clara_airflow.spec.reader import peek_name
-from clara_airflow.spec.source import Node
+from clara_airflow.spec.source import Node, position
 
 
 class ServiceReader(FolderReader):
@@ -34,7 +37,7 @@ class ServiceReader(FolderReader):
         return ServiceSpec(name, container, self._requests(fields, what), variables, tuple(http),
                            tuple(volumes), self._opt(fields, "description",
                                                      lambda n: c.string(n, "description", free_text=True)) or "",
-                           self.source.where(node))
+                           Where(node))
 
     def _connections(self, fields: Fields, what: str
                      ) -> tuple[list[HttpConnectionSpec], list[VolumeConnectionSpec]]:
@@ -53,7 +56,7 @@ class ServiceReader(FolderReader):
                              f"'{entry['name'][1].value}' must be between 1024 and 65535")
                 continue
             if name is not None:
-                http.append(HttpConnectionSpec(name, port, self.source.where(node)))
+                http.append(HttpConnectionSpec(name, port, Where(node)))
         for kind in ("volume", "file"):
             for node in self._seq(sub or {}, kind):
                 entry = self.fields(node, VOLUME, f"a {kind} connection of {what}")
@@ -62,7 +65,7 @@ class ServiceReader(FolderReader):
                 name = self._conn_name(entry["name"][1], what)
                 path = self._path(entry, f"{kind} connection of {what}")
                 if name is not None and path is not None:
-                    volumes.append(VolumeConnectionSpec(name, path, self.source.where(node)))
+                    volumes.append(VolumeConnectionSpec(name, path, Where(node)))
         return http, volumes
 
     def _conn_name(self, node: Node, what: str) -> str | None:
@@ -82,6 +85,6 @@ class ServiceReader(FolderReader):
             if entry and "name" in entry and not is_null(entry["name"][1]):
                 name = self.c.name(entry["name"][1], f"model name of {what}")
                 if name is not None:
-                    names.append((name, entry["name"][1]))
+                    names.append((name, partial(position, entry["name"][1])))
         crosscheck.unique_names(self.c, names, f"model of {what}")
         return [n for n, _ in names]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from clara_airflow.spec.checker import Checker, Fields, is_null, valid_image, valid_tag
 from clara_airflow.spec.fields import CONTAINER, REQUESTS
 from clara_airflow.spec.model import ContainerSpec, ParameterSpec, RequestsSpec
+from clara_airflow.spec.positions import Where
 from clara_airflow.spec.reader import NodeReader
 from clara_airflow.spec.source import Node
 
@@ -28,7 +29,7 @@ class ContainerReader(NodeReader):
                 continue
             default = self.c.string(value, f"parameter '{key.value}' default", quote_hint=True)
             if name is not None and default is not None:
-                params.append(ParameterSpec(name, default, self.source.where(mapping).child(key.value)))
+                params.append(ParameterSpec(name, default, Where(mapping).child(key.value)))
         return params
 
     def _container(self, fields: Fields, what: str, *, allow_variables: bool, service: bool = False
@@ -58,7 +59,7 @@ class ContainerReader(NodeReader):
         if image is None or None in command:
             return None, variables
         return ContainerSpec(image, tag or "latest", tuple(c for c in command if c is not None),
-                             self.source.where(node), host_volume), variables
+                             Where(node), host_volume), variables
 
     def _host_volume(self, sub: Fields, what: str) -> str | None:
         """``hostVolumePath`` (NVIDIA's reference pipelines): a host folder mounted read-only at the same

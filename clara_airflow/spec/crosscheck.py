@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 from clara_airflow.spec.checker import PLACEHOLDER_RE, Checker
 from clara_airflow.spec.model import MODEL_VARIABLES, InputSpec, OperatorSpec, OutputSpec, PipelineSpec
 from clara_airflow.spec.positions import Pos
-from clara_airflow.spec.source import Node, position
+from clara_airflow.spec.source import Node
 from clara_airflow.spec.template import identity
 
 
@@ -32,11 +33,22 @@ def merge_variables(c: Checker, container_vars: list[tuple[Node, Node, str]],
     return tuple((k.value, text) for k, _, text in merged.values())
 
 
-def unique_names(c: Checker, names: Iterable[tuple[str, Node | Pos]], kind: str) -> None:
+Locate = Callable[[], Pos]
+
+
+def repeated(items: list[tuple[str, Locate]], norm: Callable[[str], str] = str.lower) -> list[tuple[str, Pos]]:
+    """The items with their positions, in file order, when some normalized name repeats; else [].
+
+    Positions are found only when there is something to report, so a valid file never looks them up."""
+    if len({norm(name) for name, _ in items}) == len(items):
+        return []
+    return sorted(((name, locate()) for name, locate in items), key=lambda item: item[1])
+
+
+def unique_names(c: Checker, names: Iterable[tuple[str, Locate]], kind: str) -> None:
     """V16: names of one kind and scope are unique ignoring case; the later one is reported."""
     seen: dict[str, Pos] = {}
-    for name, at in sorted(((n, position(a) if isinstance(a, Node) else a) for n, a in names),
-                           key=lambda item: item[1]):
+    for name, at in repeated(list(names)):
         first = seen.setdefault(name.lower(), at)
         if first != at:
             c.error(at, "V16", f"duplicate {kind} name '{name}' (first at line {first[0]}); names must "
@@ -44,7 +56,7 @@ def unique_names(c: Checker, names: Iterable[tuple[str, Node | Pos]], kind: str)
 
 
 def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> None:
-    unique_names(c, ((op.name, op.where.at("name")) for op in spec.operators), "operator")
+    unique_names(c, ((op.name, partial(op.where.at, "name")) for op in spec.operators), "operator")
     _check_parameters(c, spec)
     for op in spec.operators:
         _check_operator(c, op)
@@ -56,27 +68,27 @@ def check_pipeline(c: Checker, spec: PipelineSpec, operator_names: set[str]) -> 
 
 def _check_operator(c: Checker, op: OperatorSpec) -> None:
     what = f"operator '{op.name}'"
-    unique_names(c, ((o.name, o.where.get("name")) for o in op.outputs if o.name),
+    unique_names(c, ((o.name, partial(o.where.get, "name")) for o in op.outputs if o.name),
                  f"output of {what}: output")
-    unique_names(c, ((s.name, s.where.at("name")) for s in op.services), f"service of {what}: service")
-    unique_names(c, ((p.name, p.where.key()) for p in op.parameters), f"parameter of {what}: parameter")
-    mounts = [(i.path, i.where.at("path")) for i in op.inputs]
-    mounts += [(o.path, o.where.at("path")) for o in op.outputs if o.path]
-    mounts += [(v.path, v.where.at("path")) for s in op.services for v in s.volumes]
+    unique_names(c, ((s.name, partial(s.where.at, "name")) for s in op.services), f"service of {what}: service")
+    unique_names(c, ((p.name, p.where.key) for p in op.parameters), f"parameter of {what}: parameter")
+    mounts: list[tuple[str, Locate]] = [(i.path, partial(i.where.at, "path")) for i in op.inputs]
+    mounts += [(o.path, partial(o.where.at, "path")) for o in op.outputs if o.path]
+    mounts += [(v.path, partial(v.where.at, "path")) for s in op.services for v in s.volumes]
     seen: dict[str, Pos] = {}
-    for path, at in sorted(mounts, key=lambda m: m[1]):
-        norm = path.rstrip("/") or "/"
+    for path, at in repeated(mounts, _mount_key):
+        norm = _mount_key(path)
         if norm in seen:
             c.error(at, "V19", f"path '{path}' of {what} repeats the mount path at line {seen[norm][0]}; "
                     "every input, output and service volume needs its own path")
         seen.setdefault(norm, at)
-    env: list[tuple[str, Pos]] = [(k, op.variable_at(k)) for k, _ in op.variables]
-    env += [(h.name, h.where.at("name")) for s in op.services for h in s.http]
-    env += [(v.name, v.where.at("name")) for s in op.services for v in s.volumes]
+    env: list[tuple[str, Locate]] = [(k, partial(op.variable_at, k)) for k, _ in op.variables]
+    env += [(h.name, partial(h.where.at, "name")) for s in op.services for h in s.http]
+    env += [(v.name, partial(v.where.at, "name")) for s in op.services for v in s.volumes]
     if op.models:
-        env += [(name, op.where.key("models")) for name in MODEL_VARIABLES]
+        env += [(name, partial(op.where.key, "models")) for name in MODEL_VARIABLES]
     first: dict[str, tuple[str, Pos]] = {}
-    for name, at in sorted(env, key=lambda e: e[1]):
+    for name, at in repeated(env):
         if name.lower() in first:
             other = first[name.lower()]
             c.error(at, "V17", f"environment variable '{name}' of {what} is defined twice (also "
@@ -85,8 +97,12 @@ def _check_operator(c: Checker, op: OperatorSpec) -> None:
             first[name.lower()] = (name, at)
 
 
+def _mount_key(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
 def _check_parameters(c: Checker, spec: PipelineSpec) -> None:
-    unique_names(c, ((p.name, p.where.key()) for p in spec.parameters), "parameter")
+    unique_names(c, ((p.name, p.where.key) for p in spec.parameters), "parameter")
     declared = [*spec.parameters, *(p for op in spec.operators for p in op.parameters)]
     first: dict[str, str] = {}
     for param in sorted(declared, key=lambda p: p.where.key()):

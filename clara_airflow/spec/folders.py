@@ -6,6 +6,7 @@ from clara_airflow.spec.checker import Fields, is_null
 from clara_airflow.spec.containers import ContainerReader
 from clara_airflow.spec.fields import IO, TYPED_KEYS
 from clara_airflow.spec.model import SHARED_MEMORY_TYPES, InputSpec, OutputSpec
+from clara_airflow.spec.positions import Where
 from clara_airflow.spec.source import Node
 
 
@@ -69,7 +70,7 @@ class FolderReader(ContainerReader):
             return None
         return InputSpec(path, source, name, self._opt(fields, "type", lambda n: n.value),
                          self._opt(fields, "element-type", lambda n: self.c.string(n, "element-type")),
-                         self.source.where(node))
+                         Where(node))
 
     def _outputs(self, fields: Fields, op_what: str) -> list[OutputSpec]:
         nodes = self._seq(fields, "output")
@@ -80,7 +81,7 @@ class FolderReader(ContainerReader):
             if shared:
                 name_node = node.value and dict((k.value, v) for k, v in node.value).get("name")
                 name = self.c.name(name_node, f"output name of {op_what}") if name_node is not None else None
-                outputs.append(OutputSpec("", name, "shared-memory", None, self.source.where(node)))
+                outputs.append(OutputSpec("", name, "shared-memory", None, Where(node)))
                 continue
             if sub is None:
                 continue
@@ -98,5 +99,5 @@ class FolderReader(ContainerReader):
             if path is not None:
                 outputs.append(OutputSpec(path, name, self._opt(sub, "type", lambda n: n.value),
                                           self._opt(sub, "element-type", lambda n: n.value),
-                                          self.source.where(node)))
+                                          Where(node)))
         return outputs

@@ -1,7 +1,7 @@
 """load_pipeline(path) -> PipelineSpec: every rule of clara-pdl.md section 13, all problems at once.
 
-The spec layer, from the bottom: ``source`` reads the YAML safely, ``positions`` maps key paths to
-(line, column), ``fields`` is the field table of the body, ``reader`` the generic node reader,
+The spec layer, from the bottom: ``source`` reads the YAML safely, ``positions`` finds the (line, column) of
+any field when asked, ``fields`` is the field table of the body, ``reader`` the generic node reader,
 ``containers``/``folders``/``connections`` read the parts of an operator, this module the pipeline and
 its operators, and ``crosscheck`` the rules across objects.
 """
@@ -18,7 +18,7 @@ from clara_airflow.spec.connections import ServiceReader
 from clara_airflow.spec.defaults import parse_airflow_block
 from clara_airflow.spec.fields import OPERATOR, PIPELINE
 from clara_airflow.spec.model import ERROR_DAG_PREFIX, MAX_DAG_ID, REAPER_DAG_ID, OperatorSpec, PipelineSpec
-from clara_airflow.spec.positions import SourceMap
+from clara_airflow.spec.positions import Where
 from clara_airflow.spec.reader import peek_name
 from clara_airflow.spec.source import Node, SequenceNode, read_document, read_pipeline_bytes
 
@@ -35,7 +35,7 @@ def load_pipeline(path: str | Path, data: bytes | None = None) -> PipelineSpec:
     name = str(path)
     root = read_document(name, read_pipeline_bytes(path) if data is None else data)
     checker = Checker(name)
-    spec = _Reader(checker, SourceMap(root)).pipeline(root)
+    spec = _Reader(checker).pipeline(root)
     if checker.problems or spec is None:
         raise SpecError(checker.problems)
     for warning in sorted(checker.warnings):
@@ -71,7 +71,7 @@ class _Reader(ServiceReader):
             path=c.path, api_version=self.version, name=name or "", operators=tuple(operators),
             description=description or "", orchestrator=orchestrator,
             pull_secrets=tuple(s for s in secrets if s), parameters=tuple(self.top_params),
-            airflow=airflow, warnings=tuple(sorted(c.warnings)), where=self.source.where(root),
+            airflow=airflow, warnings=tuple(sorted(c.warnings)), where=Where(root),
         )
         crosscheck.check_pipeline(c, spec, self.operator_names)
         return None if c.problems or name is None else spec
@@ -125,5 +125,5 @@ class _Reader(ServiceReader):
             parameters=tuple(own_params),
             description=self._opt(fields, "description",
                                   lambda n: c.string(n, "description", free_text=True)) or "",
-            where=self.source.where(node),
+            where=Where(node),
         )

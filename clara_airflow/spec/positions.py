@@ -1,93 +1,90 @@
-"""Where every piece of a pipeline file is: one source map per document, keyed by key path (as dagster's
-``SourcePositionTree``), and a small :class:`Where` view of it for each spec object.
+"""Where every piece of a pipeline file is, found only when asked.
 
-A key path is the tuple of mapping keys and sequence indexes from the document's root, for example
-``("operators", 2, "input", 0, "path")``. The map holds the (line, column) of every value and of every
-mapping key, and the key path of every mapping and sequence node, so a reader that holds a node knows
-its place without threading paths through every call.
+Each spec object keeps a small :class:`Where`: the YAML node it was read from and, optionally, a key path
+below it (mapping keys and sequence indexes, for example ``("input", 0, "path")``). A position is found by
+walking down from that node when a message or a check needs it, so loading a valid file never pays for
+positions it does not use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clara_airflow.spec.source import MappingNode, Node, SequenceNode
 
-__all__ = ["KeyPath", "Pos", "SourceMap", "Where"]
+__all__ = ["KeyPath", "Pos", "Where"]
 
 Pos = tuple[int, int]
 KeyPath = tuple[str | int, ...]
 
 
-class SourceMap:
-    """Positions of one document by key path: built in one walk over the node tree."""
+def _pos(node: Node) -> Pos:
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
 
-    def __init__(self, root: Node | None = None) -> None:
-        self.values: dict[KeyPath, Pos] = {}
-        self.keys: dict[KeyPath, Pos] = {}
-        self.paths: dict[int, KeyPath] = {}
-        if root is not None:
-            self._walk(root, ())
 
-    def _walk(self, node: Node, path: KeyPath) -> None:
-        # position() inlined and no recursion into scalars: every node of every file passes here
-        values, keys, paths = self.values, self.keys, self.paths
-        stack = [(node, path)]
-        while stack:
-            node, path = stack.pop()
-            mark = node.start_mark
-            values[path] = (mark.line + 1, mark.column + 1)
-            if isinstance(node, MappingNode):
-                paths[id(node)] = path
-                for key, value in node.value:
-                    child = path + (key.value,)
-                    mark = key.start_mark
-                    keys[child] = (mark.line + 1, mark.column + 1)
-                    if isinstance(value, MappingNode | SequenceNode):
-                        stack.append((value, child))
-                    else:
-                        mark = value.start_mark
-                        values[child] = (mark.line + 1, mark.column + 1)
-            elif isinstance(node, SequenceNode):
-                paths[id(node)] = path
-                for index, item in enumerate(node.value):
-                    stack.append((item, path + (index,)))
-
-    def where(self, node: Node) -> Where:
-        """The view of a mapping or sequence node of this document."""
-        return Where(self, self.paths[id(node)])
+def _entry(node: Node | None, key: str | int) -> tuple[Node, Node]:
+    """The (key node, value node) of ``key`` in a mapping, or (item, item) of an index in a sequence."""
+    if isinstance(node, MappingNode) and isinstance(key, str):
+        for key_node, value in node.value:
+            if key_node.value == key:
+                return key_node, value
+    elif isinstance(node, SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+        return node.value[key], node.value[key]
+    raise KeyError(key)
 
 
 @dataclass(frozen=True)
 class Where:
-    """One spec object's place: its key path in the document's :class:`SourceMap`.
+    """One spec object's place: the node it was read from, and a key path below it.
 
     ``node`` is where the object starts; ``at("path")`` where its ``path`` value starts; ``key("models")``
-    where the ``models`` key is written. Objects built in code (no file) answer (1, 1).
+    where the ``models`` key is written. Objects built in code (no node) answer (1, 1).
     """
 
-    source: SourceMap = field(default_factory=SourceMap)
+    anchor: Node | None = None
     path: KeyPath = ()
+
+    def _value(self, keys: KeyPath) -> Node:
+        node = self.anchor
+        if node is None:
+            raise KeyError(keys)
+        for key in (*self.path, *keys):
+            node = _entry(node, key)[1]
+        return node
 
     @property
     def node(self) -> Pos:
-        return self.source.values.get(self.path, (1, 1))
+        try:
+            return _pos(self._value(()))
+        except KeyError:
+            return 1, 1
 
     def at(self, *keys: str | int) -> Pos:
         """The value position of a field; KeyError when the object has no such field."""
-        return self.source.values[(*self.path, *keys)]
+        return _pos(self._value(keys))
 
     def get(self, *keys: str | int, default: Pos | None = None) -> Pos:
         """The value position of a field, else ``default``, else the object's own position."""
-        found = self.source.values.get((*self.path, *keys))
-        return found if found is not None else (default if default is not None else self.node)
+        try:
+            return self.at(*keys)
+        except KeyError:
+            return default if default is not None else self.node
 
     def key(self, *keys: str | int) -> Pos:
         """Where a field's key is written (with no keys: the key this object is the value of)."""
-        return self.source.keys[(*self.path, *keys)]
+        full = (*self.path, *keys)
+        if not full:
+            raise KeyError(full)
+        parent = Where(self.anchor, full[:-1])._value(())
+        return _pos(_entry(parent, full[-1])[0])
 
     def has(self, *keys: str | int) -> bool:
-        return (*self.path, *keys) in self.source.values
+        try:
+            self._value(keys)
+        except KeyError:
+            return False
+        return True
 
     def child(self, *keys: str | int) -> Where:
-        return Where(self.source, (*self.path, *keys))
+        return Where(self.anchor, (*self.path, *keys))

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 from clara_airflow.spec.checker import Checker, Fields, is_null
 from clara_airflow.spec.fields import Table
 from clara_airflow.spec.model import API_VERSIONS, ParameterSpec
-from clara_airflow.spec.positions import SourceMap
 from clara_airflow.spec.source import MappingNode, Node
 
 T = TypeVar("T")
@@ -18,9 +17,8 @@ T = TypeVar("T")
 class NodeReader:
     """Walks the node tree once, building spec objects and recording problems."""
 
-    def __init__(self, checker: Checker, source: SourceMap) -> None:
+    def __init__(self, checker: Checker) -> None:
         self.c = checker
-        self.source = source
         self.version = "0.4.0"
         self.known_version = True
         self.top_params: list[ParameterSpec] = []

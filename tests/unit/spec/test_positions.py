@@ -1,11 +1,11 @@
-"""The source map: every value and key of a document by key path, and each spec object's view of it."""
+"""Positions: each spec object's view of the file, found from its node only when asked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from clara_airflow.spec.load import load_pipeline
-from clara_airflow.spec.positions import SourceMap, Where
+from clara_airflow.spec.positions import Where
 from clara_airflow.spec.source import read_document
 
 TEXT = """\
@@ -25,16 +25,15 @@ operators:
 """
 
 
-def test_values_keys_and_nodes_by_key_path() -> None:
-    root = read_document("p.yaml", TEXT.encode())
-    source = SourceMap(root)
-    assert source.values[()] == (1, 1)
-    assert source.values[("name",)] == (2, 7) and source.keys[("name",)] == (2, 1)
-    assert source.values[("operators", 0)] == (4, 3)
-    assert source.values[("operators", 0, "input", 0, "path")] == (11, 11)
-    assert source.keys[("operators", 0, "container", "variables", "ONLY_C")] == (7, 28)
-    operator = root.value[2][1].value[0]
-    assert source.where(operator).path == ("operators", 0)
+def test_values_and_keys_by_key_path() -> None:
+    where = Where(read_document("p.yaml", TEXT.encode()))
+    assert where.node == (1, 1)
+    assert where.at("name") == (2, 7) and where.key("name") == (2, 1)
+    assert where.at("operators", 0) == (4, 3) and where.child("operators", 0).node == (4, 3)
+    assert where.at("operators", 0, "input", 0, "path") == (11, 11)
+    assert where.key("operators", 0, "container", "variables", "ONLY_C") == (7, 28)
+    assert where.child("operators", 0, "container").key() == (5, 3)
+    assert not where.has("operators", 1) and not where.has("name", "x") and not where.has("operators", "a")
 
 
 def test_spec_objects_read_their_positions(tmp_path: Path) -> None:
@@ -53,3 +52,9 @@ def test_an_object_built_in_code_is_at_the_start() -> None:
     where = Where()
     assert where.node == (1, 1) and where.get("name") == (1, 1) and where.get("x", default=(3, 4)) == (3, 4)
     assert not where.has("name")
+    try:
+        where.key("name")
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("a code-built object has no keys")
