@@ -21,6 +21,7 @@ def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
     # ParamsDict is public in airflow.sdk, resolved lazily there, which mypy does not follow
     from airflow.sdk import DAG, ParamsDict, TaskGroup  # type: ignore[attr-defined]
 
+    from clara_airflow.operators.batch import SELECT, SelectStudiesOperator
     from clara_airflow.operators.ensure_service import GROUP, EnsureServiceOperator, ensure_task_id
     from clara_airflow.operators.release_leases import ReleaseLeasesOperator
     from clara_airflow.operators.steps import StepTasks
@@ -39,7 +40,9 @@ def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
                       # x-airflow.timeout: a step over its time fails, and its container or pod is removed
                       "execution_timeout": timedelta(seconds=s.timeout)},
     )
+    batch = s.batch.inbox is not None
     with dag:
+        select = SelectStudiesOperator(task_id=SELECT, options=options, doc_md=_batch_doc(plan)) if batch else None
         ensure: dict[str, Any] = {}
         release = None
         if plan.services:
@@ -48,22 +51,54 @@ def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
                     ensure[svc.id] = EnsureServiceOperator(
                         task_id=ensure_task_id(svc.id), service=svc,
                         parameters=[list(p) for p in plan.parameters], options=options,
-                        doc_md=_service_doc(svc),
+                        doc_md=_service_doc(svc), studies_from=SELECT if batch else None,
                         execution_timeout=timedelta(seconds=s.services.start_timeout + 120),
                     )
                 release = ReleaseLeasesOperator(
                     task_id="release_leases", services={sid: task.task_id for sid, task in ensure.items()},
                     doc_md="Releases this run's leases on its services (a teardown: runs whatever happened).")
-        steps = {step.name: step_tasks.build(step, plan) for step in plan.steps}
+        if select is None:
+            steps = {step.name: step_tasks.build(step, plan) for step in plan.steps}
+            draw_edges(plan.steps, steps, ensure)
+        else:
+            steps = _branches(plan, step_tasks, options, select, ensure)
     # Params are given to the DAG once its tasks exist: each operator class layer would otherwise
     # deep-copy every Param into the task (a third of the build time). Tasks read them at run time
     # from the DAG (``process_params`` merges dag.params, then task params, then the run's conf).
     dag.params = ParamsDict(_params(plan))
-    draw_edges(plan.steps, steps, ensure)
     if release is not None:
         list(steps.values()) >> release
         release.as_teardown(setups=list(ensure.values()))
     return dag
+
+
+def _branches(plan: PipelinePlan, step_tasks: Any, options: Options, select: Any, ensure: dict[str, Any]
+              ) -> dict[str, Any]:
+    """Batch mode: one mapped branch per study (the pipeline's steps, then the study's record), and the
+    run's summary. The ensure tasks run once for the whole batch, after the studies are chosen."""
+    from airflow.sdk import task_group
+
+    from clara_airflow.operators.batch import BRANCH, RECORD, SUMMARY, BatchSummaryOperator, RecordStudyOperator
+
+    built: dict[str, Any] = {}
+
+    @task_group(group_id=BRANCH, tooltip="One branch per study of the batch")
+    def branch(study: Any) -> Any:
+        steps = {step.name: step_tasks.build(step, plan, study=study) for step in plan.steps}
+        draw_edges(plan.steps, steps, ensure)
+        record = RecordStudyOperator(task_id=RECORD, steps=[t.task_id for t in steps.values()], options=options,
+                                     study=study, doc_md="Records how this study's branch ended in the ledger.")
+        list(steps.values()) >> record
+        built.update(steps)
+        return record
+
+    records = branch.expand(study=select.output)
+    for task in ensure.values():
+        select >> task
+    summary = BatchSummaryOperator(task_id=SUMMARY, record=f"{BRANCH}.{RECORD}", options=options,
+                                   doc_md="Writes batch-summary.json; fails the run when any study failed.")
+    records >> summary
+    return built
 
 
 def draw_edges(plan_steps: tuple[StepPlan, ...], steps: dict[str, Any], ensure: dict[str, Any]) -> None:
@@ -86,10 +121,14 @@ def _params(plan: PipelinePlan) -> dict[str, Any]:
     payload = plan.settings.payload.input
     described = ("Absolute path of the input payload folder. It is mounted read-only at every input "
                  "without `from`.")
-    params: dict[str, Any] = {"clara_payload": Param(payload, type="string", title="Input payload folder",
-                                                     description=described, minLength=1)
-                              if payload else Param(type="string", title="Input payload folder",
-                                                    description=described + " Required.", minLength=1)}
+    if plan.settings.batch.inbox:  # batch mode: an empty form processes the inbox; a folder, just that folder
+        first: Any = Param(None, type=["null", "string"], title="Input payload folder (optional)", minLength=1,
+                           description=described + f" Leave empty to process the new studies of {plan.settings.batch.inbox}.")
+    elif payload:
+        first = Param(payload, type="string", title="Input payload folder", description=described, minLength=1)
+    else:
+        first = Param(type="string", title="Input payload folder", description=described + " Required.", minLength=1)
+    params: dict[str, Any] = {"clara_payload": first}
     rules = plan.settings.parameters
     for name, default in plan.parameters:
         params[name] = Param(default, type="string", title=name,
@@ -143,6 +182,13 @@ def render_doc(plan: PipelinePlan) -> str:
     lines += ["", "## Outputs", "", f"`{plan.settings.payload.output_root}/{plan.dag_id}/<run id>/<operator>/"
               "[<output name>]` — every run writes to its own folder."]
     return "\n".join(lines)
+
+
+def _batch_doc(plan: PipelinePlan) -> str:
+    b = plan.settings.batch
+    return (f"Claims this run's studies: each complete sub-folder of `{b.inbox}` not yet done (a `.complete` file, "
+            f"or nothing changed for {b.quiet_seconds} s), at most {b.max_studies}. With `clara_payload` in the "
+            "run's conf, just that folder.")
 
 
 def _service_doc(svc: ServicePlan) -> str:

@@ -40,7 +40,7 @@ def _make_home() -> None:
         text = source.read_text().replace('"--model-repository=/opt/models"]', TEST_SERVICE_ARG)
         (DAGS / source.name).write_text(text)
     for source in (REPO / "tests" / "fixtures" / "dags").glob("*.yaml"):
-        shutil.copy(source, DAGS)
+        (DAGS / source.name).write_text(source.read_text().replace("@HOME@", str(HOME)))
 
 
 if not _INHERITED:

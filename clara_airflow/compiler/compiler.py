@@ -6,6 +6,7 @@ Pure and deterministic: no network, no Variables, no clock; the same file gives 
 from __future__ import annotations
 
 import graphlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     settings = PipelineSettings.from_flat({**merged, "parameters": effective_rules(spec, merged["parameters"] or {})})
     _check_schedule(spec, settings)
     _check_node_paths(spec, settings)
+    _check_batch(spec, settings)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
     upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
@@ -64,7 +66,7 @@ def effective_rules(spec: PipelineSpec, rules: Mapping[str, Any]) -> dict[str, A
 
 def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     """A scheduled run has no trigger form, so its payload folder must have a default."""
-    if settings.schedule is None or settings.payload.input:
+    if settings.schedule is None or settings.payload.input or settings.batch.inbox:
         return
     own = "schedule" in spec.airflow
     line, col = spec.where.get("x-airflow", default=(1, 1)) if own else (1, 1)
@@ -72,7 +74,26 @@ def _check_schedule(spec: PipelineSpec, settings: PipelineSettings) -> None:
     raise SpecError([Problem(spec.path, line, col, (
         f"schedule '{settings.schedule}' (from {source}) needs a default input payload: scheduled runs have "
         "no trigger form to ask for clara_payload; set payload.input in x-airflow (or in clara-defaults.yaml, "
-        "[clara] payload_input), or remove the schedule"), "V33")])
+        "[clara] payload_input), give it a batch inbox (x-airflow batch.inbox), or remove the schedule"), "V33")])
+
+
+def _check_batch(spec: PipelineSpec, settings: PipelineSettings) -> None:
+    """Batch mode runs on Docker, and its inbox is neither inside nor around the outputs or service data."""
+    inbox = settings.batch.inbox
+    if inbox is None:
+        return
+    line, col = spec.where.get("x-airflow", default=(1, 1))
+    problem = None
+    if settings.backend != "docker":
+        problem = ("batch mode (x-airflow batch.inbox) runs on the Docker backend only; on Kubernetes, start one "
+                   "run per study with clara_payload (the DICOM receiver does), or remove batch")
+    for folder, what in ((settings.payload.output_root, "payload.output_root"),
+                         (settings.services.data_dir, "services.data_dir")):
+        if os.path.commonpath([inbox, folder]) in (inbox, folder):
+            problem = (f"batch inbox {inbox} is, lies inside or contains {what} {folder}; studies and outputs "
+                       "must live apart: move the inbox")
+    if problem is not None:
+        raise SpecError([Problem(spec.path, line, col, problem, "V33")])
 
 
 def _check_node_paths(spec: PipelineSpec, settings: PipelineSettings) -> None:

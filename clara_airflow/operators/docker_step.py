@@ -7,6 +7,7 @@ compiler's own rules and ``$(NAME)`` is expanded as Kubernetes would.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,10 +20,12 @@ from clara_airflow.backends.docker import DockerServiceManager
 from clara_airflow.backends.docker_engine import engine_down, ensure_network
 from clara_airflow.backends.docker_steps import device_requests, docker_run
 from clara_airflow.backends.layout import claim_run_folder, hand_over, reset_step_folder, step_user
+from clara_airflow.batch.run import study_folder
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import resolve_service
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.batch import label, resolve_study
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
@@ -45,7 +48,7 @@ class ClaraDockerOperator(DockerOperator):
     ui_color = "#c8e6a0"
 
     def __init__(self, *, step: StepPlan, parameters: list[list[str]], services: Mapping[str, ServicePlan],
-                 options: Options, **kwargs: Any) -> None:
+                 options: Options, study: Any = None, **kwargs: Any) -> None:
         plan = step
         kwargs.setdefault("auto_remove", "force")
         super().__init__(
@@ -59,14 +62,18 @@ class ClaraDockerOperator(DockerOperator):
         self.services = dict(services)
         self.options = options
         self.service_ids: tuple[str, ...] = ()
+        self.study = study  # batch mode: this branch's study (a mapped task group argument)
 
     @property
     def cli(self) -> Any:
         return QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
 
     def execute(self, context: Any) -> Any:
+        study = resolve_study(self.study, context)
+        if study:
+            label(context, study)
         try:
-            self._prepare(context)
+            self._prepare(context, study.get("study", ""))
         except ClaraAirflowError as exc:
             raise AirflowException(f"operator '{self.task_id}': {exc}") from None
         except AirflowException as exc:  # the provider's hook: an unreachable engine
@@ -79,15 +86,20 @@ class ClaraDockerOperator(DockerOperator):
         except Exception as exc:
             raise AirflowException(self._failure_text(exc) + self._lost_services()) from exc
 
-    def _prepare(self, context: Any) -> None:
+    def _prepare(self, context: Any, study: str) -> None:
         settings, deployment = self.options.pipeline, self.options.deployment
         output_root = settings.payload.output_root
+        inbox = settings.batch.inbox or ""
         inputs = run_inputs(context, self.step, self.parameters, self.services, payload_root=deployment.payload_root,
-                            local=True, reserved=(output_root, settings.services.data_dir), rules=settings.parameters)
+                            local=True, reserved=(output_root, settings.services.data_dir), rules=settings.parameters,
+                            study=(os.path.join(inbox, study), inbox) if study else None)
         step, env, payload = inputs.step, inputs.env, inputs.payload
         self._recheck_services(inputs.values, RunRef(context["dag"].dag_id, context["run_id"]))
         self.service_ids = inputs.service_ids
         run_dir = claim_run_folder(output_root, context["dag"].dag_id, context["run_id"])
+        if study:
+            run_dir = study_folder(run_dir, study)
+            run_dir.mkdir(exist_ok=True)
         user = step_user(deployment.step_user)
         own = reset_step_folder(run_dir, step.name, [m.sub for m in step.mounts if m.kind == "output"])
         try:
@@ -96,7 +108,8 @@ class ClaraDockerOperator(DockerOperator):
             raise ClaraAirflowError(f"cannot give {own} to user {user} ([clara] step_user); run the worker "
                                     "as root or set step_user = worker") from None
         self._apply(docker_run(step, env, payload, run_dir, dag_id=context["dag"].dag_id, run_id=context["run_id"],
-                               try_number=getattr(context["ti"], "try_number", 1), user=user))
+                               try_number=getattr(context["ti"], "try_number", 1), user=user,
+                               study=study))
         ensure_network(self.hook.api_client, deployment.network)
 
     def _apply(self, run: ContainerRun) -> None:

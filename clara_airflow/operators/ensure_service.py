@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
@@ -55,13 +55,16 @@ class EnsureServiceOperator(BaseOperator):
     ui_fgcolor = "#ffffff"
 
     def __init__(self, *, service: ServicePlan, parameters: list[list[str]], options: Options,
-                 **kwargs: Any) -> None:
+                 studies_from: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
         self.parameters = parameters
         self.options = options
+        self.studies_from = studies_from  # batch mode: the task whose XCom lists the run's studies
 
     def execute(self, context: Any) -> dict[str, str]:
+        if self.studies_from and not context["ti"].xcom_pull(task_ids=self.studies_from):
+            raise AirflowSkipException("no studies in this run: the service is not needed")
         params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
         run = RunRef(context["dag"].dag_id, context["run_id"])
         settings = self.options.pipeline

@@ -28,12 +28,16 @@ class RunInputs:
 
 def run_inputs(context: Any, step: StepPlan, parameters: list[list[str]], services: dict[str, Any], *,
                payload_root: str | None, local: bool, reserved: tuple[str, ...] = (),
-               rules: Rules | None = None) -> RunInputs:
+               rules: Rules | None = None, study: tuple[str, str] | None = None) -> RunInputs:
     """:param local: the payload folder must exist here (Docker); Kubernetes can only check the path.
     :param reserved: folders a payload may neither be inside nor contain (output root, service data).
-    :param rules: ``x-airflow.parameters``, checked against the run's values."""
+    :param rules: ``x-airflow.parameters``, checked against the run's values.
+    :param study: a batch branch's (study folder, inbox): the study is the payload, and lies in the inbox."""
     params = dict(context["params"])
-    payload = check_payload(params.get("clara_payload"), payload_root, local=local, reserved=reserved)
+    if study is not None:
+        payload = check_payload(study[0], study[1], local=local, reserved=reserved)
+    else:
+        payload = check_payload(params.get("clara_payload"), payload_root, local=local, reserved=reserved)
     values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"}, rules)
     pushed = pull_services(context["ti"], services)
     missing = [sid for sid, data in pushed.items() if "connections" not in data]

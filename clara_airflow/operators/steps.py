@@ -19,7 +19,8 @@ class StepTasks:
         self.options = options
         step_user(options.deployment.step_user, local=backend == "docker")
 
-    def build(self, step: StepPlan, plan: PipelinePlan) -> Any:
+    def build(self, step: StepPlan, plan: PipelinePlan, study: Any = None) -> Any:
+        """:param study: batch mode: the branch's study (a mapped task group argument)."""
         services = _service_refs(step, plan)
         parameters = [list(p) for p in plan.parameters]
         if self.backend == "kubernetes":
@@ -28,10 +29,12 @@ class StepTasks:
             return ClaraKubernetesPodOperator(
                 task_id=step.name, step=step, parameters=parameters, services=services, options=self.options,
                 pull_secrets=list(plan.pull_secrets), doc_md=step.description or None)
+        from clara_airflow.operators.batch import LABEL
         from clara_airflow.operators.docker_step import ClaraDockerOperator
 
+        batch = {"study": study, "map_index_template": LABEL} if study is not None else {}
         return ClaraDockerOperator(task_id=step.name, step=step, parameters=parameters, services=services,
-                                   options=self.options, doc_md=step.description or None)
+                                   options=self.options, doc_md=step.description or None, **batch)
 
 
 def _service_refs(step: StepPlan, plan: PipelinePlan) -> dict[str, ServicePlan]:

@@ -53,7 +53,7 @@ class ServiceSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Batch mode (not yet readable from ``x-airflow``: the DAG side is still to be built): each complete direct sub-folder of ``inbox`` is one study, processed
+    """Batch mode (``x-airflow.batch``): each complete direct sub-folder of ``inbox`` is one study, processed
     once by one successful run. ``quiet_seconds``: a study without a ``.complete`` file counts once nothing
     in it changed for this long. ``max_studies``: per run; the rest wait for the next one."""
 

@@ -77,12 +77,14 @@ def _start_date(c: Checker, node: Node, key: str) -> Any:
     return _bad(c, node, key, "must be an ISO date (2024-01-01) or date-time (2024-01-01T02:00:00)")
 
 
-def _int(low: int) -> Validator:
+def _int(low: int, high: int | None = None) -> Validator:
     def check(c: Checker, node: Node, key: str) -> Any:
         value = c.integer(node, f"x-airflow key '{key}'")
         if value is None:
             return _MISSING
-        return value if value >= low else _bad(c, node, key, f"must be at least {low}, not {value}")
+        if value < low:
+            return _bad(c, node, key, f"must be at least {low}, not {value}")
+        return value if high is None or value <= high else _bad(c, node, key, f"must be at most {high}, not {value}")
     return check
 
 
@@ -141,6 +143,7 @@ def _optional_int(low: int) -> Validator:
     return check
 
 
+MAX_STUDIES = 10_000  # per run: each study is a branch of mapped tasks in one DAG run
 _REQUESTS: dict[str, Any] = {"cpu": _int(1), "memory": _int(1), "gpu": _int(0)}
 Schema = dict[str, Union[Validator, "Schema"]]
 SCHEMA: Schema = {
@@ -151,6 +154,7 @@ SCHEMA: Schema = {
     "startup_timeout": _optional_int(1), "schedule_timeout": _optional_int(1),
     "payload": {"input": _abs_path(True), "output_root": _abs_path(False), "claim": _k8s_name(True)},
     "services": {"idle_ttl": _int(60), "start_timeout": _int(1), "data_dir": _abs_path(False)},
+    "batch": {"inbox": _abs_path(True), "quiet_seconds": _int(0, 86_400), "max_studies": _int(1, MAX_STUDIES)},
     "resources": _REQUESTS,
     "models": {"image": _image, "tag": _string, "repository": _abs_path(False), "requests": _REQUESTS},
 }
