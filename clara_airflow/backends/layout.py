@@ -17,9 +17,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def run_folder_name(run_id: str) -> str:
-    """The Airflow run id with every character outside ``A-Za-z0-9._-`` replaced by ``_``."""
+    """The Airflow run id with every character outside ``A-Za-z0-9._-`` replaced by ``_``; a leading ``.``
+    gets a ``_`` before it (hidden names, like the batch ledger's ``.clara-studies``, are never run folders)."""
     name = _UNSAFE.sub("_", run_id)
-    return "_" + name if name in (".", "..") else name
+    return "_" + name if name.startswith(".") else name
 
 
 def run_folder(output_root: str, dag_id: str, run_id: str) -> Path:

@@ -92,6 +92,30 @@ def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     return target
 
 
+def study_states(batch: BatchSettings, output_root: str, dag_id: str, retries: int) -> list[dict[str, Any]]:
+    """Every study of the inbox and of the ledger with its state: ``arriving`` (incomplete), ``waiting``
+    (complete, not yet taken), ``claimed``, ``done``, ``failed`` (offered again), ``given-up``, ``offered``."""
+    ledger = ledger_for(output_root, dag_id, retries)
+    known = ledger.studies()
+    rows: dict[str, dict[str, Any]] = {}
+    complete, arriving = scan_inbox(batch.inbox, batch.quiet_seconds) if batch.inbox else ([], [])
+    for name in arriving:
+        rows[name] = {"study": name, "state": "arriving", "detail": "incomplete: no .complete file and changed "
+                      f"in the last {batch.quiet_seconds} s"}
+    for study in complete:
+        rows[study.name] = {"study": study.name, "state": "waiting", "detail": "complete; the next run takes it"}
+    for name, entry in known.items():
+        detail = {"claimed": f"claimed by run {entry.run_id}", "done": f"done in run {entry.run_id} "
+                  f"({entry.seconds:.1f} s) -> {entry.output}",
+                  "failed": f"failed {entry.failures} time(s), last in run {entry.run_id}; the next run tries again",
+                  "given-up": f"given up after {entry.failures} failed run(s), last {entry.run_id}; "
+                  "clara-airflow studies PIPELINE --retry STUDY offers it again",
+                  "offered": "offered again; the next run takes it"}.get(entry.state, entry.state)
+        rows[name] = {"study": name, "state": entry.state, "detail": detail, "run_id": entry.run_id,
+                      "failures": entry.failures, "seconds": entry.seconds, "output": entry.output}
+    return [rows[name] for name in sorted(rows)]
+
+
 def study_folder(run_dir: Path, study: str) -> Path:
     """``<run folder>/<study>``: the study's own part of the run's outputs."""
     problem = safe_study_name(study)

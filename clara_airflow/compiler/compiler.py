@@ -82,7 +82,7 @@ def _check_batch(spec: PipelineSpec, settings: PipelineSettings) -> None:
     inbox = settings.batch.inbox
     if inbox is None:
         return
-    line, col = spec.where.get("x-airflow", default=(1, 1))
+    line, col = spec.where.get("x-airflow", "batch", default=spec.where.get("x-airflow", default=(1, 1)))
     problem = None
     if settings.backend != "docker":
         problem = ("batch mode (x-airflow batch.inbox) runs on the Docker backend only; on Kubernetes, start one "

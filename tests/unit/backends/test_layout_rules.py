@@ -23,7 +23,8 @@ from clara_airflow.errors import ClaraAirflowError
 
 
 @pytest.mark.parametrize(("run_id", "folder"), [("manual__2026-01-01T00:00:00+00:00", "manual__2026-01-01T00_00_00_00_00"),
-                                                (".", "_."), ("..", "_.."), ("a/b c", "a_b_c"), ("ok-1.2_x", "ok-1.2_x")])
+                                                (".", "_."), ("..", "_.."), ("a/b c", "a_b_c"), ("ok-1.2_x", "ok-1.2_x"),
+                                                (".clara-studies", "_.clara-studies")])
 def test_run_folder_names(run_id: str, folder: str) -> None:
     assert run_folder_name(run_id) == folder
 
