@@ -179,8 +179,12 @@ def render_doc(plan: PipelinePlan) -> str:
     if plan.parameters:
         lines += ["", "## Parameters", "", "| name | default |", "|---|---|"]
         lines += [f"| `{n}` | `{_cell(d)}` |" for n, d in plan.parameters]
-    lines += ["", "## Outputs", "", f"`{plan.settings.payload.output_root}/{plan.dag_id}/<run id>/<operator>/"
-              "[<output name>]` — every run writes to its own folder."]
+    root = f"{plan.settings.payload.output_root}/{plan.dag_id}/<run id>"
+    lines += ["", "## Outputs", "", f"`{root}/<operator>/[<output name>]` — every run writes to its own folder."]
+    if plan.settings.batch.inbox:
+        lines += ["", f"Batch mode: each run takes the new complete studies of `{plan.settings.batch.inbox}` "
+                  f"(one branch each) and writes `{root}/<study>/<operator>/` and `{root}/batch-summary.json`; "
+                  "a run triggered with `clara_payload` processes just that folder."]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "Clara", "python-modules": [
             "clara_airflow.operators.ensure_service", "clara_airflow.operators.docker_step",
             "clara_airflow.operators.kubernetes_step", "clara_airflow.operators.release_leases",
-            "clara_airflow.operators.pipeline_error"]}],
+            "clara_airflow.operators.pipeline_error", "clara_airflow.operators.batch"]}],
         "integrations": [{"integration-name": "Clara", "external-doc-url":
                           "https://github.com/NVIDIA/clara-platform", "tags": ["software"]}],
     }

@@ -92,11 +92,13 @@ class Ledger:
         return self._write(study, version + 1, Entry("claimed", run_id, failures, at=time.time()))
 
     def finish(self, study: str, run_id: str, *, ok: bool, seconds: float, output: str) -> Entry | None:
-        """Record the outcome of this run's branch of ``study``; None when the run no longer holds it."""
+        """Record the outcome of this run's branch of ``study``; None when the run no longer holds it.
+        A branch cleared in the UI and run again records again, as long as no other run took the study."""
         version, entry = self.current(study)
-        if entry is None or entry.state != "claimed" or entry.run_id != run_id:
+        if entry is None or entry.run_id != run_id or entry.state not in ("claimed", "failed", "given-up"):
             return None
-        failures = entry.failures + (0 if ok else 1)
+        # "failed"/"given-up" by this same run: its branch was cleared and ran again; that run counts once
+        failures = entry.failures - (entry.state != "claimed") + (0 if ok else 1)
         state = "done" if ok else ("given-up" if failures >= self.max_attempts else "failed")
         new = Entry(state, run_id, failures, round(seconds, 3), output, time.time())
         return new if self._write(study, version + 1, new) else None

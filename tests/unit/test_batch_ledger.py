@@ -141,3 +141,18 @@ def test_racing_processes_never_take_the_same_study(tmp_path: Path) -> None:
             owners[name] = run_id
     assert len(owners) == 40
     assert {name: Ledger(tmp_path).current(name)[1].run_id for name in owners} == owners  # type: ignore[union-attr]
+
+
+def test_a_cleared_branch_records_again_in_its_own_run_only(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path, max_attempts=2)
+    ledger.claim("s", "run-1", alive("run-1"))
+    assert ledger.finish("s", "run-1", ok=False, seconds=1, output="").failures == 1  # type: ignore[union-attr]
+    again = ledger.finish("s", "run-1", ok=False, seconds=1, output="")  # the branch was cleared and failed again
+    assert again is not None and (again.state, again.failures) == ("failed", 1), "one run counts once"
+    done = ledger.finish("s", "run-1", ok=True, seconds=2, output="/o")
+    assert done is not None and (done.state, done.failures) == ("done", 0)
+    assert ledger.finish("s", "run-1", ok=True, seconds=2, output="/o") is None, "done is final"
+    ledger.claim("t", "run-1", alive("run-1"))
+    ledger.finish("t", "run-1", ok=False, seconds=1, output="")
+    ledger.claim("t", "run-2", alive("run-2"))
+    assert ledger.finish("t", "run-1", ok=True, seconds=1, output="") is None, "another run holds it now"

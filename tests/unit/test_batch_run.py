@@ -164,3 +164,25 @@ def test_the_studies_command_lists_states_and_offers_a_study_again(tmp_path: Pat
     states = {r["study"]: r["state"] for r in study_states(BatchSettings(str(inbox)), str(tmp_path / "out"),
                                                             "nightly", 0)}
     assert states["failing"] == "offered"
+
+
+def test_a_branch_reads_its_study_from_the_inbox_and_fails_alone_when_it_vanished(tmp_path: Path) -> None:
+    import shutil
+
+    from clara_airflow.operators.step_inputs import run_inputs
+
+    inbox = inbox_with(tmp_path, "a")
+    plan = compile_pipeline(load_pipeline(write(tmp_path, BATCH.format(inbox=inbox, out=tmp_path / "out",
+                                                                       backend=""))))
+    context = {"params": {"clara_payload": None}, "ti": None}
+
+    def inputs(folder: Path) -> str:
+        return run_inputs(context, plan.steps[0], [], {}, payload_root="/nowhere", local=True,
+                          study=(str(folder), str(inbox))).payload
+
+    assert inputs(inbox / "a") == str(inbox / "a"), "the inbox, not payload_root, bounds a study"
+    with pytest.raises(ClaraAirflowError, match="is outside the payload root"):
+        inputs(tmp_path)
+    shutil.rmtree(inbox / "a")
+    with pytest.raises(ClaraAirflowError, match="does not exist"):
+        inputs(inbox / "a")

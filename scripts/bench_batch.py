@@ -1,0 +1,231 @@
+"""Batch benchmark: N studies through a 3-step pipeline with one shared service, against the floor.
+
+    bash scripts/setup.sh && .venv/bin/python scripts/bench_batch.py [--studies 50] [--per-run 10]
+
+Measured one after the other in one process, on the local Docker engine:
+
+- ``floor``: the same containers started by a plain Python script with the Docker SDK: the service
+  once, then for each study its 3 steps one after the other (create, start, wait, remove), with the
+  same mounts. One study at a time, one step at a time: the concurrency ``dag.test()`` runs tasks with.
+- ``batch``: one batch run of the compiled pipeline (``x-airflow.batch``) with ``dag.test()``: the
+  studies are selected and claimed, the service ensured once, one mapped branch per study (3 steps and
+  the study's record), then the summary.
+- ``run per study`` (the other design): one DAG run per study (``clara_payload`` = the study), each
+  ensuring the service, running the 3 steps and releasing its lease; timed on ``--per-run`` studies
+  and scaled to N.
+
+Prints the times, the ratio batch / floor (target <= 1.5x, stretch 1.2x), studies per hour (target
+>= 2,250) and where the time goes. The service must start exactly once for the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = Path(tempfile.mkdtemp(prefix="clara-bench-batch-"))
+NETWORK = "clara-airflow-bench"
+INBOX = WORK / "inbox"
+os.environ.update({
+    "AIRFLOW_HOME": str(WORK / "home"), "AIRFLOW__CORE__DAGS_FOLDER": str(WORK / "dags"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CLARA__OUTPUT_ROOT": str(WORK / "output"),
+    "AIRFLOW__CLARA__PAYLOAD_ROOT": str(INBOX), "AIRFLOW__CLARA__NETWORK": NETWORK,
+    "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(WORK / "service-data"),
+})
+sys.path.insert(0, str(REPO))
+DAG_ID = "bench-batch"
+IMAGE = "clara-airflow/busybox:1"
+# The service: a tiny HTTP server; a unique argument gives this benchmark its own service identity.
+SERVICE = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+           "bench-batch"]
+STEPS = [
+    ("read", "cat /in/study.txt > /out/read.txt", None),
+    ("infer", "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${WEB%:*} ${WEB#*:} > /out/answer; "
+              "cp /in/read.txt /out/", "read"),
+    ("write", "tr a-z A-Z < /in/read.txt > /out/result.txt", "infer"),
+]
+
+
+def pipeline() -> str:
+    service = (f"  services:\n  - name: web\n    container:\n      image: clara-airflow/busybox\n      tag: '1'\n"
+               f"      command: {SERVICE!r}\n    connections:\n      http:\n      - name: WEB\n        port: 8080\n")
+    text = (f"api-version: 0.4.0\nname: {DAG_ID}\nx-airflow:\n  batch: {{inbox: {INBOX}, max_studies: 10000}}\n"
+            "operators:\n")
+    for name, script, source in STEPS:
+        text += (f"- name: {name}\n  container:\n    image: clara-airflow/busybox\n    tag: '1'\n"
+                 f"    command: ['/bin/sh', '-c', {script!r}]\n  input:\n  - path: /in\n"
+                 + (f"    from: {source}\n" if source else "") + "  output:\n  - path: /out\n"
+                 + (service if name == "infer" else ""))
+    return text
+
+
+def make_studies(count: int, prefix: str) -> list[Path]:
+    folders = []
+    for n in range(count):
+        folder = INBOX / f"{prefix}{n:04d}"
+        folder.mkdir(parents=True)
+        (folder / "study.txt").write_text(f"study {n}\n")
+        (folder / ".complete").write_text("")
+        folders.append(folder)
+    return folders
+
+
+def floor(client: Any, studies: list[Path]) -> tuple[float, list[float]]:
+    """The Docker SDK alone: the service once, then every study's steps in order. Returns (seconds,
+    per-container seconds)."""
+    from docker.types import Mount
+
+    began = time.perf_counter()
+    service = client.containers.run(IMAGE, SERVICE, name="clara-bench-floor-service", detach=True, network=NETWORK)
+    host = "clara-bench-floor-service:8080"
+    each: list[float] = []
+    try:
+        for study in studies:
+            out = WORK / "floor" / study.name
+            for name, script, source in STEPS:
+                (out / name).mkdir(parents=True)
+                source_dir = out / source if source else study
+                mounts = [Mount("/in", str(source_dir), type="bind", read_only=True),
+                          Mount("/out", str(out / name), type="bind")]
+                t = time.perf_counter()
+                container = client.containers.create(IMAGE, ["/bin/sh", "-c", script], mounts=mounts,
+                                                     environment={"WEB": host}, network=NETWORK)
+                container.start()
+                status = container.wait()["StatusCode"]
+                container.remove(force=True)
+                each.append(time.perf_counter() - t)
+                if status != 0:
+                    raise SystemExit(f"floor: step {name} of {study.name} exited {status}")
+    finally:
+        service.remove(force=True)
+    return time.perf_counter() - began, each
+
+
+def task_times(dr: Any) -> tuple[dict[str, list[float]], float]:
+    """Seconds per task kind (by task id), and the summed task time of the run."""
+    kinds: dict[str, list[float]] = {}
+    total = 0.0
+    for ti in dr.get_task_instances():
+        if ti.start_date and ti.end_date:
+            seconds = (ti.end_date - ti.start_date).total_seconds()
+            kinds.setdefault(ti.task_id, []).append(seconds)
+            total += seconds
+    return kinds, total
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Airflow's task logs go to WORK/airflow.log, not the terminal (they are written to the process's
+    own stdout/stderr, so those are redirected at the file-descriptor level)."""
+    sys.stdout.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(WORK / "airflow.log", "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+
+
+def timed(dag: Any, what: str, **conf: str) -> tuple[Any, float]:
+    """One quiet ``dag.test()``: (the run, its seconds); a run that does not succeed ends the benchmark."""
+    began = time.perf_counter()
+    with quiet():
+        dr = dag.test(run_conf=conf or None)
+    if str(dr.state) != "success":
+        raise SystemExit(f"{what} ended {dr.state}; see {WORK / 'airflow.log'}")
+    return dr, time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--studies", type=int, default=50)
+    parser.add_argument("--per-run", type=int, default=10, help="studies timed for the run-per-study design")
+    args = parser.parse_args()
+    import docker
+
+    client = docker.from_env()
+    if not any(n.name == NETWORK for n in client.networks.list(names=[NETWORK])):
+        client.networks.create(NETWORK)
+    dags = WORK / "dags"
+    dags.mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "clara_pipelines.py", dags)
+    (dags / f"{DAG_ID}.yaml").write_text(pipeline())
+    logging.disable(logging.WARNING)
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    from clara_airflow.backends.docker import LABEL_ID
+    from clara_airflow.services.records import clear_record
+
+    db.resetdb()
+    bag = DagBag(dag_folder=str(dags))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags[DAG_ID]
+    INBOX.mkdir()
+    _, empty_s = timed(dag, "the empty batch run")  # also the warm-up: the first run starts the in-process API
+    studies = make_studies(args.studies, "s")
+
+    def service_containers() -> list[Any]:
+        return [c for c in client.containers.list(all=True, filters={"label": LABEL_ID})
+                if "bench-batch" in " ".join(c.attrs["Config"]["Cmd"] or [])]
+
+    def drop_service() -> None:
+        for container in service_containers():
+            clear_record(container.labels[LABEL_ID])
+            container.remove(force=True)
+
+    floor_s, each = floor(client, studies)
+    drop_service()
+    dr, batch_s = timed(dag, "the batch run")
+    kinds, busy = task_times(dr)
+    ensure = [k for k in kinds if k.startswith("clara_services.ensure_")]
+    instances = len(service_containers())
+    _, again_s = timed(dag, "the second batch run")  # every study is done: a batch with 0 studies
+    drop_service()
+
+    per_run = make_studies(args.per_run, "r")
+    per_study_runs = sum(timed(dag, "a run per study", clara_payload=str(study))[1] for study in per_run) / args.per_run
+    drop_service()
+
+    n = args.studies
+    print(f"{n} studies x {len(STEPS)} steps (busybox, almost no work), one shared service; dag.test() runs one task "
+          "at a time, the floor one container at a time")
+    print(f"floor (Docker SDK script):        {floor_s:7.1f} s   {3600 * n / floor_s:8.0f} studies/hour")
+    print(f"batch run (one run, {n} branches): {batch_s:7.1f} s   {3600 * n / batch_s:8.0f} studies/hour   "
+          f"ratio {batch_s / floor_s:.2f}x the floor (target <= 1.5x, stretch 1.2x)")
+    print(f"one run per study ({args.per_run} timed):     {per_study_runs * n:7.1f} s   "
+          f"{3600 / per_study_runs:8.0f} studies/hour   ratio {per_study_runs * n / floor_s:.2f}x the floor "
+          f"(scaled to {n})")
+    print(f"the next batch (all {n} done, 0 taken): {again_s:.1f} s (the very first, empty, run of the process, "
+          f"which starts Airflow's in-process API: {empty_s:.1f} s)")
+    print(f"service instances after the batch: {instances} (none before it; ensure tasks run: {len(ensure)})")
+    print("\nwhere the batch's time goes (median seconds per task):")
+    container = statistics.median(each)
+    print(f"  container create+start+wait+remove alone (floor): {container:.3f}")
+    for kind in sorted(kinds):
+        print(f"  {kind:<36} x{len(kinds[kind]):<4} {statistics.median(kinds[kind]):.3f}")
+    step_median = statistics.median(sum((kinds[f"study.{s}"] for s, _, _ in STEPS), []))
+    print(f"  per step task beyond its container: {step_median - container:.3f}  "
+          f"(the DockerOperator's log streaming, the payload and layout checks, XCom pulls, task bookkeeping)")
+    print(f"  between tasks (wall - summed task time): {batch_s - busy:.1f} s in all, "
+          f"{(batch_s - busy) / max(1, len(dr.get_task_instances())):.3f} per task (scheduling in dag.test)")
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
