@@ -1,4 +1,4 @@
-"""A fixed sample of 20 mutants of the risky paths, for CI: each must be killed by the tests named with it.
+"""A fixed sample of 24 mutants of the risky paths, for CI: each must be killed by the tests named with it.
 
 Each mutant is one planted bug: an exact piece of source and its replacement. The script applies one,
 runs the named tests, and restores the file whatever happens. A mutant whose source text is gone is
@@ -79,6 +79,17 @@ MUTANTS = [
            "if live_leases(sid, store):", (LIFECYCLE,), "a starting service is removed as an orphan"),
     Mutant("clara_airflow/services/records.py", "store.set(use_key(svc.id, dag_id),",
            'store.set(use_key(svc.id, ""),', (LIFECYCLE,), "pipelines share one use key (lost updates)"),
+    Mutant("clara_airflow/batch/ledger.py", "                if run_state(entry.run_id) in LIVE_STATES:\n                    return False",
+           "                if run_state(entry.run_id) in LIVE_STATES:\n                    pass",
+           ("tests/unit/test_batch_run.py", "tests/unit/test_batch_ledger.py"),
+           "a study held by a live run is taken by an overlapping run too"),
+    Mutant("clara_airflow/batch/ledger.py", "os.link(temp, folder / f\"{version}.json\")",
+           "os.replace(temp, folder / f\"{version}.json\")", ("tests/unit/test_batch_ledger.py",),
+           "the ledger's compare-and-set (a hard link) becomes a plain overwrite"),
+    Mutant("clara_airflow/batch/run.py", "return len(states) == expected and all(",
+           "return all(", ("tests/unit/test_batch_run.py",), "a branch whose steps never ran counts as a success"),
+    Mutant("clara_airflow/operators/docker_step.py", "            run_dir = study_folder(run_dir, study)\n",
+           "", ("tests/integration/test_batch.py",), "batch studies write into the run folder, not their own"),
 ]
 
 
