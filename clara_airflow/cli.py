@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clara_airflow.cli_imaging import add_imaging_commands
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.errors import ClaraAirflowError, SpecError
 
@@ -53,11 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     gc = svc_sub.add_parser("gc", help="stop idle services; report orphans")
     gc.add_argument("--dry-run", action="store_true")
     gc.set_defaults(func=_services_gc)
-    std = sub.add_parser("studies", help="batch mode: each study of a pipeline and what was done with it")
-    std.add_argument("pipeline", help="the pipeline's YAML file, or its name in the dags folder")
-    std.add_argument("--json", action="store_true", help="machine-readable output")
-    std.add_argument("--retry", metavar="STUDY", help="offer a failed or given-up study to the next run again")
-    std.set_defaults(func=_studies)
+    add_imaging_commands(sub)
     return parser
 
 
@@ -211,62 +208,6 @@ def _plan_text(data: dict[str, Any]) -> str:
 
 
 LIST_COLUMNS = ("ID", "STATE", "IMAGE", "BACKEND", "ADDRESS", "STARTED", "LAST USED", "IDLE TTL", "LEASES", "NAMES")
-
-
-def _studies(args: argparse.Namespace) -> int:
-    from clara_airflow.batch.run import study_states
-
-    plan = _batch_plan(args.pipeline)
-    ledger_args = (plan.settings.payload.output_root, plan.dag_id, plan.settings.retries)
-    if args.retry:
-        from clara_airflow.batch.run import ledger_for
-
-        try:
-            ledger_for(*ledger_args).offer_again(args.retry)
-        except ValueError as exc:
-            raise ClaraAirflowError(f"{plan.dag_id}: {exc}") from None
-        print(f"study {args.retry} of {plan.dag_id} is offered to the next run again")
-        return 0
-    rows = study_states(plan.settings.batch, *ledger_args)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'study':<40} {'state':<12} detail")
-    for row in rows:
-        print(f"{row['study']:<40} {row['state']:<12} {row['detail']}")
-    print(f"{len(rows)} studies in {plan.settings.batch.inbox}", file=sys.stderr)
-    return 0
-
-
-def _batch_plan(pipeline: str) -> Any:
-    """The compiled plan of a batch pipeline given by file or by name (in Airflow's dags folder)."""
-    from clara_airflow.compiler.compiler import compile_pipeline
-    from clara_airflow.spec.defaults import deployment_settings
-    from clara_airflow.spec.load import load_pipeline
-    from clara_airflow.spec.source import pipeline_files
-
-    path = Path(pipeline)
-    if not path.is_file():
-        from airflow.configuration import conf
-
-        folder = Path(conf.get("core", "dags_folder"))
-        found = [f for f in pipeline_files(folder) if _declares(f, pipeline)]
-        if not found:
-            raise ClaraAirflowError(f"no pipeline file or pipeline named {pipeline!r} in {folder}; give the YAML file")
-        path = found[0]
-    plan = compile_pipeline(load_pipeline(path), deployment_settings(path.parent))
-    if plan.settings.batch.inbox is None:
-        raise ClaraAirflowError(f"{path}: pipeline {plan.dag_id} has no batch mode (x-airflow batch.inbox)")
-    return plan
-
-
-def _declares(path: Path, name: str) -> bool:
-    from clara_airflow.spec.load import load_pipeline
-
-    try:
-        return load_pipeline(path).name == name
-    except (SpecError, OSError):
-        return False
 
 
 def _services_list(args: argparse.Namespace) -> int:

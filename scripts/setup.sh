@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 install_system_packages() {
-  local wanted=(docker.io busybox-static mmdebstrap ca-certificates)
+  local wanted=(docker.io busybox-static mmdebstrap ca-certificates orthanc dcmtk)
   [ "${CLARA_SKIP_BROWSER:-0}" = 1 ] || wanted+=(chromium)
   python3 -m venv --help >/dev/null 2>&1 || wanted+=(python3-venv)
   local missing=()

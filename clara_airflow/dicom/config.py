@@ -1,0 +1,142 @@
+"""The DICOM receiver's configuration (``dicom.yaml``): read safely, validated by pydantic, every problem
+reported at once as ``PATH:LINE:COL: message``. No Airflow and no pynetdicom here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clara_airflow.errors import Problem, SpecError
+from clara_airflow.spec.positions import Where
+from clara_airflow.spec.source import read_document
+
+__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "load_config", "valid_aet"]
+
+_AET = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash, 1-16 characters
+PRIORITIES = ("lower", "normal", "higher", "immediate")
+
+
+def valid_aet(value: str) -> str:
+    if not _AET.fullmatch(value) or not value.strip():
+        raise ValueError(f"{value!r} is not an AE title (1-16 printable ASCII characters, no backslash, not blank)")
+    return value.strip()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    ae_title: str = "CLARA"
+
+    _aet = field_validator("ae_title")(valid_aet)
+
+
+class AirflowApi(_Model):
+    url: str = "http://localhost:8080"
+    username_env: str = "CLARA_AIRFLOW_USER"
+    password_env: str = "CLARA_AIRFLOW_PASSWORD"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL of the Airflow API server")
+        return value.rstrip("/")
+
+
+class Route(_Model):
+    pipelines: list[str] = Field(min_length=1)
+    group_by: Literal["study", "series"] = "study"
+    timeout: float = Field(default=5.0, gt=0, le=3600)
+    priority: Literal["lower", "normal", "higher", "immediate"] = "normal"
+
+    @field_validator("pipelines")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name):
+                raise ValueError(f"{name!r} is not a pipeline (DAG) name")
+        return value
+
+
+class Source(_Model):
+    ae_title: str
+    host: str
+
+    _aet = field_validator("ae_title")(valid_aet)
+
+
+class Destination(_Model):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    ae_title: str
+
+    _aet = field_validator("ae_title")(valid_aet)
+
+
+class DicomConfig(_Model):
+    """What ``clara-airflow dicom listen`` reads; see docs/dicom.md for every key."""
+
+    listen: Listen = Listen()
+    inbox: str
+    airflow: AirflowApi = AirflowApi()
+    ae_titles: dict[str, Route] = Field(min_length=1)
+    sources: list[Source] = []
+    destinations: dict[str, Destination] = {}
+    reject_unknown_sources: bool = True
+    min_free_disk_mb: int = Field(default=5120, ge=0)
+
+    @field_validator("inbox")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"{value!r} must be an absolute path without '..'")
+        return value.rstrip("/") or "/"
+
+    @field_validator("ae_titles")
+    @classmethod
+    def _called(cls, value: dict[str, Route]) -> dict[str, Route]:
+        return {valid_aet(k): v for k, v in value.items()}
+
+
+def load_config(path: str | Path) -> DicomConfig:
+    """Read and validate ``dicom.yaml``.
+
+    :raises SpecError: every problem, each positioned in the file, with what is allowed.
+    """
+    name = str(path)
+    root = read_document(name, Path(path).read_bytes())  # size, alias and tag bounds of the pipeline reader
+    data: Any = yaml.SafeLoader("").construct_document(root)
+    if not isinstance(data, dict):
+        raise SpecError([Problem(name, 1, 1, "the DICOM configuration must be a mapping (listen:, inbox:, ...)", "D1")])
+    try:
+        return DicomConfig.model_validate(data)
+    except ValidationError as exc:
+        where = Where(root)
+        problems = []
+        for error in exc.errors():
+            keys = tuple(error["loc"])
+            line, col = _position(where, keys)
+            dotted = ".".join(str(k) for k in keys) or "the file"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = f"unknown key '{keys[-1]}'; see docs/dicom.md for the keys"
+            elif error["type"] == "missing":
+                message = f"'{keys[-1]}' is required"
+            problems.append(Problem(name, line, col, f"{dotted}: {message}", "D1"))
+        raise SpecError(problems) from None
+
+
+def _position(where: Where, keys: tuple[Any, ...]) -> tuple[int, int]:
+    """The deepest position of ``keys`` the file has (a missing key: its parent mapping)."""
+    for cut in range(len(keys), 0, -1):
+        if where.has(*keys[:cut]):
+            return where.key(*keys[:cut]) if isinstance(keys[cut - 1], str) else where.at(*keys[:cut])
+    return where.node

@@ -1,0 +1,39 @@
+"""Synthetic DICOM for the receiver's tests, benchmark and demo: CT series made with pydicom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PATTERN = bytes(range(256))
+
+
+def ct_series(folder: Path, *, study: str, series: str, count: int = 3, size: int = 32,
+              patient: str = "CLARA-TEST") -> list[Path]:
+    """Write ``count`` CT slices of one series (Explicit VR Little Endian) and return their paths."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientName, ds.PatientID, ds.Modality = patient, patient, "CT"
+        ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "20261205", 1, n + 1
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelSpacing, ds.SliceThickness, ds.ImagePositionPatient = [0.7, 0.7], 1.0, [0, 0, float(n)]
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        raw = (_PATTERN[n % 256:] + _PATTERN[:n % 256]) * (size * size * 2 // 256 + 1)
+        ds.PixelData = raw[:size * size * 2]
+        path = folder / f"{n:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
