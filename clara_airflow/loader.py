@@ -32,7 +32,7 @@ __all__ = ["load_dags", "pipeline_files"]
 log = logging.getLogger(__name__)
 ERROR_TAG = "clara-compile-error"
 _NAME_LINE = re.compile(r"^name:[ \t]*['\"]?([A-Za-z0-9_-]+)['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
-_CACHE: dict[tuple[str, bytes, str], PipelinePlan] = {}
+_CACHE: dict[tuple[str, bytes, str, tuple[str, ...] | None], PipelinePlan] = {}
 
 
 def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | None = None,
@@ -59,7 +59,7 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
         defaults_error = None
     except SpecError as exc:
         deployment, defaults_error = settings, exc
-    dags, errors = _build_all(files, deployment, options, defaults_error)
+    dags, errors = _build_all(files, deployment, options, defaults_error, _destinations(options))
     if errors and strict:
         raise ClaraAirflowError("broken Clara pipelines:\n" + "\n".join(text for _, text in errors))
     for path, text in errors:
@@ -75,8 +75,21 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
     return dags
 
 
+def _destinations(options: Deployment) -> tuple[str, ...] | None:
+    """The DICOM destinations register-results may send to; a broken dicom.yaml is logged, and only the
+    pipelines that export are then refused (with a pointer to the setting)."""
+    from clara_airflow.dicom.config import configured_destinations
+
+    try:
+        return configured_destinations(options.dicom_config)
+    except (SpecError, OSError) as exc:
+        log.error("clara-airflow: [clara] dicom_config %s cannot be used:\n%s", options.dicom_config, exc)
+        return None
+
+
 def _build_all(files: list[Path], deployment: dict[str, Any], options: Deployment,
-               defaults_error: SpecError | None) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+               defaults_error: SpecError | None, destinations: tuple[str, ...] | None = None,
+               ) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     from clara_airflow.dag import build_dag
 
     dags: dict[str, Any] = {}
@@ -87,7 +100,7 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: Deploymen
         try:
             if defaults_error is not None:
                 raise defaults_error
-            plan = _compile(path, deployment)
+            plan = _compile(path, deployment, destinations)
             other = owners.setdefault(plan.dag_id.lower(), path)
             if other != path:
                 raise ClaraAirflowError(duplicate_pipeline(str(path), plan.dag_id, plan.name_at, other))
@@ -104,12 +117,12 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: Deploymen
     return dags, errors
 
 
-def _compile(path: Path, deployment: dict[str, Any]) -> PipelinePlan:
+def _compile(path: Path, deployment: dict[str, Any], destinations: tuple[str, ...] | None = None) -> PipelinePlan:
     """Compiled plans are cached per process by file content and settings."""
     data = read_pipeline_bytes(path)
-    key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())))
+    key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())), destinations)
     if key not in _CACHE:
-        _CACHE[key] = compile_pipeline(load_pipeline(path, data), deployment)
+        _CACHE[key] = compile_pipeline(load_pipeline(path, data), deployment, destinations=destinations)
     return _CACHE[key]
 
 

@@ -142,10 +142,10 @@ def test_an_unexpected_error_in_one_file_leaves_the_others_loading(folder: Path,
         shutil.copy(path, folder)
     real = loader.compile_pipeline
 
-    def flaky(spec: Any, deployment: Any = None) -> Any:
+    def flaky(spec: Any, deployment: Any = None, **kwargs: Any) -> Any:
         if spec.name == "series-sanity-check":
             raise RuntimeError("a bug in clara-airflow")
-        return real(spec, deployment)
+        return real(spec, deployment, **kwargs)
 
     monkeypatch.setattr(loader, "compile_pipeline", flaky)
     bag = bag_of(folder)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from clara_airflow.compiler.export import export_destinations, is_register_results
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
 from clara_airflow.errors import Problem, SpecError
@@ -23,12 +24,14 @@ MODEL_SERVER = "model-server"
 _MODEL_PORTS = dict(zip(MODEL_VARIABLES, (8000, 8001, 8000, 8000), strict=True))
 
 
-def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = None) -> PipelinePlan:
+def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = None, *,
+                     destinations: tuple[str, ...] | None = None) -> PipelinePlan:
     """Turn a validated spec into a plan.
 
     :param spec: from :func:`clara_airflow.spec.load.load_pipeline`.
     :param deployment: flat settings of ``clara-defaults.yaml`` merged over ``[clara]`` (lower
         precedence than the pipeline's own ``x-airflow`` block).
+    :param destinations: the configured DICOM destinations (``[clara] dicom_config``), for register-results.
     :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
     merged = merge_settings(spec.airflow, deployment or {})
@@ -42,7 +45,8 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     order = _topological_order(spec, upstream)
     services, uses = _services(spec, settings, defaults)
     by_name = {op.name: op for op in spec.operators}
-    steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ()), upstream[name], lowered)
+    exports = _exports(spec, settings, destinations)
+    steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ()), upstream[name], lowered, exports)
                   for name in order)
     params = tuple((p.name, p.default) for p in spec.all_parameters().values())
     return PipelinePlan(
@@ -138,8 +142,26 @@ def _requests(req: RequestsSpec, defaults: Resources) -> Requests:
     )
 
 
+def _exports(spec: PipelineSpec, settings: PipelineSettings, destinations: tuple[str, ...] | None
+             ) -> dict[str, tuple[str, ...]]:
+    """The destinations of every register-results operator; every problem of them at once."""
+    found, problems = {}, []
+    for op in spec.operators:
+        if is_register_results(op.container.image):
+            found[op.name], bad = export_destinations(spec, op, destinations)
+            if settings.backend != "docker" and not bad:
+                line, col = op.container.where.get("image")
+                bad = [Problem(spec.path, line, col, f"operator '{op.name}': the register-results export reads the "
+                               "run's folders on the Airflow worker, so it runs with the Docker backend only", "X1")]
+            problems += bad
+    if problems:
+        raise SpecError(problems)
+    return found
+
+
 def _step(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings, uses: tuple[ServiceUse, ...],
-          upstream: tuple[str, ...], by_name: Mapping[str, OperatorSpec]) -> StepPlan:
+          upstream: tuple[str, ...], by_name: Mapping[str, OperatorSpec],
+          exports: Mapping[str, tuple[str, ...]]) -> StepPlan:
     mounts: list[MountPlan] = []
     for inp in op.inputs:
         if inp.source is None:
@@ -158,7 +180,7 @@ def _step(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings, uses
     return StepPlan(
         name=op.name, image=op.container.image, tag=op.container.tag, command=op.container.command,
         variables=op.variables, requests=_requests(op.requests, settings.resources), upstream=upstream,
-        mounts=tuple(mounts), services=uses, description=op.description,
+        mounts=tuple(mounts), services=uses, description=op.description, export=exports.get(op.name, ()),
     )
 
 

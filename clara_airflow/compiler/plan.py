@@ -58,6 +58,7 @@ class StepPlan:
     mounts: tuple[MountPlan, ...]
     services: tuple[ServiceUse, ...] = ()
     description: str = ""
+    export: tuple[str, ...] = ()  # register-results: DICOM destinations the inputs are sent to (no container)
 
     @property
     def env_names(self) -> tuple[str, ...]:

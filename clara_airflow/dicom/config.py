@@ -14,7 +14,8 @@ from clara_airflow.errors import Problem, SpecError
 from clara_airflow.spec.positions import Where
 from clara_airflow.spec.source import read_document
 
-__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "load_config", "valid_aet"]
+__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "configured_destinations", "load_config",
+           "valid_aet"]
 
 _AET = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash, 1-16 characters
 PRIORITIES = ("lower", "normal", "higher", "immediate")
@@ -132,6 +133,13 @@ def load_config(path: str | Path) -> DicomConfig:
                 message = f"'{keys[-1]}' is required"
             problems.append(Problem(name, line, col, f"{dotted}: {message}", "D1"))
         raise SpecError(problems) from None
+
+
+def configured_destinations(dicom_config: str | None) -> tuple[str, ...] | None:
+    """The destination names of ``[clara] dicom_config`` (None when unset).
+
+    :raises SpecError: the file is broken; :raises OSError: it cannot be read."""
+    return None if not dicom_config else tuple(load_config(dicom_config).destinations)
 
 
 def _position(where: Where, keys: tuple[Any, ...]) -> tuple[int, int]:

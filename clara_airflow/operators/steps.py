@@ -7,6 +7,7 @@ from typing import Any
 
 from clara_airflow.backends.layout import step_user
 from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
+from clara_airflow.operators.batch import LABEL
 from clara_airflow.settings import Options
 
 
@@ -23,16 +24,20 @@ class StepTasks:
         """:param study: batch mode: the branch's study (a mapped task group argument)."""
         services = _service_refs(step, plan)
         parameters = [list(p) for p in plan.parameters]
+        batch = {"study": study, "map_index_template": LABEL} if study is not None else {}
+        if step.export:  # register-results: a built-in DICOM export, no container
+            from clara_airflow.operators.dicom_export import DicomExportOperator
+
+            return DicomExportOperator(task_id=step.name, step=step, parameters=parameters, options=self.options,
+                                       doc_md=step.description or None, **batch)
         if self.backend == "kubernetes":
             from clara_airflow.operators.kubernetes_step import ClaraKubernetesPodOperator
 
             return ClaraKubernetesPodOperator(
                 task_id=step.name, step=step, parameters=parameters, services=services, options=self.options,
                 pull_secrets=list(plan.pull_secrets), doc_md=step.description or None)
-        from clara_airflow.operators.batch import LABEL
         from clara_airflow.operators.docker_step import ClaraDockerOperator
 
-        batch = {"study": study, "map_index_template": LABEL} if study is not None else {}
         return ClaraDockerOperator(task_id=step.name, step=step, parameters=parameters, services=services,
                                    options=self.options, doc_md=step.description or None, **batch)
 

@@ -107,7 +107,7 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "in_cluster": _optional_bool, "service_account": _optional, "node_selector": _selector,
     "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
     "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
-    "service_data_size": _quantity,
+    "service_data_size": _quantity, "dicom_config": _optional,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
 

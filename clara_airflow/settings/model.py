@@ -148,6 +148,7 @@ class Deployment:
     volume_size: str = "1Gi"
     service_data_claim: str = "clara-service-data"  # the services' data folder (NVIDIA_CLARA_SERVICE_DATA_PATH)
     service_data_size: str = "10Gi"
+    dicom_config: str | None = None  # the DICOM receiver's dicom.yaml: its destinations are register-results' targets
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

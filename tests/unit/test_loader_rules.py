@@ -131,7 +131,7 @@ def test_an_internal_error_is_a_broken_dag_asking_for_a_report(tmp_path: Path, m
     path = write(tmp_path, "a.yaml", BASE)
     write(tmp_path, "b.yaml", named("other"))
 
-    def compile_or_fail(where: Path, deployment: dict[str, Any]) -> Any:
+    def compile_or_fail(where: Path, deployment: dict[str, Any], destinations: Any = None) -> Any:
         if where == path:
             raise KeyError("boom")
         return real(where, deployment)
@@ -185,7 +185,7 @@ def test_a_duplicate_name_is_an_error_on_the_second_file(tmp_path: Path) -> None
 def test_compiled_plans_are_cached_by_content_and_settings(tmp_path: Path, monkeypatch: Any) -> None:
     compiled = []
     real = loader.compile_pipeline
-    monkeypatch.setattr(loader, "compile_pipeline", lambda spec, d: compiled.append(1) or real(spec, d))
+    monkeypatch.setattr(loader, "compile_pipeline", lambda spec, d, **k: compiled.append(1) or real(spec, d, **k))
     path = write(tmp_path, "cache-me.yaml", named("cache_me"))
     loader._compile(path, {"retries": 1})
     loader._compile(path, {"retries": 1})
