@@ -115,7 +115,9 @@ def _check_file(path: Path, deployments: dict[Path, dict[str, Any]]) -> Any:
         spec = load_pipeline(path)
         if path.parent not in deployments:
             deployments[path.parent] = deployment_settings(path.parent)
-        compile_pipeline(spec, deployments[path.parent])  # settings that only clash once merged
+        from clara_airflow.dicom.config import environment_destinations
+
+        compile_pipeline(spec, deployments[path.parent], destinations=environment_destinations())
     except SpecError as exc:
         print(exc)
         return None
@@ -141,7 +143,10 @@ def _inspect(args: argparse.Namespace) -> int:
             raise ClaraAirflowError(f"--param {item!r}: write it as NAME=VALUE")
         values[key] = value
     spec = load_pipeline(args.path)
-    plan = resolve_plan(compile_pipeline(spec, deployment_settings(args.path.parent)), values)
+    from clara_airflow.dicom.config import environment_destinations
+
+    plan = resolve_plan(compile_pipeline(spec, deployment_settings(args.path.parent),
+                                         destinations=environment_destinations()), values)
     data = _plan_json(plan)
     if args.json:
         print(json.dumps(data, indent=2))

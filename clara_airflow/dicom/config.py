@@ -142,6 +142,14 @@ def configured_destinations(dicom_config: str | None) -> tuple[str, ...] | None:
     return None if not dicom_config else tuple(load_config(dicom_config).destinations)
 
 
+def environment_destinations() -> tuple[str, ...] | None:
+    """The destination names of the ``[clara] dicom_config`` set in this process's environment
+    (``AIRFLOW__CLARA__DICOM_CONFIG``), for the command line's validate and inspect."""
+    from clara_airflow.spec.defaults import environ_options
+
+    return configured_destinations(environ_options().get("dicom_config"))
+
+
 def _position(where: Where, keys: tuple[Any, ...]) -> tuple[int, int]:
     """The deepest position of ``keys`` the file has (a missing key: its parent mapping)."""
     for cut in range(len(keys), 0, -1):
