@@ -11,6 +11,8 @@ from clara_airflow.compiler.plan import PipelinePlan, ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import MAX_VALUE_LENGTH
 from clara_airflow.settings import Deployment, Options
 
+PRIORITY_STRATEGY = "clara_airflow.priority.RunPriority"  # by import path: DAG files never import it
+
 
 def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
     """Create the Airflow DAG of one compiled pipeline.
@@ -38,7 +40,9 @@ def build_dag(plan: PipelinePlan, deployment: Deployment | None = None) -> Any:
         default_args={"owner": s.owner, "retries": s.retries,
                       "retry_delay": timedelta(seconds=s.retry_delay),
                       # x-airflow.timeout: a step over its time fails, and its container or pod is removed
-                      "execution_timeout": timedelta(seconds=s.timeout)},
+                      "execution_timeout": timedelta(seconds=s.timeout),
+                      # a DICOM run's priority (in its run id) orders queued tasks: see clara_airflow.priority
+                      "weight_rule": PRIORITY_STRATEGY},
     )
     batch = s.batch.inbox is not None
     with dag:

@@ -61,10 +61,17 @@ def _fastapi_apps() -> list[dict[str, Any]]:
         return []
 
 
+def _priority() -> type:
+    from clara_airflow.priority import RunPriority
+
+    return RunPriority
+
+
 class ClaraPlugin(AirflowPlugin):
     """Adds the Clara services page to the Airflow UI (navigation entry "Clara services")."""
 
     name = "clara"
     fastapi_apps = _fastapi_apps()
+    priority_weight_strategies = [_priority()]
     external_views = [{"name": "Clara services", "href": "/clara/services", "destination": "nav",
                        "url_route": "clara-services", "category": "browse"}]

@@ -20,6 +20,11 @@ _SHELL_META = re.compile(r"[;&|<>()$`\\\"'\n\r*?\[\]{}!#~]")
 Rules = Mapping[str, Mapping[str, object]]
 
 
+# conf keys of a run that are not pipeline parameters: the payload folder, and a DICOM run's priority
+# (informational: the scheduler reads it from the run id, see clara_airflow.priority)
+RUN_KEYS = ("clara_payload", "clara_priority")
+
+
 def parameter_values(declared: Iterable[Sequence[str]], given: Mapping[str, object],
                      rules: Rules | None = None) -> dict[str, str]:
     """Defaults overridden by ``given`` (names compared ignoring case), keyed by lower-cased name.
@@ -30,7 +35,7 @@ def parameter_values(declared: Iterable[Sequence[str]], given: Mapping[str, obje
     declared = [tuple(pair) for pair in declared]
     values = {name.lower(): default for name, default in declared}
     for name, value in given.items():
-        if name == "clara_payload":
+        if name in RUN_KEYS:
             continue
         if name.lower() not in values:
             known = ", ".join(n for n, _ in declared) or "none"

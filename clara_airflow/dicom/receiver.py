@@ -207,11 +207,11 @@ class Receiver:
         os.replace(source, target)
         size = sum(p.stat().st_size for p in target.iterdir())
         for pipeline in route.pipelines:
-            run_id = run_id_for(pipeline, group)
+            run_id = run_id_for(pipeline, group, route.priority)
             self.triggers.add(pipeline, run_id, {"clara_payload": str(target), "clara_priority": route.priority},
                               route.priority)
         log.info("group complete: called=%s %s=%s instances=%d bytes=%d folder=%s runs=%s", called, route.group_by,
-                 group, len(files), size, target, ",".join(run_id_for(p, group) for p in route.pipelines))
+                 group, len(files), size, target, ",".join(run_id_for(p, group, route.priority) for p in route.pipelines))
 
 
 def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: float = 0.2,

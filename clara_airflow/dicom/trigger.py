@@ -32,11 +32,12 @@ _ORDER = {"immediate": 0, "higher": 1, "normal": 2, "lower": 3}
 MAX_BACKOFF = 60.0
 
 
-def run_id_for(pipeline: str, group_uid: str) -> str:
-    """``dicom__<pipeline>__<group UID>`` (a digest stands for an over-long pipeline name): the same
-    study for the same pipeline always gets the same run id."""
+def run_id_for(pipeline: str, group_uid: str, priority: str = "normal") -> str:
+    """``dicom-<priority>__<pipeline>__<group UID>`` (a digest stands for an over-long pipeline name): the
+    same study for the same pipeline always gets the same run id, and the priority is where Airflow's
+    scheduler can read it (:mod:`clara_airflow.priority`)."""
     name = pipeline if len(pipeline) <= 150 else hashlib.sha256(pipeline.encode()).hexdigest()[:16]
-    return f"dicom__{name}__{group_uid}"
+    return f"dicom-{priority}__{name}__{group_uid}"
 
 
 class AirflowClient:

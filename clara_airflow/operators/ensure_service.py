@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan
-from clara_airflow.compiler.resolve import parameter_values, resolve_service
+from clara_airflow.compiler.resolve import RUN_KEYS, parameter_values, resolve_service
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.settings import Options
@@ -65,7 +65,7 @@ class EnsureServiceOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, str]:
         if self.studies_from and not context["ti"].xcom_pull(task_ids=self.studies_from):
             raise AirflowSkipException("no studies in this run: the service is not needed")
-        params = {k: v for k, v in dict(context["params"]).items() if k != "clara_payload"}
+        params = {k: v for k, v in dict(context["params"]).items() if k not in RUN_KEYS}
         run = RunRef(context["dag"].dag_id, context["run_id"])
         settings = self.options.pipeline
         location = {"network": self.options.deployment.network, "namespace": settings.namespace}

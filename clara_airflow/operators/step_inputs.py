@@ -9,7 +9,7 @@ from typing import Any
 
 from clara_airflow.backends.layout import check_payload
 from clara_airflow.compiler.plan import StepPlan
-from clara_airflow.compiler.resolve import Rules, parameter_values, resolve_step
+from clara_airflow.compiler.resolve import RUN_KEYS, Rules, parameter_values, resolve_step
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.ensure_service import ensure_task_path, pull_services
 
@@ -38,7 +38,7 @@ def run_inputs(context: Any, step: StepPlan, parameters: list[list[str]], servic
         payload = check_payload(study[0], study[1], local=local, reserved=reserved)
     else:
         payload = check_payload(params.get("clara_payload"), payload_root, local=local, reserved=reserved)
-    values = parameter_values(parameters, {k: v for k, v in params.items() if k != "clara_payload"}, rules)
+    values = parameter_values(parameters, {k: v for k, v in params.items() if k not in RUN_KEYS}, rules)
     pushed = pull_services(context["ti"], services)
     missing = [sid for sid, data in pushed.items() if "connections" not in data]
     if missing:

@@ -183,7 +183,8 @@ def test_grouped_by_series_each_series_is_a_run(running: Running, airflow: FakeA
     files = [f for n, s in enumerate(series) for f in ct_series(tmp_path / f"s{n}", study=study, series=s)]
     send(running.cfg, files, called="SERIES")
     wait_for(lambda: len(airflow.runs) == 2)
-    assert set(airflow.runs) == {run_id_for("p1", s) for s in series}
+    assert set(airflow.runs) == {run_id_for("p1", s, "immediate") for s in series}
+    assert all(r.startswith("dicom-immediate__p1__") for r in airflow.runs)
     assert all(r["conf"]["clara_priority"] == "immediate" for r in airflow.runs.values())
 
 
