@@ -55,7 +55,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(home: Path, pipelines: list[Path], env: dict[str, str], timeout: float = 120) -> Standalone:
+def start(home: Path, pipelines: list[Path], env: dict[str, str], timeout: float = 120,
+          overrides: dict[str, str] | None = None) -> Standalone:
+    """:param overrides: environment set last (``AIRFLOW__CLARA__PAYLOAD_ROOT`` of a DICOM inbox, say)."""
     dags, payload, output = home / "dags", home / "payload", home / "output"
     for folder in (dags, payload, output):
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +76,7 @@ def start(home: Path, pipelines: list[Path], env: dict[str, str], timeout: float
            "AIRFLOW__CLARA__PAYLOAD_ROOT": str(payload),
            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
            "PATH": f"{bin_dir}:{env.get('PATH', os.environ['PATH'])}"}
+    env.update(overrides or {})
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)
     log = open(home / "standalone.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([f"{bin_dir}/airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,

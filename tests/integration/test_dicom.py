@@ -1,0 +1,223 @@
+"""The DICOM rig with a real PACS: Orthanc (Debian's package) as the hospital PACS, dcmtk's storescu and
+echoscu as a modality, the receiver as its own process, and a real Airflow (standalone) running the
+pipelines on Docker. Synthetic CT series come from pydicom."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydicom.uid import generate_uid
+
+from clara_airflow.dicom.trigger import run_id_for
+from tests.browser.standalone import Standalone, free_port, start
+from tests.conftest import REPO
+from tests.dicom_data import ct_series
+from tests.dicom_rig import Orthanc, start_orthanc, start_receiver, stop, wait
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+FIXTURES = REPO / "tests" / "fixtures" / "dicom"
+
+
+@dataclass
+class Rig:
+    home: Path
+    airflow: Standalone
+    orthanc: Orthanc
+    config: Path
+    port: int
+    receiver: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def inbox(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "receiver.log"
+
+    def store(self, files: list[Path], called: str, calling: str = "MODALITY", port: int | None = None
+              ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port or self.port),
+                               *map(str, files)], capture_output=True, text=True, timeout=60)
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        try:
+            return self.airflow.api(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def runs(self, dag_id: str) -> list[str]:
+        found = self.airflow.api(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")
+        return [r["dag_run_id"] for r in found["dag_runs"]]
+
+    def finished(self, dag_id: str, run_id: str, seconds: float = 180) -> dict[str, Any]:
+        return wait(lambda: (r := self.run(dag_id, run_id)) and r["state"] in ("success", "failed") and r,
+                    seconds, f"{run_id} did not finish; see {self.log} and {self.airflow.home / 'logs'}")
+
+
+def receiver_config(path: Path, *, inbox: Path, port: int, airflow_url: str, orthanc: Orthanc) -> None:
+    path.write_text(yaml.safe_dump({
+        "listen": {"host": "127.0.0.1", "port": port, "ae_title": "CLARA"},
+        "inbox": str(inbox),
+        "airflow": {"url": airflow_url},
+        "ae_titles": {
+            "STUDY_AI": {"pipelines": ["dicom-roundtrip"], "group_by": "study", "timeout": 5},
+            "SERIES_AI": {"pipelines": ["dicom-count"], "group_by": "series", "timeout": 5, "priority": "immediate"},
+        },
+        "sources": [{"ae_title": "MODALITY", "host": "127.0.0.1"}, {"ae_title": "ORTHANC", "host": "127.0.0.1"}],
+        "destinations": {"MYPACS": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": "ORTHANC"}},
+        "reject_unknown_sources": True,
+        "min_free_disk_mb": 100,
+    }))
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    home = Path(tempfile.mkdtemp(prefix="clara-dicom-"))
+    home.chmod(0o755)  # step containers (not root) read the received studies
+    port = free_port()
+    orthanc = start_orthanc(home / "orthanc", {"clara": ["STUDY_AI", "127.0.0.1", port]})
+    config = home / "dicom.yaml"
+    receiver_config(config, inbox=home / "inbox", port=port, airflow_url="http://127.0.0.1:1", orthanc=orthanc)
+    (home / "inbox").mkdir()
+    airflow = start(home / "airflow", [FIXTURES / "dicom-roundtrip.yaml", FIXTURES / "dicom-count.yaml"],
+                    dict(os.environ), overrides={"AIRFLOW__CLARA__PAYLOAD_ROOT": str(home / "inbox"),
+                                                 "AIRFLOW__CLARA__DICOM_CONFIG": str(config)})
+    receiver_config(config, inbox=home / "inbox", port=port, airflow_url=airflow.url, orthanc=orthanc)
+    env = {**os.environ, "CLARA_AIRFLOW_USER": "admin", "CLARA_AIRFLOW_PASSWORD": airflow.password}
+    receiver = start_receiver(config, env, home / "receiver.log")
+    rig = Rig(home, airflow, orthanc, config, port, receiver, env)
+    try:
+        for dag_id in ("dicom-roundtrip", "dicom-count"):
+            wait(lambda d=dag_id: _parsed(airflow, d), 90, f"{dag_id} was not parsed; see {airflow.home}")
+        wait(lambda: "listening:" in rig.log.read_text(), 30, f"the receiver did not start; see {rig.log}")
+        yield rig
+    finally:
+        stop(rig.receiver)
+        airflow.stop()
+        orthanc.stop()
+        artifacts = REPO / "artifacts" / "dicom"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for log in (rig.log, home / "orthanc" / "orthanc.log", airflow.home / "standalone.log"):
+            if log.exists():
+                shutil.copy(log, artifacts / log.name)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _parsed(airflow: Standalone, dag_id: str) -> bool:
+    try:
+        return bool(airflow.api(f"/api/v2/dags/{dag_id}"))
+    except urllib.error.HTTPError:
+        return False
+
+
+def test_echoscu_gets_an_answer(rig: Rig) -> None:
+    echo = subprocess.run(["echoscu", "-aet", "MODALITY", "-aec", "CLARA", "127.0.0.1", str(rig.port)],
+                          capture_output=True, text=True, timeout=30)
+    assert echo.returncode == 0, echo.stderr
+
+
+def test_a_study_from_a_modality_runs_once_and_its_results_reach_the_pacs(rig: Rig) -> None:
+    study = generate_uid()
+    files = ct_series(rig.home / "send" / study, study=study, series=generate_uid(), count=3)
+    sent = rig.store(files, "STUDY_AI")
+    assert sent.returncode == 0, sent.stderr
+    run_id = run_id_for("dicom-roundtrip", study)
+    run = rig.finished("dicom-roundtrip", run_id)
+    assert run["state"] == "success", rig.airflow.home / "logs"
+    folder = rig.inbox / "STUDY_AI" / study
+    assert run["conf"] == {"clara_payload": str(folder), "clara_priority": "normal"}
+    assert (folder / ".complete").is_file() and len(list(folder.glob("*.dcm"))) == 3
+    found = rig.orthanc.find_study(study)
+    assert found, "register-results did not put the study into Orthanc"
+    assert len(rig.orthanc.get(f"/studies/{found[0]['ID']}/instances")) == 3
+    assert [r for r in rig.runs("dicom-roundtrip") if study in r] == [run_id]
+
+
+def test_grouping_by_quiet_time_study_and_series(rig: Rig) -> None:
+    close, apart = generate_uid(), generate_uid()
+    close_series = [ct_series(rig.home / "g" / f"c{n}", study=close, series=generate_uid(), count=1) for n in range(3)]
+    apart_ids = [generate_uid() for _ in range(3)]
+    apart_series = [ct_series(rig.home / "g" / f"a{n}", study=apart, series=s, count=1) for n, s in enumerate(apart_ids)]
+    # one association per series: the close study's 3 s apart, the other's 7 s apart (timeout 5 s)
+    plan = sorted([(3.0 * n, "close", n) for n in range(3)] + [(7.0 * n, "apart", n) for n in range(3)])
+    began = time.monotonic()
+    for at, which, n in plan:
+        time.sleep(max(0.0, began + at - time.monotonic()))
+        if which == "close":
+            assert rig.store(close_series[n], "STUDY_AI").returncode == 0
+        else:
+            assert rig.store(apart_series[n], "STUDY_AI").returncode == 0
+            assert rig.store(apart_series[n], "SERIES_AI").returncode == 0
+    time.sleep(8)  # the last groups complete
+    assert [r for r in rig.runs("dicom-roundtrip") if close in r] == [run_id_for("dicom-roundtrip", close)]
+    assert len(list((rig.inbox / "STUDY_AI" / close).glob("*.dcm"))) == 3, "three series, one study, one run"
+    assert [r for r in rig.runs("dicom-roundtrip") if apart in r] == [run_id_for("dicom-roundtrip", apart)], \
+        "grouped by study, a study is never processed twice"
+    assert list((rig.inbox / "_late" / "STUDY_AI" / apart).glob("*/*.dcm")), "late series are kept"
+    by_series = sorted(r for r in rig.runs("dicom-count") if any(s in r for s in apart_ids))
+    assert by_series == sorted(run_id_for("dicom-count", s, "immediate") for s in apart_ids)
+    run = rig.finished("dicom-count", by_series[0])
+    tis = rig.airflow.api(f"/api/v2/dags/dicom-count/dagRuns/{by_series[0]}/taskInstances")["task_instances"]
+    assert run["state"] == "success" and {t["priority_weight"] for t in tis} == {1000}, "an immediate run's weight"
+
+
+def test_an_unknown_calling_ae_is_refused(rig: Rig) -> None:
+    files = ct_series(rig.home / "stranger", study=generate_uid(), series=generate_uid(), count=1)
+    sent = rig.store(files, "STUDY_AI", calling="STRANGER")
+    assert sent.returncode != 0
+    assert "association refused: calling=STRANGER host=127.0.0.1 called=STUDY_AI" in rig.log.read_text()
+
+
+def test_orthanc_sends_a_study_to_the_receiver(rig: Rig) -> None:
+    study = generate_uid()
+    for path in ct_series(rig.home / "pacs" / study, study=study, series=generate_uid(), count=2):
+        rig.orthanc.post("/instances", path.read_bytes())
+    (found,) = rig.orthanc.find_study(study)
+    rig.orthanc.post("/modalities/clara/store", json.dumps({"Resources": [found["ID"]]}).encode())
+    assert rig.finished("dicom-roundtrip", run_id_for("dicom-roundtrip", study))["state"] == "success"
+
+
+def test_a_receiver_killed_with_a_pending_trigger_starts_the_run_once(rig: Rig) -> None:
+    """A second receiver whose Airflow is unreachable keeps the trigger on disk; killed (-9) and
+    restarted with the right address, it starts the run, once."""
+    home, port = rig.home / "second", free_port()
+    home.mkdir()
+    config = home / "dicom.yaml"
+    inbox = rig.inbox / "second"  # a receiver of its own (inside the payload root)
+    receiver_config(config, inbox=inbox, port=port, airflow_url="http://127.0.0.1:1", orthanc=rig.orthanc)
+    down = start_receiver(config, rig.env, home / "receiver.log")
+    study = generate_uid()
+    try:
+        wait(lambda: "listening:" in (home / "receiver.log").read_text(), 30, "second receiver did not start")
+        files = ct_series(home / "send", study=study, series=generate_uid(), count=1)
+        assert rig.store(files, "STUDY_AI", port=port).returncode == 0
+        pending = inbox / ".clara-receiver" / "pending"
+        wait(lambda: "cannot start" in (home / "receiver.log").read_text(), 30, "no failed attempt was logged")
+        assert len(list(pending.glob("*.json"))) == 1
+    finally:
+        stop(down, 9)
+    receiver_config(config, inbox=inbox, port=port, airflow_url=rig.airflow.url, orthanc=rig.orthanc)
+    again = start_receiver(config, rig.env, home / "receiver.log")
+    try:
+        run_id = run_id_for("dicom-roundtrip", study)
+        assert rig.finished("dicom-roundtrip", run_id)["state"] == "success"
+        assert [r for r in rig.runs("dicom-roundtrip") if study in r] == [run_id]
+        assert not list(pending.glob("*.json"))
+    finally:
+        stop(again)
