@@ -39,7 +39,8 @@ class Orthanc:
         stop(self.process)
 
 
-def start_orthanc(folder: Path, modalities: dict[str, list[Any]]) -> Orthanc:
+def start_orthanc(folder: Path, modalities: dict[str, list[Any]], env: dict[str, str] | None = None) -> Orthanc:
+    """:param env: Orthanc's environment (``TCP_NODELAY=1`` turns Nagle's algorithm off in DCMTK)."""
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     config = {"Name": "PACS", "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port,
@@ -50,7 +51,7 @@ def start_orthanc(folder: Path, modalities: dict[str, list[Any]]) -> Orthanc:
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               start_new_session=True, env=env)
     orthanc = Orthanc(process, dicom_port, f"http://127.0.0.1:{http_port}")
     wait(lambda: _answers(orthanc), 30, f"Orthanc did not start; see {folder / 'orthanc.log'}")
     return orthanc

@@ -14,11 +14,13 @@ group already complete: kept, never processed twice).
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import threading
 import time
@@ -35,6 +37,59 @@ __all__ = ["Receiver", "serve"]
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _SUCCESS, _CANNOT_UNDERSTAND, _OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
+
+
+def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element of the file meta group (UI values padded to even length)."""
+    if len(value) % 2:
+        value += b" " if vr == b"SH" else b"\0"
+    head = struct.pack("<HH", 2, group_element) + vr
+    if vr == b"OB":
+        return head + b"\0\0" + struct.pack("<I", len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def _file_meta(event: Any) -> bytes:
+    """Preamble, ``DICM`` and the file meta group of a received instance (PS3.10 7.1), encoded directly:
+    pynetdicom's own builds a pydicom dataset per instance, a third of the receiver's CPU time."""
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    request, transfer_syntax = event.request, event.context.transfer_syntax
+    body = (_element(0x0001, b"OB", b"\0\1")
+            + _element(0x0002, b"UI", str(request.AffectedSOPClassUID).encode())
+            + _element(0x0003, b"UI", str(request.AffectedSOPInstanceUID).encode())
+            + _element(0x0010, b"UI", str(transfer_syntax).encode())
+            + _element(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode())
+            + _element(0x0013, b"SH", str(PYNETDICOM_IMPLEMENTATION_VERSION).encode()))
+    return b"\0" * 128 + b"DICM" + struct.pack("<HH", 2, 0) + b"UL" + struct.pack("<HI", 4, len(body)) + body
+
+
+def _uids(raw: bytes, keyword: str) -> str | None:
+    """The ``keyword`` UID of a received instance (its header only is read, never its pixels)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, specific_tags=[keyword])
+    except (InvalidDicomError, ValueError, EOFError, KeyError):
+        return None
+    return valid_uid(ds.get(keyword))
+
+
+def _keep(raw: bytes, target: Path) -> int:
+    """Write the instance as received to ``target``: a temp file, fsync, rename, so it is on disk before
+    success is answered and no reader ever sees half of it."""
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".recv-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except OSError:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return len(raw)
 
 
 def valid_uid(value: object) -> str | None:
@@ -64,7 +119,7 @@ class Receiver:
         self.incoming, self.gathering = self.work / "incoming", self.work / "groups"
         for folder in (self.incoming, self.gathering):
             folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.incoming, ignore_errors=True)  # associations of a previous process were never released
+        shutil.rmtree(self.incoming, ignore_errors=True)  # a previous process's open associations were never released
         self.incoming.mkdir()
         self.triggers = triggers or Triggers(self.work / "pending", AirflowClient(config.airflow))
         self._lock = threading.Lock()
@@ -114,26 +169,18 @@ class Receiver:
             log.warning("instance refused: calling=%s sent to %s, which routes to no pipeline (ae_titles)",
                         state.calling, state.called)
             return _CANNOT_UNDERSTAND
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        group = valid_uid(ds.get("StudyInstanceUID" if route.group_by == "study" else "SeriesInstanceUID"))
-        sop = valid_uid(ds.get("SOPInstanceUID"))
+        key = "StudyInstanceUID" if route.group_by == "study" else "SeriesInstanceUID"
+        raw = _file_meta(event) + event.encoded_dataset(include_meta=False)  # as received: never decoded
+        group, sop = _uids(raw, key), valid_uid(event.request.AffectedSOPInstanceUID)
         if group is None or sop is None:
             log.warning("instance refused: calling=%s no valid %s or SOP Instance UID", state.calling,
                         "Study Instance UID" if route.group_by == "study" else "Series Instance UID")
             return _CANNOT_UNDERSTAND
         folder = self.incoming / state.key / group
         folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".recv-")
         try:
-            with os.fdopen(handle, "wb") as out:
-                ds.save_as(out, enforce_file_format=True)
-                out.flush()
-                os.fsync(out.fileno())
-                size = out.tell()
-            os.replace(temp, folder / f"{sop}.dcm")
+            size = _keep(raw, folder / f"{sop}.dcm")
         except OSError as exc:
-            Path(temp).unlink(missing_ok=True)
             log.error("instance not stored: %s", exc)
             return _OUT_OF_RESOURCES
         with self._lock:
