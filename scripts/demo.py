@@ -3,6 +3,7 @@
 Uses a throw-away AIRFLOW_HOME in .demo/ and the repository's dags/ folder; outputs go to
 [clara] output_root (default /var/lib/clara-airflow/output, override with CLARA_DEMO_OUTPUT).
 
+``--dicom``: Orthanc sends the study to the DICOM receiver and gets the result series back (demo_dicom.py).
 ``--batch``: the same pipeline as a nightly batch (``x-airflow.batch``, in .demo/batch-dags/) over an
 inbox of 20 synthetic studies: one run processes all 20 with one service start, a second run finds 0.
 """
@@ -50,6 +51,10 @@ def main() -> int:
         step(f"stopped clara-svc-{sid} left by an earlier demo, so run 1 starts it cold")
     if batch:
         return run_batch(env, payload, Path(output_root), began)
+    if "--dicom" in sys.argv[1:]:
+        from demo_dicom import run_dicom
+
+        return run_dicom(env, payload, began)
     runs = [run_once(n, env, payload) for n in (1, 2)]
     print()
     print(f"{'run':<4} {'state':<8} {'service':<22} {'ensure':>9} {'wall':>7}  outputs")

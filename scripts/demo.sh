@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLARA_SKIP_BROWSER=1 bash scripts/setup.sh
-exec .venv/bin/python scripts/demo.py "$@"  # --batch: the nightly batch demo
+exec .venv/bin/python scripts/demo.py "$@"  # --batch: the nightly batch demo; --dicom: PACS -> receiver -> pipeline -> PACS
