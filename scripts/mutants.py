@@ -1,4 +1,4 @@
-"""A fixed sample of 24 mutants of the risky paths, for CI: each must be killed by the tests named with it.
+"""A fixed sample of 28 mutants of the risky paths, for CI: each must be killed by the tests named with it.
 
 Each mutant is one planted bug: an exact piece of source and its replacement. The script applies one,
 runs the named tests, and restores the file whatever happens. A mutant whose source text is gone is
@@ -90,6 +90,16 @@ MUTANTS = [
            "return all(", ("tests/unit/test_batch_run.py",), "a branch whose steps never ran counts as a success"),
     Mutant("clara_airflow/operators/docker_step.py", "            run_dir = study_folder(run_dir, study)\n",
            "", ("tests/integration/test_batch.py",), "batch studies write into the run folder, not their own"),
+    Mutant("clara_airflow/dicom/trigger.py", "if status in (200, 201, 409):", "if status in (200, 201):",
+           ("tests/unit/dicom/test_receiver.py",), "a 409 (the run exists) is retried forever instead of settled"),
+    Mutant("clara_airflow/dicom/receiver.py", "self._close(event.assoc, keep=False)", "self._close(event.assoc, keep=True)",
+           ("tests/unit/dicom/test_receiver.py",), "an aborted association's instances are kept and processed"),
+    Mutant("clara_airflow/dicom/receiver.py", "        if target.exists():  # the group was complete already",
+           "        if False:  # the group was complete already", ("tests/unit/dicom/test_receiver.py",),
+           "late instances of a complete study are merged into it (processed twice)"),
+    Mutant("clara_airflow/compiler/export.py", "    unknown = [n for n in names if n not in known]",
+           "    unknown = []", ("tests/unit/dicom/test_export_rules.py",),
+           "a register-results destination that is not configured passes the DAG build"),
 ]
 
 
