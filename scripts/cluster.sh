@@ -59,6 +59,13 @@ export AIRFLOW__API__PORT=$API_PORT
 export AIRFLOW__API__BASE_URL=http://127.0.0.1:$API_PORT
 export AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$ROOT/secret")
 export AIRFLOW__API__SECRET_KEY=$(cat "$ROOT/secret")
+# A killed worker's running tasks are failed after 30 s without a heartbeat (default 300 s) and retried
+# elsewhere; tasks it had taken from Redis but not started are queued again after 60 s (default 600 s;
+# Redis itself would hand them out again only after its visibility timeout, 24 h).
+export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=30
+export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=60
+export AIRFLOW__CLARA__RETRIES=2
+export AIRFLOW__CLARA__RETRY_DELAY=5
 export AIRFLOW__CLARA__OUTPUT_ROOT=$ROOT/output
 export AIRFLOW__CLARA__PAYLOAD_ROOT=$ROOT/payload
 export AIRFLOW__CLARA__SERVICES_DATA_DIR=$ROOT/service-data
@@ -95,10 +102,16 @@ start_redis() {
   echo "redis did not start; see $ROOT/logs/redis.log" >&2; exit 1
 }
 
+cluster_env() {  # the cluster's settings only: none of the caller's AIRFLOW_* settings leak in
+  local name
+  for name in $(compgen -e | grep '^AIRFLOW'); do unset "$name"; done
+  source "$ROOT/env"
+}
+
 start_component() {  # start_component NAME COMMAND...
   local name=$1; shift
   # setsid: each component leads its own process group, so `down` stops it with its children
-  (source "$ROOT/env"; exec setsid "$@" >"$ROOT/logs/$name.log" 2>&1 </dev/null) &
+  (cluster_env; exec setsid "$@" >"$ROOT/logs/$name.log" 2>&1 </dev/null) &
   echo $! >"$ROOT/pids/$name.pid"
 }
 
@@ -110,18 +123,18 @@ up() {
   alive "$ROOT/pids/redis.pid" || start_redis
   write_env
   log "migrating the metadata database"
-  (source "$ROOT/env"; airflow db migrate >"$ROOT/logs/db-migrate.log" 2>&1)
+  (cluster_env; airflow db migrate >"$ROOT/logs/db-migrate.log" 2>&1)
   alive "$ROOT/pids/api-server.pid" || start_component api-server airflow api-server
   alive "$ROOT/pids/scheduler.pid" || start_component scheduler airflow scheduler
   alive "$ROOT/pids/dag-processor.pid" || start_component dag-processor airflow dag-processor
   alive "$ROOT/pids/triggerer.pid" || start_component triggerer airflow triggerer
   local n
   for n in 1 2; do  # each worker serves its task logs on a port of its own
-    alive "$ROOT/pids/worker-$n.pid" || AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((8793 + n)) \
-      start_component "worker-$n" airflow celery worker --celery-hostname "worker-$n@%h"
+    alive "$ROOT/pids/worker-$n.pid" || start_component "worker-$n" \
+      env AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((8793 + n)) airflow celery worker --celery-hostname "worker-$n@%h"
   done
   log "waiting for the API on :$API_PORT and two registered workers"
-  (source "$ROOT/env"; .venv/bin/python scripts/cluster_wait.py "$ROOT")
+  (cluster_env; .venv/bin/python scripts/cluster_wait.py "$ROOT")
   status
 }
 

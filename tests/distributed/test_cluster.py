@@ -76,3 +76,42 @@ def test_fifty_concurrent_runs_share_one_service_and_leave_no_lease(api: Api) ->
     assert not failed, figures
     assert figures["service_containers"] == 1, figures
     assert not leases, figures
+
+
+def active_on(worker: str) -> list[str]:
+    from airflow.providers.celery.executors.celery_executor_utils import app
+
+    replies = app.control.inspect(destination=[worker], timeout=2).active() or {}
+    return [str(task.get("id")) for tasks in replies.values() for task in tasks]
+
+
+def test_a_worker_killed_mid_run_leaves_no_second_service_and_no_lease(api: Api) -> None:
+    """kill -9 one worker's process tree while it runs tasks: the runs finish through retries on the
+    other worker, one service instance, no lease left; the restarted worker duplicates nothing."""
+    import os
+    import signal
+    import socket
+
+    payload = phantom()
+    sid = compile_pipeline(load_pipeline(REPO / "dags" / "pipelines" / f"{DAG_ID}.yaml")).services[0].id
+    run_ids = [f"kill-{int(time.time())}-{n}" for n in range(6)]
+    for run_id in run_ids:
+        api.call(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                 {"dag_run_id": run_id, "logical_date": None, "conf": {"clara_payload": str(payload)}})
+    worker = f"worker-1@{socket.gethostname()}"
+    deadline = time.monotonic() + 120
+    while not active_on(worker):
+        assert time.monotonic() < deadline, "worker-1 never ran a task"
+        time.sleep(0.5)
+    pid = int((CLUSTER / "pids" / "worker-1.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    runs = api.wait_runs(DAG_ID, run_ids, seconds=1200)
+    assert {r["state"] for r in runs.values()} == {"success"}, {k: v["state"] for k, v in runs.items()}
+    assert len(service_containers(sid)) == 1
+    variables = api.call("/api/v2/variables?limit=1000")["variables"]
+    assert not [v["key"] for v in variables if v["key"].startswith("clara_lease_")]
+    restart = subprocess.run(["bash", str(REPO / "scripts" / "cluster.sh"), "up"], capture_output=True, text=True)
+    assert restart.returncode == 0, restart.stderr[-3000:]
+    time.sleep(20)
+    again = api.wait_runs(DAG_ID, run_ids, seconds=60)
+    assert {r["state"] for r in again.values()} == {"success"} and len(service_containers(sid)) == 1
