@@ -5,10 +5,46 @@ Every use says why, and since which Airflow version it holds. Code elsewhere cal
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
+
+# Names that moved into the Task SDK (``airflow.sdk``) in Airflow 3.2; 3.1 has them in core. Read lazily
+# (``from clara_airflow.airflow_compat import AirflowSkipException``), so importing this module never
+# imports Airflow. name -> (home since 3.2, home in 3.1)
+_MOVED = {
+    "AirflowException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "AirflowFailException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "AirflowSkipException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "ParamValidationError": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "conf": ("airflow.sdk", "airflow.configuration"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home, older = _MOVED[name]
+    try:
+        return getattr(importlib.import_module(home), name)
+    except (ImportError, AttributeError):  # Airflow 3.1
+        return getattr(importlib.import_module(older), name)
+
 
 GONE = "gone"  # the DAG run does not exist (deleted, or never created)
 UNKNOWN = "unknown"  # the state could not be read (network, database, API server)
+
+
+def dagbag(**kwargs: Any) -> Any:
+    """An Airflow ``DagBag`` (tests, benchmarks and tools that parse a dags folder the way Airflow does).
+
+    Why here: ``DagBag`` is core, not SDK, and moved from ``airflow.models.dagbag`` (3.0 to 3.1) to
+    ``airflow.dag_processing.dagbag`` (3.2 on).
+    """
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    return DagBag(**kwargs)
 
 
 def in_task() -> bool:

@@ -155,7 +155,7 @@ def loader_files(dags_folder: Path) -> list[Path]:
 
 def defines_reaper(anchor: str | Path) -> bool:
     """Only the first loader file of the dags folder defines the reaper DAG (a DAG id must be unique)."""
-    from airflow.sdk import conf
+    from clara_airflow.airflow_compat import conf
 
     anchor = Path(anchor).resolve()
     folder = Path(conf.get("core", "dags_folder", fallback=str(anchor.parent))).resolve()

@@ -166,14 +166,14 @@ def main() -> None:
     shutil.copy(REPO / "dags" / "clara_pipelines.py", dags)
     (dags / f"{DAG_ID}.yaml").write_text(pipeline())
     logging.disable(logging.WARNING)
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
+    from clara_airflow.airflow_compat import dagbag
     from clara_airflow.backends.docker import LABEL_ID
     from clara_airflow.services.records import clear_record
 
     db.resetdb()
-    bag = DagBag(dag_folder=str(dags))
+    bag = dagbag(dag_folder=str(dags))
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[DAG_ID]
     INBOX.mkdir()

@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
-from airflow.dag_processing.dagbag import DagBag
+from clara_airflow.airflow_compat import dagbag
 t1 = time.perf_counter()
-bag = DagBag(dag_folder=sys.argv[1])
+bag = dagbag(dag_folder=sys.argv[1])
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "parse": t2 - t1, "dags": len(bag.dags), "errors": len(bag.import_errors)}))
 """

@@ -50,12 +50,13 @@ def main() -> None:
     payload.mkdir()
     (payload / "study.txt").write_text("x")
 
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
+
+    from clara_airflow.airflow_compat import dagbag
 
     logging.disable(logging.WARNING)
     db.resetdb()
-    bag = DagBag(dag_folder=str(dags))
+    bag = dagbag(dag_folder=str(dags))
     assert not bag.import_errors, bag.import_errors
     runs = {"hand": lambda: bag.dags["bench-run-hand"].test(),
             "compiled": lambda: bag.dags["bench-run-compiled"].test(run_conf={"clara_payload": str(payload)})}

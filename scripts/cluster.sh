@@ -12,6 +12,12 @@
 # After `up`: `source .cluster/env` points the plain `airflow` CLI at the cluster, and .cluster/admin.json
 # holds the REST API's admin credentials ({"username", "password", "url"}). Logs: .cluster/logs/<component>.log.
 # No systemd here: daemons are started with their own binaries and stopped by PID.
+#
+# CLARA_CLUSTER_EXECUTOR=LocalExecutor starts the same Airflow on the same PostgreSQL with the LocalExecutor
+# (no Redis, no workers): the baseline that scripts/bench_cluster.py compares the Celery cluster with.
+# CLARA_CLUSTER_DAGS replaces the repository's dags/ as the dags folder (the benchmark's own pipelines).
+# CLARA_CLUSTER_IDLE_TTL and CLARA_CLUSTER_REAPER_SCHEDULE set the service idle TTL and the reaper's schedule
+# (60 s and every minute by default, so the reaper is exercised; a real deployment keeps 3600 s / 5 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -19,6 +25,8 @@ ROOT=$REPO/.cluster
 PG_PORT=${CLARA_CLUSTER_PG_PORT:-5433}
 REDIS_PORT=${CLARA_CLUSTER_REDIS_PORT:-6380}
 API_PORT=${CLARA_CLUSTER_API_PORT:-8090}
+EXECUTOR=${CLARA_CLUSTER_EXECUTOR:-CeleryExecutor}
+case "$EXECUTOR" in CeleryExecutor|LocalExecutor) ;; *) echo "CLARA_CLUSTER_EXECUTOR: CeleryExecutor or LocalExecutor, not '$EXECUTOR'" >&2; exit 2 ;; esac
 COMPONENTS=(api-server scheduler dag-processor triggerer worker-1 worker-2)
 
 log() { printf '\033[1m[cluster]\033[0m %s\n' "$*"; }
@@ -44,17 +52,17 @@ write_env() {
   local db="postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
   cat >"$ROOT/env" <<EOF
 export AIRFLOW_HOME=$ROOT/airflow
-export AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags
-export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+export AIRFLOW__CORE__DAGS_FOLDER=${CLARA_CLUSTER_DAGS:-$REPO/dags}
+export AIRFLOW__CORE__EXECUTOR=$EXECUTOR
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
-export AIRFLOW__CORE__PARALLELISM=32
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$API_PORT/execution/
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$db
 export AIRFLOW__CELERY__BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0
 export AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow
 export AIRFLOW__CELERY__WORKER_CONCURRENCY=${CLARA_CLUSTER_CONCURRENCY:-8}
+export AIRFLOW__CORE__PARALLELISM=${CLARA_CLUSTER_PARALLELISM:-16}
 export AIRFLOW__API__PORT=$API_PORT
 export AIRFLOW__API__BASE_URL=http://127.0.0.1:$API_PORT
 export AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$ROOT/secret")
@@ -66,6 +74,8 @@ export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=30
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=60
 export AIRFLOW__CLARA__RETRIES=2
 export AIRFLOW__CLARA__RETRY_DELAY=5
+export AIRFLOW__CLARA__SERVICE_IDLE_TTL=${CLARA_CLUSTER_IDLE_TTL:-60}
+export AIRFLOW__CLARA__REAPER_SCHEDULE='${CLARA_CLUSTER_REAPER_SCHEDULE:-* * * * *}'
 export AIRFLOW__CLARA__OUTPUT_ROOT=$ROOT/output
 export AIRFLOW__CLARA__PAYLOAD_ROOT=$ROOT/payload
 export AIRFLOW__CLARA__SERVICES_DATA_DIR=$ROOT/service-data
@@ -83,9 +93,13 @@ start_postgres() {
     runuser -u postgres -- "$bin/initdb" -D "$ROOT/pg" -U postgres --auth=trust >"$ROOT/logs/initdb.log"
   fi
   touch "$ROOT/logs/postgres.log" && chown postgres "$ROOT/logs/postgres.log"
-  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  runuser -u postgres -- "$bin/pg_ctl" -D "$ROOT/pg" -l "$ROOT/logs/postgres.log" -w start \
-    -o "-p $PG_PORT -k $ROOT/run -c listen_addresses=127.0.0.1 -c max_connections=400" >/dev/null
+  if runuser -u postgres -- "$bin/pg_ctl" -D "$ROOT/pg" status >/dev/null 2>&1; then
+    log "PostgreSQL runs already (restarted with pg_ctl): taking its new PID"
+  else
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    runuser -u postgres -- "$bin/pg_ctl" -D "$ROOT/pg" -l "$ROOT/logs/postgres.log" -w start \
+      -o "-p $PG_PORT -k $ROOT/run -c listen_addresses=127.0.0.1 -c max_connections=400" >/dev/null
+  fi
   head -1 "$ROOT/pg/postmaster.pid" >"$ROOT/pids/postgres.pid"
   local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA)
   if [ -z "$("${psql[@]}" -c "select 1 from pg_roles where rolname='airflow'")" ]; then
@@ -120,7 +134,7 @@ up() {
   mkdir -p "$ROOT"/{logs,pids,airflow,output,payload,service-data}
   [ -f "$ROOT/secret" ] || .venv/bin/python -c "import secrets; print(secrets.token_hex(32))" >"$ROOT/secret"
   alive "$ROOT/pids/postgres.pid" || start_postgres
-  alive "$ROOT/pids/redis.pid" || start_redis
+  [ "$EXECUTOR" = LocalExecutor ] || alive "$ROOT/pids/redis.pid" || start_redis
   write_env
   log "migrating the metadata database"
   (cluster_env; airflow db migrate >"$ROOT/logs/db-migrate.log" 2>&1)
@@ -129,11 +143,11 @@ up() {
   alive "$ROOT/pids/dag-processor.pid" || start_component dag-processor airflow dag-processor
   alive "$ROOT/pids/triggerer.pid" || start_component triggerer airflow triggerer
   local n
-  for n in 1 2; do  # each worker serves its task logs on a port of its own
+  [ "$EXECUTOR" = LocalExecutor ] || for n in 1 2; do  # each worker serves its task logs on a port of its own
     alive "$ROOT/pids/worker-$n.pid" || start_component "worker-$n" \
       env AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((8793 + n)) airflow celery worker --celery-hostname "worker-$n@%h"
   done
-  log "waiting for the API on :$API_PORT and two registered workers"
+  log "waiting for the API on :$API_PORT$([ "$EXECUTOR" = LocalExecutor ] || echo ' and two registered workers')"
   (cluster_env; .venv/bin/python scripts/cluster_wait.py "$ROOT")
   status
 }

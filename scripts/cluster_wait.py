@@ -1,4 +1,4 @@
-"""Part of scripts/cluster.sh up: waits for the api-server and for both Celery workers, then writes
+"""Part of scripts/cluster.sh up: waits for the api-server and (CeleryExecutor) for both workers, then writes
 .cluster/admin.json ({"username", "password", "url"}) for REST API clients."""
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ def main(root: Path) -> int:
     else:
         print(f"the api-server did not answer within 180 s; see {root / 'logs' / 'api-server.log'}", file=sys.stderr)
         return 1
-    from airflow.providers.celery.executors.celery_executor_utils import app
-
     names: list[str] = []
-    while time.monotonic() < deadline:
+    while os.environ["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and time.monotonic() < deadline:
+        from airflow.providers.celery.executors.celery_executor_utils import app
+
         names = sorted(name for reply in app.control.ping(timeout=2) for name in reply)
         if len([n for n in names if n.startswith(("worker-1@", "worker-2@"))]) == 2:
             break
         time.sleep(1)
-    else:
+    if time.monotonic() >= deadline:
         print(f"workers registered: {names or 'none'}; see {root / 'logs'}/worker-*.log", file=sys.stderr)
         return 1
     admin = {"username": "admin", "password": json.loads(passwords.read_text())["admin"], "url": url}
     target = root / "admin.json"
     target.write_text(json.dumps(admin))
     target.chmod(0o600)
-    print(f"[cluster] API at {url}; workers {', '.join(names)}; credentials in {target}")
+    print(f"[cluster] API at {url}; {os.environ['AIRFLOW__CORE__EXECUTOR']}; workers {', '.join(names) or '-'}; "
+          f"credentials in {target}")
     return 0
 
 

@@ -109,9 +109,9 @@ def _remove_test_home() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def dagbag(airflow_db: None) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
-    return DagBag(dag_folder=str(DAGS))
+    return dagbag(dag_folder=str(DAGS))
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ LOADER = REPO / "dags" / "clara_pipelines.py"
 
 
 def bag_of(folder: Path) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
-    return DagBag(dag_folder=str(folder))
+    return dagbag(dag_folder=str(folder))
 
 
 @pytest.fixture

@@ -39,8 +39,7 @@ def get_backend(name: str, options: Options | None = None) -> Backend:
 def deployment_options() -> tuple[dict[str, Any], Deployment]:
     """Airflow's ``[clara]`` section (airflow.cfg overridden by ``AIRFLOW__CLARA__*``), parsed once into
     (flat pipeline-level settings, typed deployment-only options); every bad option is reported."""
-    from airflow.sdk import conf
-
+    from clara_airflow.airflow_compat import conf
     from clara_airflow.spec.defaults import environ_options, parse_config
 
     section = {k: str(v) for k, v in (conf.getsection("clara") or {}).items()}

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
 
-from clara_airflow.airflow_compat import run_state
+from clara_airflow.airflow_compat import AirflowException, run_state
 from clara_airflow.backends.layout import claim_run_folder, run_folder
 from clara_airflow.batch.run import ledger_for, select_studies, study_outcome, summarise, write_summary
 from clara_airflow.errors import ClaraAirflowError

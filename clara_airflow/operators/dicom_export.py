@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
 
+from clara_airflow.airflow_compat import AirflowException
 from clara_airflow.backends.layout import claim_run_folder, host_source
 from clara_airflow.batch.run import study_folder
 from clara_airflow.compiler.plan import StepPlan

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
-from airflow.sdk.exceptions import AirflowException
 
-from clara_airflow.airflow_compat import QuotaClient
+from clara_airflow.airflow_compat import AirflowException, QuotaClient
 from clara_airflow.backends.base import ContainerRun
 from clara_airflow.backends.docker import DockerServiceManager
 from clara_airflow.backends.docker_engine import engine_down, ensure_network

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
+from clara_airflow.airflow_compat import AirflowException, AirflowSkipException
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan

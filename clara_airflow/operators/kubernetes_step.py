@@ -13,10 +13,9 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: TID253 - module is imported lazily
     KubernetesPodOperator,
 )
-from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
-from clara_airflow.airflow_compat import kpo_log_tail
+from clara_airflow.airflow_compat import AirflowException, kpo_log_tail
 from clara_airflow.backends.kubernetes_pods import (
     container_security,
     hook_kwargs,

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+
+from clara_airflow.airflow_compat import AirflowFailException
 
 
 class PipelineErrorOperator(BaseOperator):

@@ -8,43 +8,19 @@ import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clara_airflow.compiler.compiler import compile_pipeline
-from clara_airflow.spec.load import load_pipeline
-from tests.distributed.conftest import CLUSTER, REPO, Api
+from tests.distributed.client import CLUSTER, DAG_ID, REPO, Api, demo_service_id, phantom, service_containers, when
 
 pytestmark = [pytest.mark.distributed, pytest.mark.docker, pytest.mark.slow]
-DAG_ID = "ct-organ-triage"
 RUNS = int(os.environ.get("CLARA_DISTRIBUTED_RUNS", "50"))
-
-
-def phantom() -> Path:
-    folder = CLUSTER / "payload" / "chest-ct-001"
-    if not any(folder.glob("*.dcm")):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["docker", "run", "--rm", "-v", f"{folder}:/out", "clara-airflow/demo-ops:0.1", "python3",
-                        "/opt/clara/ops/make_phantom.py", "/out"], check=True, capture_output=True)
-    return folder
-
-
-def service_containers(sid: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"label=clara-airflow/service-id={sid}"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()
-
-
-def when(text: str | None) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else float("inf")
 
 
 def test_fifty_concurrent_runs_share_one_service_and_leave_no_lease(api: Api) -> None:
     payload = phantom()
-    sid = compile_pipeline(load_pipeline(REPO / "dags" / "pipelines" / f"{DAG_ID}.yaml")).services[0].id
+    sid = demo_service_id()
     stamp = int(time.time())
     run_ids = [f"load-{stamp}-{n:02d}" for n in range(RUNS)]
 
@@ -93,7 +69,7 @@ def test_a_worker_killed_mid_run_leaves_no_second_service_and_no_lease(api: Api)
     import socket
 
     payload = phantom()
-    sid = compile_pipeline(load_pipeline(REPO / "dags" / "pipelines" / f"{DAG_ID}.yaml")).services[0].id
+    sid = demo_service_id()
     run_ids = [f"kill-{int(time.time())}-{n}" for n in range(6)]
     for run_id in run_ids:
         api.call(f"/api/v2/dags/{DAG_ID}/dagRuns",

@@ -62,10 +62,10 @@ def deployments(cluster: Any, namespace: str = "clara-e2e") -> list[Any]:
 
 
 def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow_db: None) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
     (svc,) = compile_pipeline(load_pipeline(DAGS / f"{DAG_ID}.yaml")).services
-    dag = DagBag(dag_folder=str(DAGS)).dags[DAG_ID]  # parsed with the cluster's [clara] options, as a worker would
+    dag = dagbag(dag_folder=str(DAGS)).dags[DAG_ID]  # parsed with the cluster's [clara] options, as a worker would
     first = dag.test(run_conf={"clara_payload": payload(kube_env, "study-1")})
     assert first.state == "success", {ti.task_id: ti.state for ti in first.get_task_instances()}
     run_dir = kube_env.claims / "clara-data" / "out" / DAG_ID / run_folder_name(first.run_id)
@@ -91,9 +91,9 @@ def test_pipeline_with_a_shared_service_runs_through_pods(kube_env: Any, airflow
 
 
 def test_a_failing_pod_reports_its_output(kube_env: Any, airflow_db: None, capfd: Any) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
-    dag = DagBag(dag_folder=str(DAGS)).dags["it-kube-fail"]
+    dag = dagbag(dag_folder=str(DAGS)).dags["it-kube-fail"]
     run = dag.test(run_conf={"clara_payload": payload(kube_env, "study-3")})
     assert run.state == "failed"
     out, err = capfd.readouterr()
@@ -104,9 +104,9 @@ def test_a_failing_pod_reports_its_output(kube_env: Any, airflow_db: None, capfd
 
 def test_a_missing_payload_fails_in_the_init_container_and_says_so(kube_env: Any, airflow_db: None,
                                                                    capfd: Any) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
-    dag = DagBag(dag_folder=str(DAGS)).dags[DAG_ID]
+    dag = dagbag(dag_folder=str(DAGS)).dags[DAG_ID]
     run = dag.test(run_conf={"clara_payload": "/incoming/never-arrived"})
     assert run.state == "failed"
     out, err = capfd.readouterr()

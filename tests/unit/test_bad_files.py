@@ -124,7 +124,7 @@ def test_two_loader_files_define_the_reaper_once(tmp_path: Path, monkeypatch: An
 
 def test_a_dagbag_with_two_loader_files_has_one_reaper_and_no_import_error(tmp_path: Path, monkeypatch: Any,
                                                                            airflow_db: None) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from clara_airflow.airflow_compat import dagbag
 
     for sub, name in (("one", "first"), ("two", "second")):
         (tmp_path / sub).mkdir()
@@ -132,7 +132,7 @@ def test_a_dagbag_with_two_loader_files_has_one_reaper_and_no_import_error(tmp_p
             "# airflow dag\nfrom clara_airflow.loader import load_dags\n\nload_dags(globals(), __file__)\n")
         (tmp_path / sub / f"{name}.yaml").write_text(BASE.replace("name: base", f"name: {name}"))
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path))
-    bag = DagBag(dag_folder=str(tmp_path))
+    bag = dagbag(dag_folder=str(tmp_path))
     assert bag.import_errors == {}
     assert {"first", "second", "clara_service_reaper"} <= set(bag.dags)
     assert bag.dags["clara_service_reaper"].fileloc.endswith("one/clara_pipelines.py")

@@ -31,7 +31,7 @@ def dag_of(tmp_path: Path, extra: str = RULES) -> Any:
 @pytest.mark.parametrize(("name", "value"), [("ALIGN_THREADS", "16; id"), ("ALIGN_THREADS", "1234"),
                                              ("TOOL_TAG", "latest"), ("TOOL_IMAGE", "evil.example/miner")])
 def test_the_trigger_form_refuses_values_outside_the_rules(tmp_path: Path, name: str, value: str) -> None:
-    from airflow.sdk.exceptions import ParamValidationError
+    from clara_airflow.airflow_compat import ParamValidationError
 
     param = dag_of(tmp_path).params.get_param(name)
     with pytest.raises(ParamValidationError):

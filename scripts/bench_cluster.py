@@ -1,0 +1,175 @@
+"""Cluster benchmark: the same 20-run workload under the LocalExecutor and under the CeleryExecutor cluster.
+
+    bash scripts/setup.sh && .venv/bin/python scripts/bench_cluster.py [--runs 20] [--studies 50]
+
+Both sides are ``scripts/cluster.sh`` on this machine, one after the other in one invocation: the same
+PostgreSQL, api-server, scheduler, dag-processor and triggerer, 16 task slots each (the LocalExecutor's
+parallelism; two Celery workers of concurrency 8), the same Docker engine and images. Only the executor
+differs. The workload: a 3-step pipeline whose middle step calls one shared service, ``--runs`` runs
+triggered together through the REST API, after one untimed warm-up run (the service is started there, so
+both sides find it running). On the Celery cluster it then runs one batch over ``--studies`` studies.
+
+Prints the wall time of each side, their ratio (target: Celery <= 1.3x the LocalExecutor), runs per hour,
+studies per hour for the batch, and where the time goes: per task, the median time from queued to
+running (the executor's hand-off), the median running time, and the summed task time over the wall time.
+Uses .cluster/ (the benchmark stops any cluster that runs, and leaves none running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.distributed.client import CLUSTER, Api  # noqa: E402
+
+DAG_ID = "bench-cluster"
+DAGS = CLUSTER / "bench-dags"
+PAYLOAD = CLUSTER / "payload" / "bench-study"
+INBOX = CLUSTER / "payload" / "bench-inbox"
+SERVICE = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+           "bench-cluster"]
+STEPS = [
+    ("read", "cat /in/study.txt > /out/read.txt", None),
+    ("infer", "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${WEB%:*} ${WEB#*:} > /out/answer; "
+              "cp /in/read.txt /out/", "read"),
+    ("write", "tr a-z A-Z < /in/read.txt > /out/result.txt", "infer"),
+]
+
+
+def pipeline() -> str:
+    service = (f"  services:\n  - name: web\n    container:\n      image: clara-airflow/busybox\n      tag: '1'\n"
+               f"      command: {SERVICE!r}\n    connections:\n      http:\n      - name: WEB\n        port: 8080\n")
+    text = (f"api-version: 0.4.0\nname: {DAG_ID}\nx-airflow:\n  batch: {{inbox: {INBOX}, max_studies: 10000}}\n"
+            "operators:\n")
+    for name, script, source in STEPS:
+        text += (f"- name: {name}\n  container:\n    image: clara-airflow/busybox\n    tag: '1'\n"
+                 f"    command: ['/bin/sh', '-c', {script!r}]\n  input:\n  - path: /in\n"
+                 + (f"    from: {source}\n" if source else "") + "  output:\n  - path: /out\n"
+                 + (service if name == "infer" else ""))
+    return text
+
+
+def prepare(studies: int) -> None:
+    shutil.rmtree(DAGS, ignore_errors=True)
+    (DAGS / "pipelines").mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "clara_pipelines.py", DAGS / "clara_pipelines.py")
+    (DAGS / "pipelines" / f"{DAG_ID}.yaml").write_text(pipeline())
+    PAYLOAD.mkdir(parents=True, exist_ok=True)
+    (PAYLOAD / "study.txt").write_text("study\n")
+    shutil.rmtree(INBOX, ignore_errors=True)
+    for n in range(studies):
+        folder = INBOX / f"s{n:04d}"
+        folder.mkdir(parents=True)
+        (folder / "study.txt").write_text(f"study {n}\n")
+        (folder / ".complete").write_text("")
+    INBOX.chmod(0o755)
+
+
+def cluster(action: str, executor: str = "CeleryExecutor") -> None:
+    env = {**os.environ, "CLARA_CLUSTER_EXECUTOR": executor, "CLARA_CLUSTER_DAGS": str(DAGS)}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"cluster.sh {action} ({executor}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def when(text: str | None) -> float | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+def trigger(api: Api, run_ids: list[str], conf: dict[str, Any]) -> None:
+    for run_id in run_ids:
+        api.call(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+
+
+def finish(api: Api, run_ids: list[str], began: float) -> dict[str, Any]:
+    runs = api.wait_runs(DAG_ID, run_ids, seconds=1800)
+    wall = time.time() - began
+    failed = sorted(r for r, data in runs.items() if data["state"] != "success")
+    handoff, running, total = [], [], 0.0
+    for run_id in run_ids:
+        for ti in api.call(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]:
+            queued, start, end = when(ti.get("queued_when")), when(ti["start_date"]), when(ti["end_date"])
+            if queued and start:
+                handoff.append(start - queued)
+            if start and end:
+                running.append(end - start)
+                total += end - start
+    return {"wall": wall, "failed": failed, "tasks": len(running), "handoff": statistics.median(handoff),
+            "running": statistics.median(running), "busy": total / wall}
+
+
+def side(api: Api, executor: str, runs: int) -> dict[str, Any]:
+    api.wait_dag(DAG_ID)
+    stamp = int(time.time())
+    warm = [f"warm-{executor}-{stamp}"]
+    trigger(api, warm, {"clara_payload": str(PAYLOAD)})
+    finish(api, warm, time.time())
+    run_ids = [f"bench-{executor}-{stamp}-{n:02d}" for n in range(runs)]
+    began = time.time()
+    trigger(api, run_ids, {"clara_payload": str(PAYLOAD)})
+    return finish(api, run_ids, began)
+
+
+def service_instances() -> int:
+    from clara_airflow.compiler.compiler import compile_pipeline
+    from clara_airflow.spec.load import load_pipeline
+
+    sid = compile_pipeline(load_pipeline(DAGS / "pipelines" / f"{DAG_ID}.yaml")).services[0].id
+    out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=clara-airflow/service-id={sid}"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.split())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--studies", type=int, default=50)
+    args = parser.parse_args()
+    prepare(args.studies)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for executor in ("LocalExecutor", "CeleryExecutor"):
+            cluster("down")
+            print(f"[bench] {executor}: cluster.sh up, then {args.runs} runs of {DAG_ID} triggered together", flush=True)
+            cluster("up", executor)
+            api = Api.from_cluster()
+            results[executor] = side(api, executor, args.runs)
+            print(f"[bench] {executor}: {results[executor]['wall']:.1f} s", flush=True)
+        print(f"[bench] CeleryExecutor: one batch run over {args.studies} studies", flush=True)
+        began = time.time()
+        batch = [f"batch-{int(began)}"]
+        trigger(api, batch, {})
+        results["batch"] = finish(api, batch, began)
+        instances = service_instances()
+    finally:
+        cluster("down")
+    local, celery, batch_run = results["LocalExecutor"], results["CeleryExecutor"], results["batch"]
+    print(f"\n{args.runs} runs of a 3-step pipeline sharing one service, triggered together (16 task slots each):")
+    print(f"{'':16}{'wall':>9}{'runs/hour':>11}{'failed':>8}{'queued->running':>17}{'task running':>14}"
+          f"{'task time/wall':>16}")
+    for name, row in (("LocalExecutor", local), ("CeleryExecutor", celery)):
+        print(f"{name:16}{row['wall']:8.1f}s{3600 * args.runs / row['wall']:11.0f}{len(row['failed']):8d}"
+              f"{row['handoff']:16.2f}s{row['running']:13.2f}s{row['busy']:16.2f}")
+    print(f"ratio CeleryExecutor / LocalExecutor: {celery['wall'] / local['wall']:.2f}x (target <= 1.3x)")
+    print(f"batch of {args.studies} studies on the Celery cluster: {batch_run['wall']:.1f} s, "
+          f"{3600 * args.studies / batch_run['wall']:.0f} studies/hour, {len(batch_run['failed'])} failed runs, "
+          f"{batch_run['tasks']} tasks; bench service instances running at the end: {instances}")
+    (REPO / "artifacts").mkdir(exist_ok=True)
+    (REPO / "artifacts" / "bench_cluster.json").write_text(json.dumps(results, indent=2))
+    return 1 if local["failed"] or celery["failed"] or batch_run["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
