@@ -191,3 +191,38 @@ def kpo_log_tail(operator: Any, lines: int) -> str:
     except Exception:
         return ""
     return f"\n--- last pod output ---\n{text.rstrip()}" if text else ""
+
+
+def fix_dag_test_startup() -> bool:
+    """Make ``dag.test()`` on Airflow 3.2 keep its in-process Execution API running.
+
+    Why: 3.2's test supervisor builds an ``InProcessExecutionAPI``, takes its ``transport`` and drops the
+    object. The app's lifespan (which registers the services every route needs) lives in that object's
+    ``AsyncExitStack``; once it is collected the lifespan is closed, and every task's call fails with
+    ``'State' object has no attribute 'svcs_registry'`` (also its start is not awaited). Airflow 3.3 ties
+    the lifespan to the transport and waits for it; this does the same on 3.2 and nothing on other
+    versions. Only test harnesses call it: a deployment's tasks talk to the api-server. True when patched.
+    """
+    from importlib.metadata import version
+
+    if not version("apache-airflow-core").startswith("3.2."):
+        return False
+    import time
+
+    from airflow.sdk.execution_time import supervisor
+
+    started = supervisor.in_process_api_server
+
+    def in_process_api_server() -> Any:
+        api = started()
+        api.transport._clara_api = api  # the transport (held by the task's client) keeps the lifespan
+        deadline = time.monotonic() + 60
+        while not hasattr(api.app.state, "svcs_registry"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Airflow's in-process Execution API did not start within 60 s; is "
+                                   "[api_auth] jwt_secret set (AIRFLOW__API_AUTH__JWT_SECRET)?")
+            time.sleep(0.01)
+        return api
+
+    supervisor.in_process_api_server = in_process_api_server  # type: ignore[assignment]
+    return True

@@ -5,9 +5,7 @@
 #   bash scripts/matrix.sh                 # 3.1.8 3.2.2 3.3.2 (the supported range)
 #   bash scripts/matrix.sh 3.1.8           # one version (CI runs the oldest; the main suite is the newest)
 #
-# Each venv gets Airflow at that version and clara-airflow with its extras. Our own direct dependencies
-# (providers, docker, kubernetes, pynetdicom, pydicom, PyYAML, the test tools) are pinned by constraints.txt;
-# everything else follows what that Airflow release requires (3.1 needs older fastapi, starlette, cadwyn).
+# Each venv gets Airflow at that version and clara-airflow with its extras, pinned as make_venv explains.
 # Prints one line per version and exits non-zero when any version fails. Needs scripts/setup.sh first
 # (Docker engine and local images).
 set -euo pipefail
@@ -25,11 +23,16 @@ make_venv() {  # $1 version, $2 venv folder
     return
   fi
   log "Airflow $version: installing into $venv"
-  grep -E '^(apache-airflow-providers-[a-z-]+|docker|kubernetes|pynetdicom|pydicom|[Pp]y[Yy][Aa][Mm][Ll]|kmock|pytest|hypothesis|pytest-asyncio|playwright)==' \
-    constraints.txt > "$pins"
-  "$venv/bin/pip" install -q --upgrade pip
+  # Our direct dependencies are pinned by constraints.txt; the rest follows what that Airflow requires,
+  # except on 3.2: unpinned, 3.2.2 resolves fastapi 0.165 and cadwyn 9 and its api-server then fails to
+  # build its routes (a pydantic discriminator error), so 3.2 also takes our fastapi, cadwyn and pydantic.
+  # (3.1 needs older fastapi, starlette and cadwyn; 3.2 older aiosqlite: neither takes the whole file.)
+  local direct='apache-airflow-providers-[a-z-]+|docker|kubernetes|pynetdicom|pydicom|[Pp]y[Yy][Aa][Mm][Ll]|kmock|pytest|hypothesis|pytest-asyncio|playwright'
+  [[ $version == 3.1.* ]] || direct+='|fastapi|cadwyn|pydantic|pydantic_core'
+  grep -E "^($direct)==" constraints.txt > "$pins"
+  "$venv/bin/pip" install -q --upgrade pip || return 1
   "$venv/bin/pip" install -q -c "$pins" "apache-airflow==$version" -e ".[docker,kubernetes,dicom]" \
-    pytest hypothesis kmock pytest-asyncio playwright
+    pytest hypothesis kmock pytest-asyncio playwright || return 1
   touch "$venv/.installed"
 }
 

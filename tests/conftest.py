@@ -7,6 +7,7 @@ Markers: ``docker`` tests are skipped when no Docker engine answers, so plain py
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -58,8 +59,16 @@ os.environ.update({
     # One key for every process of the session: `airflow dags test` subprocesses share the Variables.
     "AIRFLOW__CORE__FERNET_KEY": "k0ZJWQe3m3Ch5tXa2mK1M0ZbqkT9lq9q3uWbW9oS1zA=",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_args.CONNECT_ARGS",
+    # Airflow 3.2's in-process Execution API (dag.test) does not make one up, and without it its startup
+    # fails silently: every task then fails on 'State' object has no attribute 'svcs_registry'.
+    "AIRFLOW__API_AUTH__JWT_SECRET": os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET") or secrets.token_hex(32),
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 })
+
+
+from clara_airflow.airflow_compat import fix_dag_test_startup  # noqa: E402
+
+fix_dag_test_startup()  # Airflow 3.2 only: dag.test() races its in-process API's startup
 
 
 try:  # CI runs the same examples every time; developers' runs keep exploring new ones
