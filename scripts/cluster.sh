@@ -124,8 +124,10 @@ cluster_env() {  # the cluster's settings only: none of the caller's AIRFLOW_* s
 
 start_component() {  # start_component NAME COMMAND...
   local name=$1; shift
-  # setsid: each component leads its own process group, so `down` stops it with its children
-  (cluster_env; exec setsid "$@" >"$ROOT/logs/$name.log" 2>&1 </dev/null) &
+  log "starting $name"
+  # setsid: each component leads its own process group, so `down` stops it with its children.
+  # Appends: a component restarted by `up` keeps the log of why it stopped.
+  (cluster_env; exec setsid "$@" >>"$ROOT/logs/$name.log" 2>&1 </dev/null) &
   echo $! >"$ROOT/pids/$name.pid"
 }
 
