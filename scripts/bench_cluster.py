@@ -34,6 +34,8 @@ sys.path.insert(0, str(REPO))
 from tests.distributed.client import CLUSTER, Api  # noqa: E402
 
 DAG_ID = "bench-cluster"
+POSTGRES_UID = next((int(line.split(":")[2]) for line in Path("/etc/passwd").read_text().splitlines()
+                     if line.startswith("postgres:")), -1)
 DAGS = CLUSTER / "bench-dags"
 PAYLOAD = CLUSTER / "payload" / "bench-study"
 INBOX = CLUSTER / "payload" / "bench-inbox"
@@ -110,6 +112,29 @@ def finish(api: Api, run_ids: list[str], began: float) -> dict[str, Any]:
             "running": statistics.median(running), "busy": total / wall}
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each cluster component: every process of its session (``setsid`` in
+    cluster.sh), each with its reaped children (task supervisors and task processes). PostgreSQL is
+    everything the ``postgres`` user runs; containers are not counted (they are the same on both sides)."""
+    leaders = {int(f.read_text()): f.stem for f in (CLUSTER / "pids").glob("*.pid") if f.read_text().strip()}
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            owner = stat.parent.stat().st_uid
+        except (OSError, IndexError):
+            continue
+        session, ticks = int(fields[3]), sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        name = leaders.get(session) or ("postgres" if owner == POSTGRES_UID else None)
+        name = "worker" if name and name.startswith("worker-") else name
+        if name:
+            used[name] = used.get(name, 0.0) + ticks / TICKS
+    return used
+
+
 def side(api: Api, executor: str, runs: int) -> dict[str, Any]:
     api.wait_dag(DAG_ID)
     stamp = int(time.time())
@@ -117,9 +142,13 @@ def side(api: Api, executor: str, runs: int) -> dict[str, Any]:
     trigger(api, warm, {"clara_payload": str(PAYLOAD)})
     finish(api, warm, time.time())
     run_ids = [f"bench-{executor}-{stamp}-{n:02d}" for n in range(runs)]
+    before = cpu_seconds()
     began = time.time()
     trigger(api, run_ids, {"clara_payload": str(PAYLOAD)})
-    return finish(api, run_ids, began)
+    result = finish(api, run_ids, began)
+    after = cpu_seconds()
+    result["cpu"] = {name: round(after[name] - before.get(name, 0.0), 1) for name in sorted(after)}
+    return result
 
 
 def service_instances() -> int:
@@ -163,6 +192,11 @@ def main() -> int:
         print(f"{name:16}{row['wall']:8.1f}s{3600 * args.runs / row['wall']:11.0f}{len(row['failed']):8d}"
               f"{row['handoff']:16.2f}s{row['running']:13.2f}s{row['busy']:16.2f}")
     print(f"ratio CeleryExecutor / LocalExecutor: {celery['wall'] / local['wall']:.2f}x (target <= 1.3x)")
+    names = sorted(set(local["cpu"]) | set(celery["cpu"]))
+    print("CPU seconds by component during the timed runs (2 cores: wall x 2 is the machine's whole budget):")
+    for name, row in (("LocalExecutor", local), ("CeleryExecutor", celery)):
+        parts = "  ".join(f"{n} {row['cpu'].get(n, 0.0):.1f}" for n in names)
+        print(f"  {name:16}{parts}  (total {sum(row['cpu'].values()):.1f} of {2 * row['wall']:.0f})")
     print(f"batch of {args.studies} studies on the Celery cluster: {batch_run['wall']:.1f} s, "
           f"{3600 * args.studies / batch_run['wall']:.0f} studies/hour, {len(batch_run['failed'])} failed runs, "
           f"{batch_run['tasks']} tasks; bench service instances running at the end: {instances}")

@@ -55,6 +55,14 @@ class Api:
         states = {k: v["state"] for k, v in found.items()}
         raise AssertionError(f"runs not finished within {seconds} s: {states}; see {CLUSTER / 'logs'}")
 
+    def settle(self, dag_id: str, seconds: float = 900) -> None:
+        """Until no run of ``dag_id`` is queued or running (an earlier test's runs would hold leases)."""
+        end = time.monotonic() + seconds
+        while self.call(f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running&limit=1")["total_entries"]:
+            if time.monotonic() > end:
+                raise AssertionError(f"runs of {dag_id} still active after {seconds} s; see {CLUSTER / 'logs'}")
+            time.sleep(2)
+
     def wait_dag(self, dag_id: str, seconds: float = 180) -> None:
         """Until the dag-processor has parsed ``dag_id`` (the API answers 200 for it)."""
         end = time.monotonic() + seconds

@@ -55,6 +55,7 @@ def leases(api: Api) -> list[str]:
 
 def test_the_reaper_never_stops_a_service_in_use_and_stops_it_once_idle(api: Api) -> None:
     payload, sid = phantom(), demo_service_id()
+    api.settle(DAG_ID)
     watch = Watch(sid)
     watch.start()
     stamp = int(time.time())
@@ -105,6 +106,7 @@ def pg_ctl(*args: str) -> None:
 
 def test_postgres_restarted_mid_run_finishes_or_fails_clearly_and_a_cleared_run_succeeds(api: Api) -> None:
     payload, sid = phantom(), demo_service_id()
+    api.settle(DAG_ID)
     stamp = int(time.time())
     run_ids = [trigger(api, f"pg-{stamp}-{n}", payload) for n in range(4)]
     deadline = time.monotonic() + 180
