@@ -31,6 +31,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchlib import WEB_STEPS, web_pipeline, web_service  # noqa: E402 - after the path is set
+
 from tests.distributed.client import CLUSTER, Api  # noqa: E402
 
 DAG_ID = "bench-cluster"
@@ -39,27 +41,12 @@ POSTGRES_UID = next((int(line.split(":")[2]) for line in Path("/etc/passwd").rea
 DAGS = CLUSTER / "bench-dags"
 PAYLOAD = CLUSTER / "payload" / "bench-study"
 INBOX = CLUSTER / "payload" / "bench-inbox"
-SERVICE = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
-           "bench-cluster"]
-STEPS = [
-    ("read", "cat /in/study.txt > /out/read.txt", None),
-    ("infer", "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${WEB%:*} ${WEB#*:} > /out/answer; "
-              "cp /in/read.txt /out/", "read"),
-    ("write", "tr a-z A-Z < /in/read.txt > /out/result.txt", "infer"),
-]
+SERVICE = web_service("bench-cluster")
+STEPS = WEB_STEPS
 
 
 def pipeline() -> str:
-    service = (f"  services:\n  - name: web\n    container:\n      image: clara-airflow/busybox\n      tag: '1'\n"
-               f"      command: {SERVICE!r}\n    connections:\n      http:\n      - name: WEB\n        port: 8080\n")
-    text = (f"api-version: 0.4.0\nname: {DAG_ID}\nx-airflow:\n  batch: {{inbox: {INBOX}, max_studies: 10000}}\n"
-            "operators:\n")
-    for name, script, source in STEPS:
-        text += (f"- name: {name}\n  container:\n    image: clara-airflow/busybox\n    tag: '1'\n"
-                 f"    command: ['/bin/sh', '-c', {script!r}]\n  input:\n  - path: /in\n"
-                 + (f"    from: {source}\n" if source else "") + "  output:\n  - path: /out\n"
-                 + (service if name == "infer" else ""))
-    return text
+    return web_pipeline(DAG_ID, INBOX, SERVICE)
 
 
 def prepare(studies: int) -> None:

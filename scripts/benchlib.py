@@ -25,3 +25,32 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=timez
                            network_mode="{network}", mount_tmp_dir=False, auto_remove="force")
             for n in range({steps})])
 '''
+
+
+def web_service(label: str) -> list[str]:
+    """The shared service of the batch and cluster benchmarks: busybox httpd answering ``ok`` on 8080."""
+    return ["/bin/sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+            label]
+
+
+# The 3-step pipeline of the batch and cluster benchmarks: (name, shell script, input from); the middle
+# step asks the shared service.
+WEB_STEPS = [
+    ("read", "cat /in/study.txt > /out/read.txt", None),
+    ("infer", "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${WEB%:*} ${WEB#*:} > /out/answer; "
+              "cp /in/read.txt /out/", "read"),
+    ("write", "tr a-z A-Z < /in/read.txt > /out/result.txt", "infer"),
+]
+
+
+def web_pipeline(dag_id: str, inbox: object, service: list[str]) -> str:
+    """WEB_STEPS as a Clara pipeline in batch mode over ``inbox``, the middle step using ``service``."""
+    text = (f"  services:\n  - name: web\n    container:\n      image: clara-airflow/busybox\n      tag: '1'\n"
+            f"      command: {service!r}\n    connections:\n      http:\n      - name: WEB\n        port: 8080\n")
+    out = f"api-version: 0.4.0\nname: {dag_id}\nx-airflow:\n  batch: {{inbox: {inbox}, max_studies: 10000}}\noperators:\n"
+    for name, script, source in WEB_STEPS:
+        out += (f"- name: {name}\n  container:\n    image: clara-airflow/busybox\n    tag: '1'\n"
+                f"    command: ['/bin/sh', '-c', {script!r}]\n  input:\n  - path: /in\n"
+                + (f"    from: {source}\n" if source else "") + "  output:\n  - path: /out\n"
+                + (text if name == "infer" else ""))
+    return out
