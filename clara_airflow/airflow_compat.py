@@ -25,9 +25,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     home, older = _MOVED[name]
     try:
-        return getattr(importlib.import_module(home), name)
+        value = getattr(importlib.import_module(home), name)
     except (ImportError, AttributeError):  # Airflow 3.1
-        return getattr(importlib.import_module(older), name)
+        value = getattr(importlib.import_module(older), name)
+    globals()[name] = value  # resolved once: later imports (every DAG parse reads conf) skip this hook
+    return value
 
 
 GONE = "gone"  # the DAG run does not exist (deleted, or never created)

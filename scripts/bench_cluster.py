@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchlib import WEB_STEPS, web_pipeline, web_service  # noqa: E402 - after the path is set
 
-from tests.distributed.client import CLUSTER, Api  # noqa: E402
+from tests.distributed.client import CLUSTER, Api, when  # noqa: E402
 
 DAG_ID = "bench-cluster"
 POSTGRES_UID = next((int(line.split(":")[2]) for line in Path("/etc/passwd").read_text().splitlines()
@@ -73,10 +73,6 @@ def cluster(action: str, executor: str = "CeleryExecutor") -> None:
         raise SystemExit(f"cluster.sh {action} ({executor}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def when(text: str | None) -> float | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
-
-
 def trigger(api: Api, run_ids: list[str], conf: dict[str, Any]) -> None:
     for run_id in run_ids:
         api.call(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
@@ -90,9 +86,9 @@ def finish(api: Api, run_ids: list[str], began: float) -> dict[str, Any]:
     for run_id in run_ids:
         for ti in api.call(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]:
             queued, start, end = when(ti.get("queued_when")), when(ti["start_date"]), when(ti["end_date"])
-            if queued and start:
+            if math.isfinite(queued) and math.isfinite(start):  # when() is inf for a time not set
                 handoff.append(start - queued)
-            if start and end:
+            if math.isfinite(start) and math.isfinite(end):
                 running.append(end - start)
                 total += end - start
     return {"wall": wall, "failed": failed, "tasks": len(running), "handoff": statistics.median(handoff),

@@ -27,14 +27,15 @@ def main(root: Path) -> int:
         print(f"the api-server did not answer within 180 s; see {root / 'logs' / 'api-server.log'}", file=sys.stderr)
         return 1
     names: list[str] = []
-    while os.environ["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and time.monotonic() < deadline:
+    ready = os.environ["AIRFLOW__CORE__EXECUTOR"] != "CeleryExecutor"  # the LocalExecutor has no workers
+    while not ready and time.monotonic() < deadline:
         from airflow.providers.celery.executors.celery_executor_utils import app
 
         names = sorted(name for reply in app.control.ping(timeout=2) for name in reply)
-        if len([n for n in names if n.startswith(("worker-1@", "worker-2@"))]) == 2:
-            break
-        time.sleep(1)
-    if time.monotonic() >= deadline:
+        ready = len([n for n in names if n.startswith(("worker-1@", "worker-2@"))]) == 2
+        if not ready:
+            time.sleep(1)
+    if not ready:
         print(f"workers registered: {names or 'none'}; see {root / 'logs'}/worker-*.log", file=sys.stderr)
         return 1
     admin = {"username": "admin", "password": json.loads(passwords.read_text())["admin"], "url": url}

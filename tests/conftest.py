@@ -68,7 +68,7 @@ os.environ.update({
 
 from clara_airflow.airflow_compat import fix_dag_test_startup  # noqa: E402
 
-fix_dag_test_startup()  # Airflow 3.2 only: dag.test() races its in-process API's startup
+fix_dag_test_startup()  # Airflow 3.2 only: dag.test() drops its in-process Execution API mid-run
 
 
 try:  # CI runs the same examples every time; developers' runs keep exploring new ones
