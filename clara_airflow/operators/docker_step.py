@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
 
-from clara_airflow.airflow_compat import AirflowException, QuotaClient
+from clara_airflow.airflow_compat import AirflowException, AirflowFailException, QuotaClient
 from clara_airflow.backends.base import ContainerRun
 from clara_airflow.backends.docker import DockerServiceManager
 from clara_airflow.backends.docker_engine import engine_down, ensure_network
@@ -23,7 +23,7 @@ from clara_airflow.batch.run import study_folder
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import resolve_service
-from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.errors import ClaraAirflowError, ServiceError
 from clara_airflow.operators.batch import label, resolve_study
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
@@ -73,8 +73,9 @@ class ClaraDockerOperator(DockerOperator):
             label(context, study)
         try:
             self._prepare(context, study.get("study", ""))
-        except ClaraAirflowError as exc:
-            raise AirflowException(f"operator '{self.task_id}': {exc}") from None
+        except ClaraAirflowError as exc:  # the run's conf or parameters: a retry cannot help, a service can
+            retry = AirflowException if isinstance(exc, ServiceError) else AirflowFailException
+            raise retry(f"operator '{self.task_id}': {exc}") from None
         except AirflowException as exc:  # the provider's hook: an unreachable engine
             raise AirflowException(f"operator '{self.task_id}': {self._advice(str(exc))}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")

@@ -63,3 +63,30 @@ def test_a_step_that_lost_its_service_says_so(step_op: Any) -> None:
     text = op._lost_services()
     assert f"service clara-svc-{svc.id} is exited: it stopped while this step ran" in text
     assert "retried" in text
+
+
+@pytest.mark.parametrize("error, retried", [("conf", False), ("service", True)])
+def test_bad_run_input_fails_at_once_and_a_service_failure_is_retried(step_op: Any, monkeypatch: Any,
+                                                                      error: str, retried: bool) -> None:
+    """A hostile or mistyped run conf is the same on every try: AirflowFailException skips the retries.
+    A service that would not start may start next time: a plain AirflowException keeps them."""
+    from clara_airflow.airflow_compat import AirflowException, AirflowFailException
+    from clara_airflow.errors import CompileError, ServiceError
+
+    op, *_ = step_op
+    exc = CompileError("unknown parameter 'x'") if error == "conf" else ServiceError("did not answer")
+    monkeypatch.setattr(op, "_prepare", MagicMock(side_effect=exc))
+    with pytest.raises(AirflowException, match=f"operator '{op.task_id}'") as caught:
+        op.execute({"params": {}, "ti": MagicMock(), "run_id": "run-1"})
+    assert isinstance(caught.value, AirflowFailException) is not retried
+
+
+def test_bad_service_parameters_fail_the_ensure_at_once(monkeypatch: Any) -> None:
+    from clara_airflow.airflow_compat import AirflowFailException
+    from clara_airflow.operators.ensure_service import EnsureServiceOperator
+
+    plan = compile_pipeline(load_pipeline(next(p for p in VALID if p.name.startswith("04-"))))
+    op = EnsureServiceOperator(task_id="ensure", service=plan.services[0], parameters=[], options=OPTIONS)
+    context = {"params": {"x": "1"}, "ti": MagicMock(), "run_id": "run-1", "dag": MagicMock(dag_id="d")}
+    with pytest.raises(AirflowFailException, match="unknown parameter 'x'"):
+        op.execute(context)
