@@ -75,9 +75,13 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 def _validate(args: argparse.Namespace) -> int:
     import logging
 
+    from clara_airflow.airflow_compat import crypto_problem
     from clara_airflow.spec.crosscheck import duplicate_pipeline
 
     logging.getLogger("clara_airflow.spec.load").setLevel(logging.ERROR)  # warnings: printed below, once
+    problem = crypto_problem()
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
     failed = hidden = 0
     names: dict[str, Path] = {}
     deployments: dict[Path, dict[str, Any]] = {}

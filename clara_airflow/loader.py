@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clara_airflow.airflow_compat import crypto_problem
 from clara_airflow.backends.registry import deployment_options
 from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.plan import PipelinePlan
@@ -47,6 +48,7 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
     """
     from airflow.sdk import get_parsing_context
 
+    _warn_once()
     folder = Path(anchor) if Path(anchor).is_dir() else Path(anchor).parent
     settings, options = deployment_options()
     strict = options.strict if strict is None else strict
@@ -73,6 +75,19 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
         dags[REAPER_DAG_ID] = build_reaper_dag(options)
     namespace.update(dags)
     return dags
+
+
+_WARNED: list[str] = []
+
+
+def _warn_once() -> None:
+    """Problems of the installation itself, logged once per process (every parse would repeat them)."""
+    if _WARNED:
+        return
+    _WARNED.append("checked")
+    problem = crypto_problem()
+    if problem:
+        log.warning("clara-airflow: %s", problem)
 
 
 def _destinations(options: Deployment) -> tuple[str, ...] | None:

@@ -44,7 +44,7 @@ install() {
   CLARA_SKIP_BROWSER=1 bash scripts/setup.sh >/dev/null
   if ! .venv/bin/python -c "import airflow.providers.celery, psycopg2, asyncpg" 2>/dev/null; then
     log "installing the Celery and PostgreSQL extras into .venv"
-    .venv/bin/pip install -q -c constraints.txt -e ".[cluster]"
+    .venv/bin/pip install -q --no-build-isolation -c constraints.txt -e ".[cluster]"
   fi
 }
 

@@ -5,7 +5,8 @@
 #   bash scripts/matrix.sh                 # 3.1.8 3.2.2 3.3.2 (the supported range)
 #   bash scripts/matrix.sh 3.1.8           # one version (CI runs the oldest; the main suite is the newest)
 #
-# Each venv gets Airflow at that version and clara-airflow with its extras, pinned as make_venv explains.
+# Each venv gets Airflow at that version and clara-airflow with its extras, every package pinned by
+# constraints/airflow-<version>.txt (3.3: constraints.txt); `scripts/pins.py refresh` rewrites them.
 # Prints one line per version and exits non-zero when any version fails. Needs scripts/setup.sh first
 # (Docker engine and local images).
 set -euo pipefail
@@ -17,22 +18,19 @@ versions=("$@")
 log() { printf '\033[1m[matrix]\033[0m %s\n' "$*"; }
 
 make_venv() {  # $1 version, $2 venv folder
-  local version=$1 venv=$2 pins="$2/constraints.txt"
+  local version=$1 venv=$2 pins
+  pins=$(python3 scripts/pins.py file "$version") || return 1  # e.g. constraints/airflow-3.1.8.txt
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  if [ -f "$venv/.installed" ] && [ "$venv/.installed" -nt pyproject.toml ] && [ "$venv/.installed" -nt constraints.txt ]; then
+  if [ -f "$venv/.installed" ] && [ "$venv/.installed" -nt pyproject.toml ] && [ "$venv/.installed" -nt "$pins" ]; then
     return
   fi
-  log "Airflow $version: installing into $venv"
-  # Our direct dependencies are pinned by constraints.txt; the rest follows what that Airflow requires,
-  # except on 3.2: unpinned, 3.2.2 resolves fastapi 0.165 and cadwyn 9 and its api-server then fails to
-  # build its routes (a pydantic discriminator error), so 3.2 also takes our fastapi, cadwyn and pydantic.
-  # (3.1 needs older fastapi, starlette and cadwyn; 3.2 older aiosqlite: neither takes the whole file.)
-  local direct='apache-airflow-providers-[a-z-]+|docker|kubernetes|pynetdicom|pydicom|[Pp]y[Yy][Aa][Mm][Ll]|kmock|pytest|hypothesis|pytest-asyncio|playwright'
-  [[ $version == 3.1.* ]] || direct+='|fastapi|cadwyn|pydantic|pydantic_core'
-  grep -E "^($direct)==" constraints.txt > "$pins"
-  "$venv/bin/pip" install -q --upgrade pip || return 1
-  "$venv/bin/pip" install -q -c "$pins" "apache-airflow==$version" -e ".[docker,kubernetes,dicom]" \
-    pytest hypothesis kmock pytest-asyncio playwright || return 1
+  log "Airflow $version: installing into $venv (every package pinned by $pins)"
+  # Each version's file was resolved once on a clean machine and passed this matrix (scripts/pins.py
+  # says which versions each needed: cryptography<51 on 3.1, our fastapi/cadwyn/pydantic on 3.2).
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$pins" pip setuptools wheel || return 1
+  "$venv/bin/pip" install -q --no-build-isolation -c "$pins" "apache-airflow==$version" \
+    -e ".[docker,kubernetes,dicom]" pytest hypothesis kmock pytest-asyncio playwright || return 1
+  python3 scripts/pins.py check --installed "$version" || return 1  # the venv holds exactly the pins
   touch "$venv/.installed"
 }
 

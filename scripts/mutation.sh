@@ -7,5 +7,5 @@
 # CI runs a fixed sample instead: scripts/mutants.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/pip install -q "mutmut==2.5.1"
+.venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/pip install -q -c constraints.txt "mutmut==2.5.1"
 exec .venv/bin/python scripts/mutation.py "$@"

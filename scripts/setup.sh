@@ -39,8 +39,10 @@ make_venv() {
   if ! .venv/bin/python -c "import clara_airflow, airflow.providers.docker, kmock" 2>/dev/null \
      || [ pyproject.toml -nt .venv/.clara-installed ] || [ constraints.txt -nt .venv/.clara-installed ]; then
     log "installing clara-airflow[test] into .venv (pinned by constraints.txt)"
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -c constraints.txt -e ".[test]"
+    # pip, setuptools and wheel are pinned too, and the project is built with them (no build isolation),
+    # so nothing is fetched unpinned: scripts/pins.py check verifies it.
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
+    .venv/bin/pip install -q --no-build-isolation -c constraints.txt -e ".[test]"
     touch .venv/.clara-installed
   fi
 }

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Every environment the scripts build resolves to the versions its pin file names, and nothing else
+# (README, "Pinned environments"): a new release on the package index cannot change what runs below.
+echo "[test] pins"; .venv/bin/python scripts/pins.py check
 echo "[test] ruff"; .venv/bin/ruff check clara_airflow tests dags scripts
 echo "[test] mypy"; .venv/bin/mypy
 echo "[test] mutation sample (28 planted bugs, each must fail the tests that cover it)"

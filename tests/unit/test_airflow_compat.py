@@ -62,3 +62,38 @@ def test_kpo_log_tail_says_why_an_init_container_failed_else_shows_the_last_line
     assert kpo_log_tail(operator, 20) == "\n--- last pod output ---\nstep said this"
     operator.pod = None
     assert kpo_log_tail(operator, 20) == ""
+
+
+def test_crypto_problem_agrees_with_airflows_own_fernet() -> None:
+    """The real boundary: whatever Airflow and cryptography this venv has (the matrix runs 3.1, 3.2, 3.3),
+    crypto_problem() says there is a problem exactly when Airflow's get_fernet cannot encrypt."""
+    import os
+    from unittest.mock import patch
+
+    from airflow.models import crypto
+
+    from clara_airflow.airflow_compat import crypto_problem
+
+    crypto.get_fernet.cache_clear() if hasattr(crypto.get_fernet, "cache_clear") else None
+    with patch.dict(os.environ, {"AIRFLOW__CORE__FERNET_KEY": "k0ZJWQe3m3Ch5tXa2mK1M0ZbqkT9lq9q3uWbW9oS1zA="}):
+        try:
+            works = crypto.get_fernet().decrypt(crypto.get_fernet().encrypt(b"x")) == b"x"
+        except AttributeError:
+            works = False
+    assert (crypto_problem() is None) == works, crypto_problem()
+
+
+def test_crypto_problem_names_airflow_3_1_with_cryptography_51_and_the_fix() -> None:
+    from unittest.mock import patch
+
+    from clara_airflow.airflow_compat import crypto_problem
+
+    def versions(table: dict[str, str]):  # type: ignore[no-untyped-def]
+        return patch("importlib.metadata.version", side_effect=lambda name: table[name])
+
+    with versions({"apache-airflow-core": "3.1.8", "cryptography": "51.0.1"}):
+        problem = crypto_problem()
+    assert problem is not None and "cryptography<51" in problem and "3.1.8" in problem and "51.0.1" in problem
+    for airflow, cryptography in (("3.1.8", "50.0.2"), ("3.2.2", "51.0.1"), ("3.3.2", "52.0"), ("3.1.0rc1", "46.0.7")):
+        with versions({"apache-airflow-core": airflow, "cryptography": cryptography}):
+            assert crypto_problem() is None, (airflow, cryptography)
