@@ -20,7 +20,23 @@ _MOVED = {
 }
 
 
+# Core names with no Task SDK home (checked on 3.1-3.3). name -> (module, why we need it)
+_CORE = {
+    # The documented base class of plugins; the Task SDK has none (the plugin registers our page and weights).
+    "AirflowPlugin": ("airflow.plugins_manager", "plugins are core's public interface"),
+    # The documented base of custom priority weight strategies (since 2.9), registered through plugins.
+    "PriorityWeightStrategy": ("airflow.task.priority_strategy", "custom weight rules subclass it"),
+    # The api-server's own permission check, so the plugin's routes need what Airflow's Variable routes
+    # need (plugin apps are not covered by Airflow's auth). Internal to the api-server (since 3.0).
+    "requires_access_variable": ("airflow.api_fastapi.core_api.security", "the plugin's routes check it"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _CORE:
+        value = getattr(importlib.import_module(_CORE[name][0]), name)
+        globals()[name] = value
+        return value
     if name not in _MOVED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     home, older = _MOVED[name]
@@ -65,6 +81,8 @@ def crypto_problem() -> str | None:
 
 GONE = "gone"  # the DAG run does not exist (deleted, or never created)
 UNKNOWN = "unknown"  # the state could not be read (network, database, API server)
+LIVE_STATES = ("queued", "running", UNKNOWN)  # a run that may still act: what it holds stays held
+ENDED_STATES = ("success", "failed", GONE)  # a run that will never act again: what it holds may be freed
 
 
 def dagbag(**kwargs: Any) -> Any:
@@ -78,6 +96,18 @@ def dagbag(**kwargs: Any) -> Any:
     except ImportError:  # Airflow 3.1
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
     return DagBag(**kwargs)
+
+
+def max_map_length() -> int:
+    """How many mapped task instances Airflow creates for one task at most (``[core] max_map_length``,
+    1024 by default): a batch run never takes more studies than it can map.
+
+    Why here: ``conf`` moved into the Task SDK in 3.2 (see ``_MOVED``); the option exists since 2.3.
+    """
+    try:
+        return max(1, int(__getattr__("conf").getint("core", "max_map_length", fallback=1024)))
+    except (ValueError, TypeError):
+        return 1024
 
 
 def in_task() -> bool:
@@ -145,8 +175,22 @@ def variable_store() -> Any:
     return _SdkStore() if in_task() else _DatabaseStore()
 
 
+def plain_state(state: Any) -> str:
+    """Airflow's state value as plain text: ``"running"``, ``"success"``, ...; :data:`UNKNOWN` for None.
+
+    Why: the Task SDK hands states back as its own ``DagRunState``/``TaskInstanceState`` enums (``str,
+    Enum`` without a ``__str__`` of their own, so ``str()`` gives ``'DagRunState.RUNNING'``), core as its
+    enums (whose ``str()`` is the value) or as plain strings, depending on the version and the caller.
+    """
+    if state is None:
+        return UNKNOWN
+    value = getattr(state, "value", state)
+    return value if isinstance(value, str) else str(value)
+
+
 def run_state(dag_id: str, run_id: str) -> str:
-    """The DAG run's state; :data:`GONE` when it does not exist; :data:`UNKNOWN` when it cannot be read.
+    """The DAG run's state as plain text (``"queued"``, ``"running"``, ``"success"``, ``"failed"``);
+    :data:`GONE` when it does not exist; :data:`UNKNOWN` when it cannot be read.
 
     Only a state read from Airflow may release anything: a transient error is never taken for "ended".
     Why internal: inside a task ``RuntimeTaskInstance.get_dagrun_state`` (SDK, since 3.0) raises
@@ -159,22 +203,32 @@ def run_state(dag_id: str, run_id: str) -> str:
         from airflow.models.dagrun import DagRun
 
         runs = DagRun.find(dag_id=dag_id, run_id=run_id)
-        return str(runs[0].state) if runs else GONE
+        return plain_state(runs[0].state) if runs else GONE
     except Exception:
         return UNKNOWN
 
 
 def _sdk_run_state(dag_id: str, run_id: str) -> str:
-    from airflow.sdk.exceptions import AirflowRuntimeError
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     try:
-        return str(RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id))
-    except AirflowRuntimeError as exc:
-        detail = getattr(exc.error, "detail", None) or {}
-        if isinstance(detail, dict) and detail.get("status_code") == 404:
-            return GONE
-        return UNKNOWN
+        return plain_state(RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id))
+    except Exception as exc:
+        return GONE if _status_of(exc) == 404 else UNKNOWN
+
+
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status behind a failed Task SDK call, whichever way it arrives.
+
+    Why: in a worker the supervisor turns the API client's ``ServerResponseError`` into an
+    ``AirflowRuntimeError`` whose ``error.detail`` carries ``status_code`` (SDK 1.x); under ``dag.test()``
+    the in-process channel lets the client's ``ServerResponseError`` (an ``httpx.HTTPStatusError``) through.
+    """
+    detail = getattr(getattr(exc, "error", None), "detail", None)
+    if isinstance(detail, dict) and isinstance(detail.get("status_code"), int):
+        return int(detail["status_code"])
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 class QuotaClient:

@@ -61,7 +61,7 @@ def _batch_plan(pipeline: str) -> Any:
 
     path = Path(pipeline)
     if not path.is_file():
-        from airflow.configuration import conf
+        from clara_airflow.airflow_compat import conf
 
         folder = Path(conf.get("core", "dags_folder"))
         found = [f for f in pipeline_files(folder) if _declares(f, pipeline)]

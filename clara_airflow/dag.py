@@ -100,6 +100,7 @@ def _branches(plan: PipelinePlan, step_tasks: Any, options: Options, select: Any
     for task in ensure.values():
         select >> task
     summary = BatchSummaryOperator(task_id=SUMMARY, record=f"{BRANCH}.{RECORD}", options=options,
+                                   ensure=[task.task_id for task in ensure.values()],
                                    doc_md="Writes batch-summary.json; fails the run when any study failed.")
     records >> summary
     return built

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
+from clara_airflow.airflow_compat import AirflowPlugin
 
 
 def create_app() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_access_variable
     from fastapi import Depends, FastAPI, Header, HTTPException
     from fastapi.responses import HTMLResponse, PlainTextResponse
 
+    from clara_airflow.airflow_compat import requires_access_variable
     from clara_airflow.services import admin, page
 
     can_read = [Depends(requires_access_variable("GET"))]
@@ -67,7 +67,7 @@ def _priority() -> type:
     return RunPriority
 
 
-class ClaraPlugin(AirflowPlugin):
+class ClaraPlugin(AirflowPlugin):  # type: ignore[misc]
     """Adds the Clara services page to the Airflow UI (navigation entry "Clara services")."""
 
     name = "clara"

@@ -42,6 +42,8 @@ def _make_home() -> None:
         (DAGS / source.name).write_text(text)
     for source in (REPO / "tests" / "fixtures" / "dags").glob("*.yaml"):
         (DAGS / source.name).write_text(source.read_text().replace("@HOME@", str(HOME)))
+    for source in (REPO / "tests" / "fixtures" / "dags").glob("clara_probe_*.py"):
+        shutil.copy(source, DAGS)  # Python DAGs whose tasks probe what Airflow's runtime hands us
 
 
 if not _INHERITED:

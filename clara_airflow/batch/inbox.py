@@ -15,9 +15,11 @@ from pathlib import Path
 
 from clara_airflow.errors import ClaraAirflowError
 
-__all__ = ["COMPLETE_MARKER", "MAX_NAME_BYTES", "Study", "safe_study_name", "scan_inbox"]
+__all__ = ["COMPLETE_MARKER", "MAX_NAME_BYTES", "SUMMARY_FILE", "Study", "safe_study_name", "scan_inbox"]
 
 COMPLETE_MARKER = ".complete"
+SUMMARY_FILE = "batch-summary.json"  # what a batch run writes beside its studies' folders
+RUN_FILES = (SUMMARY_FILE,)  # names in a run folder that are not studies (the others start with ".")
 MAX_NAME_BYTES = 200
 _MAX_ENTRIES = 100_000  # files looked at per study for the quiet-time rule
 
@@ -34,6 +36,8 @@ def safe_study_name(name: str) -> str | None:
     """Why ``name`` cannot be a path component of the output layout, or None when it can."""
     if name in (".", "..") or "/" in name or "\\" in name:
         return "it is not a single folder name"
+    if name in RUN_FILES:
+        return "the run writes a file of that name beside its studies' folders"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "it holds a control character"
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:

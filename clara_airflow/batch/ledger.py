@@ -8,26 +8,31 @@ disk or NFS alike, and no reader ever sees half an entry. The ledger survives ev
 files next to the outputs), scales to 100,000 studies (parsing never reads it), and keeps the history.
 
 States: ``claimed`` (by a run), ``done`` (by its one successful run), ``failed`` (offered again, up to
-``max_attempts`` runs in all), ``given-up``, and ``offered`` (a given-up study offered again by
-``clara-airflow studies PIPELINE --retry STUDY``). A claim whose run is neither queued nor running any
-more (the run died, or was deleted) is taken over by the next run.
+``max_attempts`` runs in all), ``given-up``, ``offered`` (a given-up study offered again by
+``clara-airflow studies PIPELINE --retry STUDY``) and ``waiting`` (released by its run untouched: the
+run's services could not be ensured, or its branch never ran; the attempt count is unchanged). A claim
+whose run is neither queued nor running any more (the run died, or was deleted) is taken over by the
+next run. An entry that cannot be read is reported as ``corrupt`` with its path and blocks only its
+own study.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from clara_airflow.airflow_compat import LIVE_STATES
 from clara_airflow.batch.inbox import safe_study_name
+from clara_airflow.durable import create_file
+from clara_airflow.errors import ClaraAirflowError
 
-__all__ = ["LIVE_STATES", "Entry", "Ledger"]
+__all__ = ["CORRUPT", "LIVE_STATES", "Entry", "Ledger"]
 
-LIVE_STATES = ("queued", "running", "unknown")  # a claim by such a run is kept ("unknown": cannot tell)
+CORRUPT = "corrupt"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Entry:
     seconds: float = 0.0
     output: str = ""
     at: float = 0.0
+    detail: str = ""
 
 
 class Ledger:
@@ -60,8 +66,15 @@ class Ledger:
         if not versions:
             return 0, None
         version = max(versions)
-        data = json.loads((folder / f"{version}.json").read_text())
-        return version, Entry(**{k: v for k, v in data.items() if k in Entry.__dataclass_fields__})
+        path = folder / f"{version}.json"
+        try:
+            data = json.loads(path.read_bytes())
+            entry = Entry(**{k: v for k, v in data.items() if k in Entry.__dataclass_fields__})
+            if not isinstance(entry.state, str) or not isinstance(entry.failures, int):
+                raise TypeError("state or failures of the wrong type")
+        except (ValueError, TypeError, AttributeError, OSError) as exc:
+            return version, Entry(CORRUPT, output=str(path), detail=f"{type(exc).__name__}: {exc}")
+        return version, entry
 
     def studies(self) -> dict[str, Entry]:
         """Every study the ledger knows, by name."""
@@ -81,7 +94,7 @@ class Ledger:
         """Take ``study`` for ``run_id``; False when it is done, given up, or held by a live run."""
         version, entry = self.current(study)
         if entry is not None:
-            if entry.state in ("done", "given-up"):
+            if entry.state in ("done", "given-up", CORRUPT):
                 return False
             if entry.state == "claimed":
                 if entry.run_id == run_id:
@@ -103,12 +116,23 @@ class Ledger:
         new = Entry(state, run_id, failures, round(seconds, 3), output, time.time())
         return new if self._write(study, version + 1, new) else None
 
-    def offer_again(self, study: str) -> Entry:
-        """A given-up (or failed) study is offered to the next run with a fresh count of attempts."""
+    def release(self, study: str, run_id: str, reason: str) -> Entry | None:
+        """This run gives ``study`` back untouched (``waiting``, attempts unchanged): none of its own steps
+        failed, but they did not run (the run's services could not be ensured, or its branch never
+        started). None when the run no longer holds it."""
         version, entry = self.current(study)
-        if entry is None or entry.state not in ("given-up", "failed"):
+        if entry is None or entry.run_id != run_id or entry.state != "claimed":
+            return None
+        new = Entry("waiting", run_id, entry.failures, at=time.time(), detail=reason)
+        return new if self._write(study, version + 1, new) else None
+
+    def offer_again(self, study: str) -> Entry:
+        """A given-up, failed or corrupt study is offered to the next run with a fresh count of attempts."""
+        version, entry = self.current(study)
+        if entry is None or entry.state not in ("given-up", "failed", CORRUPT):
             state = "unknown" if entry is None else entry.state
-            raise ValueError(f"study {study!r} is {state}; only a failed or given-up study can be offered again")
+            raise ValueError(f"study {study!r} is {state}; only a failed, given-up or corrupt study can be offered "
+                             "again")
         new = Entry("offered", at=time.time())
         if not self._write(study, version + 1, new):
             raise ValueError(f"study {study!r} changed while it was offered again; look at it and retry")
@@ -122,16 +146,17 @@ class Ledger:
         return self.root / study
 
     def _write(self, study: str, version: int, entry: Entry) -> bool:
-        """Write ``version`` of the study's entry; False when another process wrote it first."""
+        """Write ``version`` of the study's entry durably; False when another process wrote it first.
+
+        :raises ClaraAirflowError: any other failure of the link (a filesystem without hard links,
+            permissions, a full disk), with the path: never read as "another run won".
+        """
         folder = self._folder(study)
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".entry-", suffix=".tmp")
+        target = folder / f"{version}.json"
         try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(asdict(entry), out, sort_keys=True)
-            os.link(temp, folder / f"{version}.json")
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(temp)
+            folder.mkdir(parents=True, exist_ok=True)
+            return create_file(target, json.dumps(asdict(entry), sort_keys=True), mode=0o640)
+        except OSError as exc:
+            raise ClaraAirflowError(
+                f"the study ledger cannot write {target}: {exc.strerror or exc} (errno {exc.errno}); the ledger "
+                "needs a writable local or NFS folder with hard links (x-airflow payload.output_root)") from None

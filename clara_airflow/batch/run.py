@@ -2,28 +2,31 @@
 branch ended, and the run's summary.
 
 A run's studies are claimed in the ledger before any service starts; a study a run cannot take (done,
-given up, held by a live run, over ``max_studies``) is counted as skipped and left for later.
+given up, held by a live run, over ``max_studies``) is counted as skipped and left for later. A study
+counts a failure only when one of its own steps failed: when its steps did not run (the run's services
+could not be ensured, or the run died first) it goes back to ``waiting`` with its attempts unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clara_airflow.batch.inbox import safe_study_name, scan_inbox
-from clara_airflow.batch.ledger import Ledger
+from clara_airflow.airflow_compat import ENDED_STATES, plain_state
+from clara_airflow.batch.inbox import SUMMARY_FILE, safe_study_name, scan_inbox
+from clara_airflow.batch.ledger import CORRUPT, Ledger
+from clara_airflow.durable import write_file
 from clara_airflow.settings import BatchSettings
 
-__all__ = ["LEDGER_FOLDER", "SUMMARY_FILE", "Selection", "ledger_for", "select_studies", "study_outcome",
-           "summarise", "write_summary"]
+__all__ = ["LEDGER_FOLDER", "SUMMARY_FILE", "Selection", "branch_study", "ledger_for", "select_studies",
+           "study_outcome", "summarise", "write_summary"]
 
 LEDGER_FOLDER = ".clara-studies"
-SUMMARY_FILE = "batch-summary.json"
+SUCCESS, FAILED, NOT_RUN = "success", "failed", "not-run"
 
 
 def ledger_for(output_root: str, dag_id: str, retries: int) -> Ledger:
@@ -42,59 +45,92 @@ class Selection:
 
 
 def select_studies(batch: BatchSettings, ledger: Ledger, run_id: str, run_state: Callable[[str], str], *,
-                   warn: Callable[[str], None] | None = None, now: float | None = None) -> Selection:
-    """Claim up to ``max_studies`` complete studies of the inbox for ``run_id``.
+                   warn: Callable[[str], None] | None = None, now: float | None = None,
+                   limit: int | None = None) -> Selection:
+    """Claim up to ``max_studies`` complete studies of the inbox for ``run_id`` (fewer with ``limit``: the
+    number of branches Airflow will map, ``[core] max_map_length``).
 
-    :raises ClaraAirflowError: the inbox is missing or unreadable (nothing is claimed then).
+    :raises ClaraAirflowError: the inbox is missing or unreadable, or the ledger cannot be written (a
+        claim already made is then released, so nothing stays held by a run that took nothing).
     """
     if batch.inbox is None:
         raise ValueError("select_studies needs a batch inbox")
+    most = batch.max_studies if limit is None else max(0, min(batch.max_studies, limit))
     complete, waiting = scan_inbox(batch.inbox, batch.quiet_seconds, now=now, warn=warn)
     taken: list[dict[str, str]] = []
     skipped: dict[str, str] = {}
-    for study in complete:
-        if len(taken) >= batch.max_studies:
-            skipped[study.name] = f"over max_studies ({batch.max_studies}): left for the next run"
-        elif ledger.claim(study.name, run_id, run_state):
-            taken.append({"study": study.name, "folder": study.folder})
-        else:
-            _, entry = ledger.current(study.name)
-            state = entry.state if entry is not None else "unknown"
-            skipped[study.name] = f"claimed by run {entry.run_id}" if entry and state == "claimed" else state
+    try:
+        for study in complete:
+            if len(taken) >= most:
+                why = f"max_studies ({batch.max_studies})" if most == batch.max_studies else \
+                    f"the {most} branches Airflow maps per run ([core] max_map_length)"
+                skipped[study.name] = f"over {why}: left for the next run"
+            elif ledger.claim(study.name, run_id, run_state):
+                taken.append({"study": study.name, "folder": study.folder})
+            else:
+                _, entry = ledger.current(study.name)
+                state = entry.state if entry is not None else "unknown"
+                skipped[study.name] = (f"claimed by run {entry.run_id}" if entry and state == "claimed" else
+                                       f"corrupt ledger entry {entry.output} ({entry.detail})" if entry and
+                                       state == CORRUPT else state)
+    except Exception:
+        for chosen in taken:
+            ledger.release(chosen["study"], run_id, "its run could not finish choosing its studies")
+        raise
     return Selection(taken, skipped, waiting)
 
 
-def study_outcome(states: Mapping[str, Any], expected: int) -> bool:
-    """A study succeeded when every one of its ``expected`` step tasks did."""
-    return len(states) == expected and all(str(s) == "success" for s in states.values())
+def study_outcome(states: Mapping[str, Any], expected: int) -> str:
+    """How a study's branch ended, from the states of its ``expected`` step tasks (Airflow's values or
+    enums): ``success`` when every one succeeded, ``failed`` when one of them failed itself, and
+    ``not-run`` otherwise: its steps did not run because something outside the study failed (a
+    service's ensure task) or the run stopped first. Only ``failed`` counts against the study."""
+    found = [plain_state(state) for state in states.values()]
+    if len(found) == expected and all(state == SUCCESS for state in found):
+        return SUCCESS
+    return FAILED if FAILED in found else NOT_RUN
 
 
 def summarise(records: Iterable[Mapping[str, Any] | None], skipped: Mapping[str, str]) -> dict[str, Any]:
-    """The ``batch-summary.json`` content: one entry per study of the run, and the counts."""
+    """The ``batch-summary.json`` content: one entry per study of the run, and the counts (``waiting``:
+    studies given back untouched, for the next run)."""
     studies = sorted((dict(r) for r in records if r), key=lambda r: str(r["study"]))
     return {
         "studies": studies,
-        "succeeded": sum(1 for r in studies if r["state"] == "success"),
-        "failed": sum(1 for r in studies if r["state"] != "success"),
+        "succeeded": sum(1 for r in studies if r["state"] == SUCCESS),
+        "failed": sum(1 for r in studies if r["state"] not in (SUCCESS, "waiting")),
+        "waiting": sum(1 for r in studies if r["state"] == "waiting"),
         "skipped": len(skipped),
         "skipped_studies": dict(sorted(skipped.items())),
     }
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
-    """Write the summary atomically (a reader never sees half a file)."""
+    """Write the summary durably (a reader never sees half a file). No study is named like it
+    (:func:`clara_airflow.batch.inbox.safe_study_name`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=run_dir, prefix=".summary-")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(summary, out, indent=2, sort_keys=True)
-    target = run_dir / SUMMARY_FILE
-    os.replace(temp, target)
-    return target
+    return write_file(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
 
 
-def study_states(batch: BatchSettings, output_root: str, dag_id: str, retries: int) -> list[dict[str, Any]]:
+def branch_study(study: Any, context: Any) -> dict[str, str]:
+    """A branch's ``{"study", "folder"}`` (its mapped-task-group argument), or ``{}`` outside batch mode;
+    sets ``context["clara_study"]``, the label the grid shows the branch by."""
+    value = study.resolve(context) if hasattr(study, "resolve") else study
+    found = dict(value) if isinstance(value, dict) else {}
+    if found:
+        context["clara_study"] = found.get("study") or os.path.basename(found.get("folder", "")) or "payload"
+    return found
+
+
+def study_states(batch: BatchSettings, output_root: str, dag_id: str, retries: int,
+                 run_state: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """Every study of the inbox and of the ledger with its state: ``arriving`` (incomplete), ``waiting``
-    (complete, not yet taken), ``claimed``, ``done``, ``failed`` (offered again), ``given-up``, ``offered``."""
+    (complete, not yet taken, or given back by its run), ``claimed``, ``done``, ``failed`` (offered
+    again), ``given-up``, ``offered``, ``corrupt`` (its ledger entry cannot be read; the path is shown).
+
+    :param run_state: the state of a run of this pipeline by run id: a claim by a run that has ended
+        shows as ``waiting`` (the next run takes it over).
+    """
     ledger = ledger_for(output_root, dag_id, retries)
     known = ledger.studies()
     rows: dict[str, dict[str, Any]] = {}
@@ -105,13 +141,22 @@ def study_states(batch: BatchSettings, output_root: str, dag_id: str, retries: i
     for study in complete:
         rows[study.name] = {"study": study.name, "state": "waiting", "detail": "complete; the next run takes it"}
     for name, entry in known.items():
+        state = entry.state
         detail = {"claimed": f"claimed by run {entry.run_id}", "done": f"done in run {entry.run_id} "
                   f"({entry.seconds:.1f} s) -> {entry.output}",
                   "failed": f"failed {entry.failures} time(s), last in run {entry.run_id}; the next run tries again",
                   "given-up": f"given up after {entry.failures} failed run(s), last {entry.run_id}; "
                   "clara-airflow studies PIPELINE --retry STUDY offers it again",
-                  "offered": "offered again; the next run takes it"}.get(entry.state, entry.state)
-        rows[name] = {"study": name, "state": entry.state, "detail": detail, "run_id": entry.run_id,
+                  "offered": "offered again; the next run takes it",
+                  "waiting": f"given back by run {entry.run_id} ({entry.detail}); the next run takes it",
+                  CORRUPT: f"its ledger entry {entry.output} cannot be read ({entry.detail}); look at it, then "
+                  "clara-airflow studies PIPELINE --retry STUDY offers the study again"}.get(state, state)
+        if state == "claimed" and run_state is not None:
+            ended = run_state(entry.run_id)
+            if ended in ENDED_STATES:
+                state, detail = "waiting", (f"claimed by run {entry.run_id}, which ended ({ended}) before it "
+                                            "recorded the study; the next run takes it")
+        rows[name] = {"study": name, "state": state, "detail": detail, "run_id": entry.run_id,
                       "failures": entry.failures, "seconds": entry.seconds, "output": entry.output}
     return [rows[name] for name in sorted(rows)]
 

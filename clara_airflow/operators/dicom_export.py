@@ -11,12 +11,11 @@ from airflow.sdk import BaseOperator
 
 from clara_airflow.airflow_compat import AirflowException
 from clara_airflow.backends.layout import claim_run_folder, host_source
-from clara_airflow.batch.run import study_folder
+from clara_airflow.batch.run import branch_study, study_folder
 from clara_airflow.compiler.plan import StepPlan
 from clara_airflow.dicom.config import load_config
 from clara_airflow.dicom.export import dicom_files, send_files
 from clara_airflow.errors import ClaraAirflowError
-from clara_airflow.operators.batch import label, resolve_study
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.settings import Options
 
@@ -36,9 +35,7 @@ class DicomExportOperator(BaseOperator):
         self.study = study
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        study = resolve_study(self.study, context)
-        if study:
-            label(context, study)
+        study = branch_study(self.study, context)
         try:
             return self._send(context, study.get("study", ""))
         except (ClaraAirflowError, OSError) as exc:

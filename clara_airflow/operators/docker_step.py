@@ -13,18 +13,18 @@ from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
 
-from clara_airflow.airflow_compat import AirflowException, AirflowFailException, QuotaClient
+from clara_airflow.airflow_compat import AirflowException, QuotaClient
 from clara_airflow.backends.base import ContainerRun
 from clara_airflow.backends.docker import DockerServiceManager
 from clara_airflow.backends.docker_engine import engine_down, ensure_network
 from clara_airflow.backends.docker_steps import device_requests, docker_run
 from clara_airflow.backends.layout import claim_run_folder, hand_over, reset_step_folder, step_user
-from clara_airflow.batch.run import study_folder
+from clara_airflow.batch.run import branch_study, study_folder
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
 from clara_airflow.compiler.resolve import resolve_service
-from clara_airflow.errors import ClaraAirflowError, ServiceError
-from clara_airflow.operators.batch import label, resolve_study
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.failures import task_error
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
@@ -68,14 +68,11 @@ class ClaraDockerOperator(DockerOperator):
         return QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
 
     def execute(self, context: Any) -> Any:
-        study = resolve_study(self.study, context)
-        if study:
-            label(context, study)
+        study = branch_study(self.study, context)
         try:
             self._prepare(context, study.get("study", ""))
-        except ClaraAirflowError as exc:  # the run's conf or parameters: a retry cannot help, a service can
-            retry = AirflowException if isinstance(exc, ServiceError) else AirflowFailException
-            raise retry(f"operator '{self.task_id}': {exc}") from None
+        except ClaraAirflowError as exc:
+            raise task_error(exc, f"operator '{self.task_id}'") from None
         except AirflowException as exc:  # the provider's hook: an unreachable engine
             raise AirflowException(f"operator '{self.task_id}': {self._advice(str(exc))}") from None
         self.log.info("running %s %s", self.image, self.command or "(image default command)")

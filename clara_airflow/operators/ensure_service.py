@@ -8,12 +8,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from clara_airflow.airflow_compat import AirflowException, AirflowFailException, AirflowSkipException
+from clara_airflow.airflow_compat import AirflowSkipException
 from clara_airflow.backends.registry import get_backend
 from clara_airflow.compiler.identity import service_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.compiler.resolve import RUN_KEYS, parameter_values, resolve_service
-from clara_airflow.errors import ClaraAirflowError, ServiceError
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.failures import ERROR_KEY, task_error
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.settings import Options
 
@@ -76,10 +77,10 @@ class EnsureServiceOperator(BaseOperator):
             result = ensure_service(svc, manager, run, backend=settings.backend, location=location,
                                     idle_ttl=settings.services.idle_ttl,
                                     start_timeout=settings.services.start_timeout, log=self.log)
-        except ClaraAirflowError as exc:  # bad parameters fail at once; a service that would not start retries
-            retry = AirflowException if isinstance(exc, ServiceError) else AirflowFailException
-            raise retry(f"service {service_name(self.service.id)} "
-                                   f"({self.service.image}:{self.service.tag}): {exc}") from None
+        except ClaraAirflowError as exc:
+            error = task_error(exc, f"service {service_name(self.service.id)} ({self.service.image}:{self.service.tag})")
+            context["ti"].xcom_push(key=ERROR_KEY, value=str(error))  # a batch summary fails the run with it
+            raise error from None
         self.log.info("service %s %s in %.3f s; connections: %s", result.host,
                       "started" if result.created else "reused", result.seconds, result.connections)
         context["ti"].xcom_push(key=XCOM_KEY, value=result.as_xcom())

@@ -15,7 +15,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: TID253 - 
 )
 from kubernetes.client import models as k8s  # noqa: TID253 - module is imported lazily
 
-from clara_airflow.airflow_compat import AirflowException, AirflowFailException, kpo_log_tail
+from clara_airflow.airflow_compat import AirflowException, kpo_log_tail
 from clara_airflow.backends.kubernetes_pods import (
     container_security,
     hook_kwargs,
@@ -26,7 +26,8 @@ from clara_airflow.backends.kubernetes_pods import (
 )
 from clara_airflow.backends.kubernetes_steps import PREPARE, pod_name, pod_run
 from clara_airflow.compiler.plan import ServicePlan, StepPlan
-from clara_airflow.errors import ClaraAirflowError, ServiceError
+from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.operators.failures import task_error
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.settings import Options
@@ -86,9 +87,8 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
     def execute(self, context: Any) -> Any:
         try:
             self.prepare(context)
-        except ClaraAirflowError as exc:  # the run's conf or parameters: a retry cannot help, a service can
-            retry = AirflowException if isinstance(exc, ServiceError) else AirflowFailException
-            raise retry(f"operator '{self.task_id}': {exc}") from None
+        except ClaraAirflowError as exc:
+            raise task_error(exc, f"operator '{self.task_id}'") from None
         try:
             with ServiceHeartbeat(self.service_ids, self.options.deployment.service_heartbeat, self.log,
                                   dag_id=context["dag"].dag_id):

@@ -245,7 +245,7 @@ def collect_steps(*, dry_run: bool = False, grace: float = STEP_GRACE,
             if step.age < grace:
                 continue
             state = state_of(step.dag_id, step.run_id)
-            if state not in ("success", "failed", airflow_compat.GONE):
+            if state not in airflow_compat.ENDED_STATES:
                 continue
             if not dry_run:
                 manager.remove_step(step.ref)

@@ -31,7 +31,7 @@ from clara_airflow.services.records import BadRecord, VariableStore, now, parse,
 
 LEASE_PREFIX = "clara_lease_"
 STOP_PREFIX = "clara_stopping_"
-ENDED_STATES = ("success", "failed", airflow_compat.GONE)
+ENDED_STATES = airflow_compat.ENDED_STATES  # read as plain text inside tasks and out (airflow_compat.plain_state)
 STOP_INTENT_STALE = 120.0  # a stopper that died mid-stop: its intent is ignored after this many seconds
 
 

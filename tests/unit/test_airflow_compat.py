@@ -97,3 +97,22 @@ def test_crypto_problem_names_airflow_3_1_with_cryptography_51_and_the_fix() -> 
     for airflow, cryptography in (("3.1.8", "50.0.2"), ("3.2.2", "51.0.1"), ("3.3.2", "52.0"), ("3.1.0rc1", "46.0.7")):
         with versions({"apache-airflow-core": airflow, "cryptography": cryptography}):
             assert crypto_problem() is None, (airflow, cryptography)
+
+
+def test_a_missing_run_is_gone_whichever_way_the_sdk_reports_the_404() -> None:
+    """A worker's supervisor wraps the API's 404 in AirflowRuntimeError; dag.test() lets the client's
+    ServerResponseError through (tests/integration/test_runtime.py covers that one in a real task)."""
+    import httpx
+    from airflow.sdk.api.client import ServerResponseError
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    from clara_airflow.airflow_compat import _status_of
+
+    wrapped = AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR,
+                                                detail={"status_code": 404, "message": "Server returned error"}))
+    request = httpx.Request("GET", "http://api/execution/dag-runs/d/r/state")
+    direct = ServerResponseError("Server returned error", request=request, response=httpx.Response(404, request=request))
+    lost = AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR,
+                                             detail={"status_code": None, "message": "ConnectError"}))
+    assert (_status_of(wrapped), _status_of(direct), _status_of(lost), _status_of(ValueError())) == (404, 404, None, None)

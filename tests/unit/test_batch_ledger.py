@@ -94,7 +94,7 @@ def test_a_failed_study_is_offered_again_then_given_up(tmp_path: Path) -> None:
     assert ledger.offer_again("s").state == "offered"
     assert ledger.claim("s", "run-4", alive("run-4"))
     assert ledger.current("s")[1].failures == 0, "offered again with a fresh count"  # type: ignore[union-attr]
-    with pytest.raises(ValueError, match="only a failed or given-up study can be offered again"):
+    with pytest.raises(ValueError, match="only a failed, given-up or corrupt study can be offered again"):
         ledger.offer_again("s")
 
 

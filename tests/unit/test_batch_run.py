@@ -83,9 +83,21 @@ def test_unsafe_and_hidden_names_are_not_studies(tmp_path: Path) -> None:
 
 
 def test_a_branch_succeeds_only_when_every_step_did() -> None:
-    assert study_outcome({"study.a_0": "success", "study.b_0": "success"}, 2)
-    assert not study_outcome({"study.a_0": "success", "study.b_0": "upstream_failed"}, 2)
-    assert not study_outcome({"study.a_0": "success"}, 2), "a step that never ran is not a success"
+    assert study_outcome({"study.a_0": "success", "study.b_0": "success"}, 2) == "success"
+    assert study_outcome({"study.a_0": "failed", "study.b_0": "upstream_failed"}, 2) == "failed"
+    assert study_outcome({"study.a_0": "success", "study.b_0": "upstream_failed"}, 2) == "not-run", \
+        "an upstream outside the branch (an ensure task) failed: not the study's fault"
+    assert study_outcome({"study.a_0": "success"}, 2) == "not-run", "a step that never ran is not a success"
+    assert study_outcome({}, 2) == "not-run"
+
+
+def test_the_outcome_reads_the_enums_a_task_is_handed() -> None:
+    """Inside a task, the Task SDK hands states back as its own enums, whose str() is not the value."""
+    from airflow.sdk.api.datamodels._generated import TaskInstanceState
+
+    assert str(TaskInstanceState.SUCCESS) != "success", "if str() gave the value, this test would prove nothing"
+    assert study_outcome({"a": TaskInstanceState.SUCCESS, "b": TaskInstanceState.SUCCESS}, 2) == "success"
+    assert study_outcome({"a": TaskInstanceState.FAILED, "b": TaskInstanceState.UPSTREAM_FAILED}, 2) == "failed"
 
 
 def test_the_summary_counts_and_lists_every_study(tmp_path: Path) -> None:
@@ -160,7 +172,7 @@ def test_the_studies_command_lists_states_and_offers_a_study_again(tmp_path: Pat
     assert main(["studies", str(path), "--retry", "failing"]) == 0
     assert ledger.current("failing")[1].state == "offered"  # type: ignore[union-attr]
     assert main(["studies", str(path), "--retry", "new"]) == 1
-    assert "only a failed or given-up study" in capsys.readouterr().err
+    assert "only a failed, given-up or corrupt study" in capsys.readouterr().err
     states = {r["study"]: r["state"] for r in study_states(BatchSettings(str(inbox)), str(tmp_path / "out"),
                                                             "nightly", 0)}
     assert states["failing"] == "offered"

@@ -76,18 +76,3 @@ def test_destinations_come_from_the_receivers_configuration(tmp_path: Path) -> N
     config.write_text("inbox: /data/in\nae_titles: {CT: {pipelines: [p]}}\n"
                       "destinations: {MYPACS: {host: 127.0.0.1, port: 4242, ae_title: ORTHANC}}\n")
     assert configured_destinations(str(config)) == ("MYPACS",) and configured_destinations(None) is None
-
-
-def test_a_runs_priority_orders_its_tasks() -> None:
-    from types import SimpleNamespace
-
-    from clara_airflow.priority import RunPriority, run_priority
-
-    task = SimpleNamespace(get_flat_relative_ids=lambda upstream: {"b", "c"})
-    weigh = RunPriority().get_weight
-    assert run_priority("dicom-immediate__ct__1.2.3") == "immediate" and run_priority("manual__2026") == "normal"
-    assert run_priority("dicom-bogus__ct__1.2") == "normal"
-    weights = [weigh(SimpleNamespace(task=task, run_id=f"dicom-{p}__ct__1.2")) for p in
-               ("lower", "normal", "higher", "immediate")]
-    assert weights == sorted(weights) and len(set(weights)) == 4 and weights[1] == 30
-    assert weigh(SimpleNamespace(task=task, run_id="scheduled__2026")) == 30
