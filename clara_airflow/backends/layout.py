@@ -6,10 +6,10 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 from clara_airflow.compiler.plan import MountPlan
+from clara_airflow.durable import create_file
 from clara_airflow.errors import ClaraAirflowError
 
 RUN_MARKER = ".clara-run-id"
@@ -32,22 +32,20 @@ def claim_run_folder(output_root: str, dag_id: str, run_id: str) -> Path:
     folder = run_folder(output_root, dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / RUN_MARKER
-    # Written in full to a temp file, then hard-linked: steps of one run starting together never read a
-    # marker that is created but not yet written (and a link fails when the marker exists).
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".clara-claim-")
+    # Written in full, then hard-linked (clara_airflow.durable.create_file): steps of one run starting
+    # together never read a marker that is created but not yet written, and a link fails when it exists.
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(run_id)
-        os.link(temp, marker)
-    except FileExistsError:
+        created = create_file(marker, run_id)
+    except OSError as exc:
+        raise ClaraAirflowError(f"cannot create the run marker {marker}: {exc.strerror or exc}; the output root "
+                                "must be a writable local or NFS folder with hard links") from None
+    if not created:
         owner = marker.read_text(encoding="utf-8")
         if owner != run_id:
             raise ClaraAirflowError(
                 f"output folder {folder} belongs to run '{owner}', not '{run_id}'; refusing to write into "
                 "it so no earlier run's outputs are overwritten (use a run id that differs in A-Za-z0-9._-)"
-            ) from None
-    finally:
-        os.unlink(temp)
+            )
     return folder
 
 

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
+from clara_airflow.durable import write_file
 
 log = logging.getLogger("clara_airflow.dicom")
 
@@ -77,18 +77,9 @@ def _uids(raw: bytes, keyword: str) -> str | None:
 
 
 def _keep(raw: bytes, target: Path) -> int:
-    """Write the instance as received to ``target``: a temp file, fsync, rename, so it is on disk before
-    success is answered and no reader ever sees half of it."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".recv-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(raw)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except OSError:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write the instance as received to ``target`` durably (:func:`clara_airflow.durable.write_file`), so
+    it is on disk before success is answered and no reader ever sees half of it."""
+    write_file(target, raw, mode=0o640)
     return len(raw)
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clara_airflow.dicom.config import AirflowApi
+from clara_airflow.durable import write_file
 
 log = logging.getLogger("clara_airflow.dicom")
 
@@ -109,12 +109,7 @@ class Triggers:
     def add(self, pipeline: str, run_id: str, conf: dict[str, Any], priority: str) -> None:
         """Keep the trigger on disk first; :meth:`flush` sends it."""
         record = {"dag_id": pipeline, "run_id": run_id, "conf": conf, "priority": priority, "queued": time.time()}
-        handle, temp = tempfile.mkstemp(dir=self.spool, prefix=".new-")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(record, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.spool / f"{_file_name(pipeline, run_id)}.json")
+        write_file(self.spool / f"{_file_name(pipeline, run_id)}.json", json.dumps(record), mode=0o600)
 
     def pending(self) -> list[dict[str, Any]]:
         """Every trigger on disk, most urgent first (priority, then age)."""

@@ -20,7 +20,9 @@ from clara_airflow.services.records import VariableStore, touch, variable_store
 class ServiceHeartbeat:
     """Context manager: ``with ServiceHeartbeat(ids, 60, log): run the container``.
 
-    A failed refresh is logged and retried at the next beat; it never fails the step.
+    A failed refresh, whatever it raises, is retried at the next beat and never fails the step; each kind
+    of error (its type) is logged once as a warning, repeats at debug level, so a database outage of an
+    hour does not flood the step's log.
     """
 
     def __init__(self, service_ids: Sequence[str], interval: float, log: Any, *, dag_id: str = "",
@@ -35,6 +37,7 @@ class ServiceHeartbeat:
         self.beats = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failures: dict[str, int] = {}  # error type -> failed refreshes
 
     def __enter__(self) -> ServiceHeartbeat:
         if self.service_ids and self.interval > 0:
@@ -54,7 +57,14 @@ class ServiceHeartbeat:
             for sid in self.service_ids:
                 try:
                     self.refresh(sid, self.dag_id, self.store)
-                except Exception as exc:  # a beat must never fail the step
-                    self.log.warning("could not refresh last_used of clara-svc-%s: %s", sid, exc)
+                except BaseException as exc:
+                    self._failed(sid, exc)
             self.beats += 1
-            self.log.debug("refreshed last_used of %s", ", ".join(f"clara-svc-{s}" for s in self.service_ids))
+
+    def _failed(self, sid: str, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        first = self.failures[kind] == 1
+        (self.log.warning if first else self.log.debug)(
+            "could not refresh last_used of clara-svc-%s (%s: %s)%s", sid, kind, exc,
+            "; retried every beat, further errors of this kind are logged at debug level" if first else "")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ LEASE_PREFIX = "clara_lease_"
 STOP_PREFIX = "clara_stopping_"
 ENDED_STATES = airflow_compat.ENDED_STATES  # read as plain text inside tasks and out (airflow_compat.plain_state)
 STOP_INTENT_STALE = 120.0  # a stopper that died mid-stop: its intent is ignored after this many seconds
+CLOCK_SKEW = 300.0  # how far the clocks of two hosts (a stopper's, an ensure's) may differ, at most
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def stop_key(sid: str) -> str:
 
 
 def mark_stopping(sid: str, by: str, store: VariableStore) -> None:
-    store.set(stop_key(sid), json.dumps({"service": sid, "by": by, "since": now()}))
+    store.set(stop_key(sid), json.dumps({"service": sid, "by": by, "since": now(), "token": uuid.uuid4().hex}))
 
 
 def clear_stopping(sid: str, store: VariableStore) -> None:
@@ -115,27 +117,42 @@ def clear_stopping(sid: str, store: VariableStore) -> None:
         store.delete(stop_key(sid))
 
 
-def stopping_since(sid: str, store: VariableStore) -> float | None:
-    """Seconds since a stop of ``sid`` began, or None when none is under way (stale intents are dropped)."""
+def stopping_since(sid: str, store: VariableStore, first_seen: dict[str, float] | None = None) -> float | None:
+    """Seconds a stop of ``sid`` has been under way, or None when none is (stale intents are dropped).
+
+    Clocks of different hosts are never trusted to agree: an intent is stale once *this* reader has seen
+    the same intent for :data:`STOP_INTENT_STALE` seconds on its own monotonic clock (``first_seen`` keeps
+    those sightings across calls), or once the writer's own ``since`` is older than
+    ``STOP_INTENT_STALE + CLOCK_SKEW`` (an intent left days ago goes at once; two hosts' clocks may differ
+    by up to :data:`CLOCK_SKEW` seconds without a live stop being taken for a dead one).
+    """
     raw = store.get(stop_key(sid))
     if raw is None:
         return None
     try:
-        began = parse_time(json.loads(raw).get("since"))
+        intent = json.loads(raw)
+        began = parse_time(intent.get("since"))
     except (ValueError, AttributeError):
         began = None
-    age = (datetime.now(UTC) - began).total_seconds() if began else STOP_INTENT_STALE + 1
-    if age > STOP_INTENT_STALE:
+    if began is None:  # unreadable: no stopper can be relying on it
         clear_stopping(sid, store)
         return None
-    return age
+    written_age = (datetime.now(UTC) - began).total_seconds()
+    seen = 0.0
+    if first_seen is not None:
+        seen = time.monotonic() - first_seen.setdefault(str(intent.get("token") or raw), time.monotonic())
+    if written_age > STOP_INTENT_STALE + CLOCK_SKEW or seen > STOP_INTENT_STALE:
+        clear_stopping(sid, store)
+        return None
+    return max(seen, written_age, 0.0)
 
 
 def wait_while_stopping(sid: str, store: VariableStore, *, deadline: float, log: Any,
                         poll: float = 0.25) -> None:
     """The ensure side of the handshake: called after the lease is written."""
     announced = False
-    while stopping_since(sid, store) is not None:
+    sightings: dict[str, float] = {}
+    while stopping_since(sid, store, sightings) is not None:
         if not announced:
             log.info("service clara-svc-%s is being stopped; waiting, then starting it again", sid)
             announced = True

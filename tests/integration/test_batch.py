@@ -73,3 +73,28 @@ def test_each_study_once_in_its_own_branch_with_one_service(dagbag: Any, docker_
     assert summary_of(third)["studies"] == []
     ensure = [ti for ti in third.get_task_instances() if ti.task_id.startswith("clara_services.")]
     assert ensure and all(ti.state == "skipped" for ti in ensure), "no studies: no service is ensured"
+
+
+def test_a_service_that_will_not_start_gives_the_studies_back_untouched(dagbag: Any, docker_cli: Any) -> None:
+    from clara_airflow.batch.run import study_states
+    from clara_airflow.settings import BatchSettings
+
+    inbox = HOME / "inbox-badsvc"
+    for name in ("ct-1", "ct-2"):
+        (inbox / name).mkdir(parents=True)
+        (inbox / name / ".complete").write_text("")
+    dag = dagbag.dags["it-batch-badsvc"]
+    for attempt in (1, 2):  # retries: 0, yet nothing is ever given up: the studies are not at fault
+        run = dag.test()
+        assert run.state == "failed", states(run)
+        ensure = [ti for ti in run.get_task_instances() if ti.task_id.startswith("clara_services.ensure_")]
+        assert ensure and all(ti.state == "failed" for ti in ensure)
+        found = json.loads((run_folder(str(OUTPUT), "it-batch-badsvc", run.run_id) / "batch-summary.json").read_text())
+        assert (found["succeeded"], found["failed"], found["waiting"]) == (0, 0, 2), found
+        ledger = ledger_for(str(OUTPUT), "it-batch-badsvc", retries=0)
+        assert {n: (e.state, e.failures) for n, e in ledger.studies().items()} == \
+            {"ct-1": ("waiting", 0), "ct-2": ("waiting", 0)}, attempt
+        summary = next(ti for ti in run.get_task_instances() if ti.task_id == "batch_summary")
+        assert summary.state == "failed"
+    rows = study_states(BatchSettings(str(inbox)), str(OUTPUT), "it-batch-badsvc", 0)
+    assert [(r["study"], r["state"]) for r in rows] == [("ct-1", "waiting"), ("ct-2", "waiting")]

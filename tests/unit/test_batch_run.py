@@ -198,3 +198,102 @@ def test_a_branch_reads_its_study_from_the_inbox_and_fails_alone_when_it_vanishe
     shutil.rmtree(inbox / "a")
     with pytest.raises(ClaraAirflowError, match="does not exist"):
         inputs(inbox / "a")
+
+
+def test_a_corrupt_ledger_entry_blocks_only_its_study_and_is_shown_with_its_path(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    inbox = inbox_with(tmp_path, "a", "b", "c")
+    batch = BatchSettings(str(inbox))
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=1)
+    assert [s["study"] for s in select_studies(batch, ledger, "r1", live("r1")).studies] == ["a", "b", "c"]
+    torn = ledger.root / "b" / "1.json"
+    torn.write_text('{"state": "clai')  # a torn write (another tool, a disk without ordering)
+    (ledger.root / "c" / "1.json").write_text('{"state": 7, "failures": "x"}')
+    ledger.finish("a", "r1", ok=False, seconds=1, output="")
+    second = select_studies(batch, ledger, "r2", live("r2"))
+    assert [s["study"] for s in second.studies] == ["a"], "the other studies are never blocked"
+    assert second.skipped["b"].startswith(f"corrupt ledger entry {torn}")
+    rows = {r["study"]: r for r in study_states(batch, str(tmp_path / "out"), "p", 1)}
+    assert rows["b"]["state"] == rows["c"]["state"] == "corrupt" and str(torn) in rows["b"]["detail"]
+    assert ledger.offer_again("b").state == "offered", "--retry mends a corrupt study"
+    assert [s["study"] for s in select_studies(batch, ledger, "r3", live("r2", "r3")).studies] == ["b"]
+
+
+def test_a_ledger_that_cannot_be_written_fails_the_selection_with_the_path(tmp_path: Path) -> None:
+    from tests.filesystems import read_only
+
+    inbox = inbox_with(tmp_path, "a", "b")
+    batch = BatchSettings(str(inbox))
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=0)
+    ledger.root.mkdir(parents=True)
+    with read_only(ledger.root), pytest.raises(ClaraAirflowError) as raised:
+        select_studies(batch, ledger, "r1", live("r1"))
+    assert str(ledger.root / "a") in str(raised.value) and "Read-only file system" in str(raised.value)
+    assert ledger.studies() == {}, "nothing is claimed, and no study was skipped as if another run had won"
+
+
+def test_studies_claimed_before_a_ledger_error_go_back_to_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from clara_airflow.batch import ledger as ledger_module
+
+    inbox = inbox_with(tmp_path, "a", "b")
+    batch = BatchSettings(str(inbox))
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=0)
+    real = ledger_module.create_file
+
+    def fails_for_b(path: Path, content: str, **kwargs: int) -> bool:
+        if Path(path).parent.name == "b":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, content, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "create_file", fails_for_b)
+    with pytest.raises(ClaraAirflowError, match="No space left on device"):
+        select_studies(batch, ledger, "r1", live("r1"))
+    assert ledger.current("a")[1].state == "waiting"  # type: ignore[union-attr]
+
+
+def test_a_study_named_like_a_file_of_the_run_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    inbox = inbox_with(tmp_path, "batch-summary.json", "ok")
+    warned: list[str] = []
+    chosen = select_studies(BatchSettings(str(inbox)), ledger_for(str(tmp_path / "out"), "p", retries=0), "r1",
+                            live("r1"), warn=warned.append)
+    assert [s["study"] for s in chosen.studies] == ["ok"]
+    assert warned and "batch-summary.json" in warned[0] and "the run writes a file of that name" in warned[0]
+
+
+def test_a_run_takes_no_more_studies_than_airflow_can_map(tmp_path: Path) -> None:
+    inbox = inbox_with(tmp_path, *(f"s{i:02d}" for i in range(12)))
+    batch = BatchSettings(str(inbox), max_studies=10_000)
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=0)
+    chosen = select_studies(batch, ledger, "r1", live("r1"), limit=5)
+    assert len(chosen.studies) == 5 and len(chosen.skipped) == 7
+    assert "max_map_length" in chosen.skipped["s11"]
+    assert sorted(ledger.studies()) == [s["study"] for s in chosen.studies], "nothing claimed beyond the map"
+
+
+def test_a_claim_by_a_run_that_ended_is_shown_as_waiting(tmp_path: Path) -> None:
+    inbox = inbox_with(tmp_path, "a")
+    batch = BatchSettings(str(inbox))
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=0)
+    select_studies(batch, ledger, "killed", live("killed"))
+    row, = study_states(batch, str(tmp_path / "out"), "p", 0, run_state=live())
+    assert row["state"] == "waiting" and "ended (failed)" in row["detail"]
+    row, = study_states(batch, str(tmp_path / "out"), "p", 0, run_state=live("killed"))
+    assert row["state"] == "claimed"
+
+
+def test_a_released_study_keeps_its_attempts_and_goes_to_the_next_run(tmp_path: Path) -> None:
+    inbox = inbox_with(tmp_path, "a")
+    batch = BatchSettings(str(inbox))
+    ledger = ledger_for(str(tmp_path / "out"), "p", retries=1)
+    select_studies(batch, ledger, "r1", live("r1"))
+    ledger.finish("a", "r1", ok=False, seconds=1, output="")
+    select_studies(batch, ledger, "r2", live("r2"))
+    released = ledger.release("a", "r2", "the service could not be ensured")
+    assert released is not None and (released.state, released.failures) == ("waiting", 1)
+    assert ledger.release("a", "r2", "again") is None, "only the run that holds it gives it back"
+    row, = study_states(batch, str(tmp_path / "out"), "p", 1)
+    assert row["state"] == "waiting" and "the service could not be ensured" in row["detail"]
+    assert [s["study"] for s in select_studies(batch, ledger, "r3", live("r3")).studies] == ["a"]
+    assert ledger.finish("a", "r3", ok=False, seconds=1, output="").state == "given-up"  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,21 @@ def test_help_has_no_rst_markup(capsys) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`clara-airflow inspect ... | head -1`: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    pipeline = tmp_path / "wide.yaml"  # an inspect output far over a pipe's 64 KiB buffer
+    steps = "".join(f"- name: step-{i:03d}\n  container: {{image: clara-airflow/busybox, tag: '1', command: "
+                    f"[/bin/sh, -c, 'echo {'x' * 200}']}}\n" for i in range(400))
+    pipeline.write_text(f"api-version: 0.4.0\nname: wide\noperators:\n{steps}")
+    command = (f"{sys.executable} -c 'from clara_airflow.cli import main; import sys; sys.exit(main())' "
+               f"inspect --json {pipeline} | head -c 1")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout == "{" and done.stderr == "", done.stderr
+    assert done.returncode == 0

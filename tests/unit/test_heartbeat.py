@@ -38,7 +38,7 @@ def test_a_failing_refresh_is_logged_and_never_fails_the_step(caplog: Any) -> No
                                                             refresh=broken):
         time.sleep(0.15)
     assert len(calls) >= 2
-    assert "could not refresh last_used of clara-svc-bbbbbbbbbbbb: API server gone" in caplog.text
+    assert "could not refresh last_used of clara-svc-bbbbbbbbbbbb (ConnectionError: API server gone)" in caplog.text
 
 
 def test_no_thread_without_services_or_with_interval_0() -> None:
@@ -55,3 +55,37 @@ def test_a_missing_record_is_not_created() -> None:
     store = MemoryStore()
     touch("cccccccccccc", "dag-c", store)
     assert store.data == {}
+
+
+def test_any_error_of_a_refresh_keeps_the_beat_alive_and_each_kind_is_logged_once() -> None:
+    """What a refresh really meets: the SDK's runtime error (API server down), a KeyError from a reply of
+    another shape, even SystemExit from a library; the beat outlives them all."""
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    errors: list[BaseException] = [
+        AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": 503})),
+        KeyError("value"), SystemExit(3), KeyError("value"), AirflowRuntimeError(ErrorResponse(
+            error=ErrorType.API_SERVER_ERROR, detail={"status_code": 503}))]
+    calls: list[int] = []
+
+    def flaky(sid: str, dag_id: str, store: Any) -> None:
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger("heartbeat-kinds")
+    log.setLevel(logging.DEBUG)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    with ServiceHeartbeat(["cccccccccccc"], 0.01, log, store=MemoryStore(), refresh=flaky) as beat:
+        deadline = time.monotonic() + 5
+        while len(calls) < len(errors) + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(calls) >= len(errors) + 2, "the beat went on after every kind of error"
+    assert beat.failures == {"AirflowRuntimeError": 2, "KeyError": 2, "SystemExit": 1}
+    log.removeHandler(handler)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all("further errors of this kind" in w for w in warnings)

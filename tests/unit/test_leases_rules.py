@@ -68,14 +68,31 @@ def test_the_stop_intent_says_who_and_since_when() -> None:
     leases.clear_stopping(SID, store)  # clearing twice is fine
 
 
-@pytest.mark.parametrize(("age", "kept"), [(119.0, True), (121.0, False)])
-def test_an_intent_is_stale_after_120_seconds(age: float, kept: bool) -> None:
+@pytest.mark.parametrize(("age", "kept"), [(-290.0, True), (119.0, True), (419.0, True), (421.0, False)])
+def test_an_intent_is_stale_by_its_own_clock_only_past_the_clock_skew(age: float, kept: bool) -> None:
+    """The writer's clock may be up to CLOCK_SKEW (300 s) off this host's, either way: a live stop is
+    never taken for a dead one because of it."""
     store = MemoryStore()
     since = (datetime.now(UTC) - timedelta(seconds=age)).isoformat()
     store.set(leases.stop_key(SID), json.dumps({"service": SID, "by": "x", "since": since}))
     assert (leases.stopping_since(SID, store) is not None) is kept
     assert (leases.stop_key(SID) in store.data) is kept
-    assert leases.STOP_INTENT_STALE == 120.0
+    assert (leases.STOP_INTENT_STALE, leases.CLOCK_SKEW) == (120.0, 300.0)
+
+
+def test_an_intent_watched_for_120_seconds_by_this_host_is_stale_whatever_its_clock_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    leases.mark_stopping(SID, "a reaper on a host whose clock runs 10 minutes fast", store)
+    raw = json.loads(store.data[leases.stop_key(SID)])
+    store.set(leases.stop_key(SID), json.dumps({**raw, "since": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}))
+    seen: dict[str, float] = {}
+    assert leases.stopping_since(SID, store, seen) is not None
+    assert list(seen) == [raw["token"]], "sightings are kept per intent (its token)"
+    seen[raw["token"]] -= 121.0  # this host has watched the same intent for 121 s
+    assert leases.stopping_since(SID, store, seen) is None and store.data == {}
+    leases.mark_stopping(SID, "the next stop", store)
+    assert leases.stopping_since(SID, store, seen) is not None, "a new intent starts a new watch"
 
 
 @pytest.mark.parametrize("raw", ['{"by": "x"}', '{"since": "yesterday"}', "[1]", "not json"])

@@ -74,7 +74,8 @@ def test_the_run_marker_is_claimed_atomically_by_parallel_steps(tmp_path: object
     root = str(tmp_path)
     for round_ in range(3):
         procs = [_prepare(f"{root}/{round_}", "run-A", f"s{i}") for i in range(100)]
-        failures = [p.communicate()[1].decode() for p in procs if p.wait() != 0]
+        answers = [(p.communicate()[1].decode(), p.returncode) for p in procs]  # communicate closes the pipes
+        failures = [err for err, code in answers if code != 0]
         assert failures == []
     other = _prepare(f"{root}/0", "run-B", "late")
     _, err = other.communicate()
