@@ -10,6 +10,7 @@ from clara_airflow.compiler.plan import ServicePlan
 # Labels on every object clara-airflow creates, and the service data folder's variable: one place.
 LABEL_ID = "clara-airflow/service-id"
 LABEL_MANAGED = "clara-airflow/managed"
+LABEL_DEPLOYMENT = "clara-airflow/deployment"  # which deployment made it (clara_airflow.services.identity)
 DATA_PATH_VAR = "NVIDIA_CLARA_SERVICE_DATA_PATH"
 
 
@@ -37,6 +38,7 @@ class Managed:
 
     state: str
     age: float = float("inf")
+    deployment: str = ""  # its deployment label ("" on objects made before identities)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class StepContainer:
     run_id: str
     state: str
     age: float
+    deployment: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,16 @@ def connection_values(svc: ServicePlan, host: str) -> dict[str, str]:
     values = {name: f"{host}:{port}" if port else host for name, port in svc.http}
     values.update({name: path for name, path in svc.volumes})
     return values
+
+
+def foreign_owner(labels: dict[str, str] | None, deployment: str | None) -> str | None:
+    """The other deployment that labelled an object, or None when it is ours (or made before identities,
+    or this manager was made without an identity: tools and tests)."""
+    owner = (labels or {}).get(LABEL_DEPLOYMENT, "")
+    return owner if owner and deployment and owner != deployment else None
+
+
+def foreign_error(name: str, owner: str) -> str:
+    return (f"{name} on this engine belongs to another clara-airflow deployment ('{owner}'); deployments never "
+            "share, adopt or stop each other's services: give each deployment its own Docker engine or Kubernetes "
+            "namespace, or stop that deployment's service there")

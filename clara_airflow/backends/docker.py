@@ -16,11 +16,14 @@ from typing import Any
 
 from clara_airflow.backends.base import (
     DATA_PATH_VAR,
+    LABEL_DEPLOYMENT,
     LABEL_ID,
     LABEL_MANAGED,
     Managed,
     ServiceInstance,
     StepContainer,
+    foreign_error,
+    foreign_owner,
 )
 from clara_airflow.backends.docker_engine import accepts as _accepts
 from clara_airflow.backends.docker_engine import created_epoch as _created_epoch
@@ -54,6 +57,7 @@ class DockerServiceManager:
         self.url = options.deployment.docker_url
         self.network = options.deployment.network
         self.data_dir = options.pipeline.services.data_dir
+        self.deployment = options.deployment.deployment_id
 
     @cached_property
     def cli(self) -> Any:
@@ -71,6 +75,9 @@ class DockerServiceManager:
             if info is None:
                 created = self._create(svc, log) or created
                 continue
+            owner = foreign_owner((info.get("Config") or {}).get("Labels"), self.deployment)
+            if owner is not None:
+                raise ServiceError(foreign_error(f"the container {name}", owner))
             if self._settle(info, created, log):
                 break
             if time.monotonic() > deadline:
@@ -148,7 +155,8 @@ class DockerServiceManager:
         image = f"{svc.image}:{svc.tag}"
         kwargs = dict(image=image, name=service_name(svc.id), environment=env, host_config=host_config,
                       command=[expand_references(c, env) for c in svc.command] or None, detach=True,
-                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image})
+                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image,
+                              **({LABEL_DEPLOYMENT: self.deployment} if self.deployment else {})})
         try:
             try:
                 container = self.cli.create_container(**kwargs)
@@ -247,6 +255,10 @@ class DockerServiceManager:
     def stop(self, sid: str) -> bool:
         from docker.errors import NotFound
 
+        info = self._inspect(service_name(sid))
+        owner = foreign_owner((info.get("Config") or {}).get("Labels") if info else None, self.deployment)
+        if owner is not None:
+            raise ServiceError(foreign_error(f"the container {service_name(sid)}", owner))
         try:
             self.cli.remove_container(service_name(sid), force=True)
             return True
@@ -281,15 +293,16 @@ class DockerServiceManager:
     def list_managed(self) -> dict[str, Managed]:
         """Every service container carrying the clara-airflow label: id -> state and age."""
         found = self.cli.containers(all=True, filters={"label": LABEL_ID})
-        return {c["Labels"][LABEL_ID]: Managed(c["State"], time.time() - float(c.get("Created") or 0))
-                for c in found}
+        return {c["Labels"][LABEL_ID]: Managed(c["State"], time.time() - float(c.get("Created") or 0),
+                                               c["Labels"].get(LABEL_DEPLOYMENT, "")) for c in found}
 
     def list_steps(self) -> list[StepContainer]:
         """Every step container (any state), with the DAG run it belongs to."""
         found = self.cli.containers(all=True, filters={"label": LABEL_STEP})
         return [StepContainer(ref=c["Id"], name=(c.get("Names") or ["?"])[0].lstrip("/"),
                               dag_id=c["Labels"].get(LABEL_DAG, ""), run_id=c["Labels"].get(LABEL_RUN_ID, ""),
-                              state=c["State"], age=time.time() - float(c.get("Created") or 0)) for c in found]
+                              state=c["State"], age=time.time() - float(c.get("Created") or 0),
+                              deployment=c["Labels"].get(LABEL_DEPLOYMENT, "")) for c in found]
 
     def remove_step(self, ref: str) -> None:
         from docker.errors import NotFound

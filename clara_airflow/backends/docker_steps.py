@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from clara_airflow.backends.base import LABEL_ID, ContainerMount, ContainerRun
+from clara_airflow.backends.base import LABEL_DEPLOYMENT, LABEL_ID, ContainerMount, ContainerRun
 from clara_airflow.backends.layout import host_source
 from clara_airflow.compiler.plan import StepPlan
 from clara_airflow.spec.template import expand_references
@@ -20,7 +20,8 @@ __all__ = ["LABEL_DAG", "LABEL_ID", "LABEL_RUN_ID", "LABEL_STEP", "LABEL_STUDY",
 
 
 def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path, *, dag_id: str, run_id: str,
-               try_number: int, user: tuple[int, int] | None, study: str = "") -> ContainerRun:
+               try_number: int, user: tuple[int, int] | None, study: str = "", deployment: str | None = None
+               ) -> ContainerRun:
     """The container of one step try: pure, so every decision is testable without an engine.
 
     :param step: the step with the run's parameters substituted. :param env: its full environment.
@@ -32,6 +33,8 @@ def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path,
     labels = {LABEL_DAG: dag_id, LABEL_STEP: step.name, LABEL_RUN_ID: run_id, "clara-airflow/run": run_dir.name}
     if study:
         labels = {**labels, LABEL_STUDY: study, "clara-airflow/run": run_dir.parent.name}
+    if deployment:
+        labels[LABEL_DEPLOYMENT] = deployment
     return ContainerRun(
         image=f"{step.image}:{step.tag}", command=tuple(expand_references(c, env) for c in step.command),
         env=dict(env), mounts=mounts,

@@ -15,7 +15,15 @@ from functools import cached_property
 from typing import Any
 
 from clara_airflow.backends import kubernetes_services as objects
-from clara_airflow.backends.base import LABEL_ID, Managed, ServiceInstance, StepContainer
+from clara_airflow.backends.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_ID,
+    Managed,
+    ServiceInstance,
+    StepContainer,
+    foreign_error,
+    foreign_owner,
+)
 from clara_airflow.backends.kubernetes_pods import age as _age
 from clara_airflow.backends.kubernetes_pods import hook_kwargs
 from clara_airflow.backends.kubernetes_services import SPEC_HASH
@@ -72,7 +80,7 @@ class KubernetesServiceManager:
         return objects.deployment(svc, self.namespace, self.data_dir, self.deployment_options)
 
     def service(self, svc: ServicePlan) -> Any:
-        return objects.service(svc, self.namespace)
+        return objects.service(svc, self.namespace, self.deployment_options)
 
     def claim(self, sid: str, path: str) -> Any:
         return objects.claim(sid, path, self.namespace, self.deployment_options)
@@ -178,6 +186,9 @@ class KubernetesServiceManager:
     def _compare(self, wanted: Any, log: Any) -> None:
         """A running identity keeps its start configuration (section 7.4): a different one is reported."""
         found = self.apps.read_namespaced_deployment(wanted.metadata.name, self.namespace)
+        owner = foreign_owner(found.metadata.labels if found.metadata else None, self.deployment_options.deployment_id)
+        if owner is not None:
+            raise ServiceError(foreign_error(f"the Deployment {wanted.metadata.name}", owner))
         have = ((found.metadata.annotations or {}) if found.metadata else {}).get(SPEC_HASH)
         if have != wanted.metadata.annotations[SPEC_HASH]:
             log.warning("service %s runs with another configuration than this pipeline asks for (resources, "
@@ -213,6 +224,15 @@ class KubernetesServiceManager:
     def stop(self, sid: str) -> bool:
         from kubernetes.client.exceptions import ApiException
 
+        try:
+            labels = self.apps.read_namespaced_deployment(service_name(sid), self.namespace).metadata.labels
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            labels = None
+        owner = foreign_owner(labels, self.deployment_options.deployment_id)
+        if owner is not None:
+            raise ServiceError(foreign_error(f"the Deployment {service_name(sid)}", owner))
         found = False
         for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
             try:
@@ -252,8 +272,8 @@ class KubernetesServiceManager:
     def list_managed(self) -> dict[str, Managed]:
         items = self.apps.list_namespaced_deployment(self.namespace, label_selector=LABEL_ID).items
         return {d.metadata.labels[LABEL_ID]: Managed(
-            "running" if (d.status.ready_replicas or 0) >= 1 else "not ready", _age(d.metadata.creation_timestamp))
-            for d in items if LABEL_ID in (d.metadata.labels or {})}
+            "running" if (d.status.ready_replicas or 0) >= 1 else "not ready", _age(d.metadata.creation_timestamp),
+            d.metadata.labels.get(LABEL_DEPLOYMENT, "")) for d in items if LABEL_ID in (d.metadata.labels or {})}
 
     def list_steps(self) -> list[StepContainer]:
         """Step pods are deleted by KubernetesPodOperator itself, and re-attached after a worker crash."""

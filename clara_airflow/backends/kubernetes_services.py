@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_ID, LABEL_MANAGED
+from clara_airflow.backends.base import DATA_PATH_VAR, LABEL_DEPLOYMENT, LABEL_ID, LABEL_MANAGED
 from clara_airflow.backends.kubernetes_pods import container_security, pod_security, pod_user, resources, scheduling
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
@@ -60,7 +60,7 @@ def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deploym
         mounts.append(k8s.V1VolumeMount(name=f"host-{index}", mount_path=path, read_only=True))
     probe = _readiness(svc)
     selector, tolerations = scheduling(options, svc.requests.gpu)
-    labels = {LABEL_ID: svc.id, LABEL_MANAGED: "true"}
+    labels = {LABEL_ID: svc.id, LABEL_MANAGED: "true", **owned(options)}
     container = k8s.V1Container(
         name=CONTAINER, image=f"{svc.image}:{svc.tag}", args=list(svc.command) or None, env=env,
         ports=[k8s.V1ContainerPort(container_port=p, name=f"p{p}") for p in ports] or None,
@@ -81,14 +81,20 @@ def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deploym
         spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(match_labels={LABEL_ID: svc.id}),
                                   template=template))
 
-def service(svc: ServicePlan, namespace: str) -> Any:
+def owned(options: Deployment) -> dict[str, str]:
+    """The deployment label of what clara-airflow creates ({} when no identity was resolved: tools, goldens)."""
+    return {LABEL_DEPLOYMENT: options.deployment_id} if options.deployment_id else {}
+
+
+def service(svc: ServicePlan, namespace: str, options: Deployment | None = None) -> Any:
     from kubernetes.client import models as k8s
 
     ports = svc.ports
     return k8s.V1Service(
         api_version="v1", kind="Service",
         metadata=k8s.V1ObjectMeta(name=service_name(svc.id), namespace=namespace,
-                                  labels={LABEL_ID: svc.id, LABEL_MANAGED: "true"}),
+                                  labels={LABEL_ID: svc.id, LABEL_MANAGED: "true",
+                                          **(owned(options) if options else {})}),
         spec=k8s.V1ServiceSpec(selector={LABEL_ID: svc.id}, type="ClusterIP",
                                ports=[k8s.V1ServicePort(name=f"p{p}", port=p, target_port=p) for p in ports]
                                or [k8s.V1ServicePort(name="none", port=80, target_port=80)]))

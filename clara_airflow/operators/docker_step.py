@@ -28,6 +28,7 @@ from clara_airflow.operators.failures import task_error
 from clara_airflow.operators.step_inputs import run_inputs
 from clara_airflow.services.ensure import RunRef, ensure_service
 from clara_airflow.services.heartbeat import ServiceHeartbeat
+from clara_airflow.services.identity import identified
 from clara_airflow.settings import Options
 
 
@@ -68,6 +69,7 @@ class ClaraDockerOperator(DockerOperator):
         return QuotaClient(self.hook.api_client, int(self.step.requests.cpu * 10**9))
 
     def execute(self, context: Any) -> Any:
+        self.options = identified(self.options)  # its containers carry the deployment's identity
         study = branch_study(self.study, context)
         try:
             self._prepare(context, study.get("study", ""))
@@ -106,7 +108,7 @@ class ClaraDockerOperator(DockerOperator):
                                     "as root or set step_user = worker") from None
         self._apply(docker_run(step, env, payload, run_dir, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                try_number=getattr(context["ti"], "try_number", 1), user=user,
-                               study=study))
+                               study=study, deployment=deployment.deployment_id))
         ensure_network(self.hook.api_client, deployment.network)
 
     def _apply(self, run: ContainerRun) -> None:
@@ -128,7 +130,8 @@ class ClaraDockerOperator(DockerOperator):
             if manager.status(svc.id) != "running":
                 self.log.warning("service clara-svc-%s is not running any more; starting it again", svc.id)
                 ensure_service(svc, manager, run, backend="docker",
-                               location={"network": self.options.deployment.network},
+                               location={"network": self.options.deployment.network,
+                                         "deployment": self.options.deployment.deployment_id or ""},
                                idle_ttl=settings.services.idle_ttl, start_timeout=settings.services.start_timeout,
                                log=self.log)
 

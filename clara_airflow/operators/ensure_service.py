@@ -16,6 +16,7 @@ from clara_airflow.compiler.resolve import RUN_KEYS, parameter_values, resolve_s
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.operators.failures import ERROR_KEY, task_error
 from clara_airflow.services.ensure import RunRef, ensure_service
+from clara_airflow.services.identity import identified
 from clara_airflow.settings import Options
 
 # The contract between ensure tasks and the steps that use their service: one owner, here.
@@ -68,12 +69,14 @@ class EnsureServiceOperator(BaseOperator):
             raise AirflowSkipException("no studies in this run: the service is not needed")
         params = {k: v for k, v in dict(context["params"]).items() if k not in RUN_KEYS}
         run = RunRef(context["dag"].dag_id, context["run_id"])
-        settings = self.options.pipeline
-        location = {"network": self.options.deployment.network, "namespace": settings.namespace}
+        options = identified(self.options)  # what it starts carries the deployment's identity
+        settings = options.pipeline
+        location = {"network": options.deployment.network, "namespace": settings.namespace,
+                    "deployment": options.deployment.deployment_id or ""}
         try:
             rules = settings.parameters
             svc = resolve_service(self.service, parameter_values(self.parameters, params, rules), rules)
-            manager = get_backend(settings.backend, self.options).service_manager()
+            manager = get_backend(settings.backend, options).service_manager()
             result = ensure_service(svc, manager, run, backend=settings.backend, location=location,
                                     idle_ttl=settings.services.idle_ttl,
                                     start_timeout=settings.services.start_timeout, log=self.log)

@@ -14,6 +14,7 @@ from clara_airflow import airflow_compat
 from clara_airflow.backends.registry import deployment_options, get_backend
 from clara_airflow.compiler.identity import SERVICE_PREFIX, service_name
 from clara_airflow.errors import ClaraAirflowError
+from clara_airflow.services.identity import identified, is_foreign
 from clara_airflow.services.leases import Holder, clear_stopping, live_leases, mark_stopping
 from clara_airflow.services.records import (
     VariableStore,
@@ -32,7 +33,7 @@ def _options() -> Options:
     from clara_airflow.spec.defaults import pipeline_settings
 
     settings, deployment = deployment_options()
-    return Options(pipeline_settings(settings), deployment)
+    return identified(Options(pipeline_settings(settings), deployment))
 
 
 def managers(backends: set[str] | None = None) -> dict[str, Any]:
@@ -81,8 +82,15 @@ def list_services(store: VariableStore | None = None) -> list[dict[str, Any]]:
             managed = manager.list_managed()
         except Exception:
             continue
+        ours = _options()
         for sid, found in managed.items():
-            if sid not in recorded:
+            if sid in recorded:
+                continue
+            if is_foreign(found.deployment, ours):
+                rows.append({"id": sid, "backend": backend, "age": found.age, "image": "?", "tag": "?", "names": [],
+                             "state": f"{found.state} (foreign: deployment {found.deployment})",
+                             "foreign": found.deployment})
+            else:
                 rows.append({"id": sid, "backend": backend, "state": f"{found.state} (orphan: no record)",
                              "age": found.age, "image": "?", "tag": "?", "names": [], "orphan": True})
     return rows
@@ -154,6 +162,9 @@ def stop_service(ref: str, *, force: bool = False, volumes: bool = False, store:
     """
     store = store or variable_store()
     row = resolve(ref, list_services(store))
+    if row.get("foreign"):
+        raise ClaraAirflowError(f"{service_name(row['id'])} belongs to another clara-airflow deployment "
+                                f"('{row['foreign']}'); stop it from that deployment (this one never touches it)")
     return stop_guarded(row, force=force, by="clara-airflow services stop", store=store, volumes=volumes)
 
 
@@ -187,6 +198,8 @@ def collect_services(*, dry_run: bool = False, remove_orphans: bool | None = Non
 def _collect_one(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool, ttl_override: int | None,
                  start_timeout: float, store: VariableStore) -> str:
     sid = row["id"]
+    if row.get("foreign"):
+        return f"leaving {service_name(sid)} alone: it belongs to deployment '{row['foreign']}'"
     if row.get("orphan"):
         return _collect_orphan(row, dry_run=dry_run, remove_orphans=remove_orphans, start_timeout=start_timeout,
                                store=store)
@@ -235,6 +248,7 @@ def collect_steps(*, dry_run: bool = False, grace: float = STEP_GRACE,
                   state_of: Callable[[str, str], str] = airflow_compat.run_state) -> list[str]:
     """Step containers whose DAG run has ended (killed workers leave them ``Exited`` or ``Created``)."""
     report = []
+    ours = _options()
     for backend, manager in managers().items():
         try:
             steps = manager.list_steps()
@@ -242,6 +256,11 @@ def collect_steps(*, dry_run: bool = False, grace: float = STEP_GRACE,
             report.append(f"cannot list step containers on {backend}: {type(exc).__name__}: {exc}")
             continue
         for step in steps:
+            if is_foreign(step.deployment, ours):
+                if dry_run:
+                    report.append(f"leaving step container {step.name} alone: it belongs to deployment "
+                                  f"'{step.deployment}'")
+                continue
             if step.age < grace:
                 continue
             state = state_of(step.dag_id, step.run_id)

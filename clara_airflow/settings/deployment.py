@@ -10,7 +10,7 @@ from typing import Any
 
 from clara_airflow.settings.model import Deployment
 
-__all__ = ["DEPLOYMENT_OPTIONS", "K8S_NAME", "parse_deployment"]
+__all__ = ["DEPLOYMENT_ID", "DEPLOYMENT_OPTIONS", "K8S_NAME", "parse_deployment"]
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
@@ -93,6 +93,17 @@ def _access_mode(raw: str) -> str:
     return raw.strip()
 
 
+DEPLOYMENT_ID = re.compile(r"[a-z0-9]([a-z0-9._-]{0,38}[a-z0-9])?")  # a label value on Docker and Kubernetes
+
+
+def _deployment_id(raw: str) -> str | None:
+    text = raw.strip()
+    if text and not DEPLOYMENT_ID.fullmatch(text):
+        raise ValueError("must be 1-40 lower-case letters, digits, '.', '_' or '-' (a label value), starting and "
+                         "ending with a letter or digit")
+    return text or None
+
+
 def _json(raw: str, empty: str) -> Any:
     try:
         return json.loads(raw.strip() or empty)
@@ -107,7 +118,7 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "in_cluster": _optional_bool, "service_account": _optional, "node_selector": _selector,
     "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
     "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
-    "service_data_size": _quantity, "dicom_config": _optional,
+    "service_data_size": _quantity, "dicom_config": _optional, "deployment_id": _deployment_id,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
 

@@ -149,6 +149,9 @@ class Deployment:
     service_data_claim: str = "clara-service-data"  # the services' data folder (NVIDIA_CLARA_SERVICE_DATA_PATH)
     service_data_size: str = "10Gi"
     dicom_config: str | None = None  # the DICOM receiver's dicom.yaml: its destinations are register-results' targets
+    # who owns a container or record on a shared engine: unset, one is made once per metadata database
+    # (the Variable clara_deployment_id, clara_airflow.services.identity)
+    deployment_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -164,6 +167,10 @@ class Options:
 
     pipeline: PipelineSettings = PipelineSettings()
     deployment: Deployment = Deployment()
+
+    def identified(self, deployment_id: str) -> Options:
+        """The same options, with the deployment's identity resolved (labels, foreign-container checks)."""
+        return dataclasses.replace(self, deployment=dataclasses.replace(self.deployment, deployment_id=deployment_id))
 
     def located(self, *, network: str | None = None, namespace: str | None = None) -> Options:
         """The same options, pointed at the network or namespace a service record names."""

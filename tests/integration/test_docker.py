@@ -385,3 +385,49 @@ def test_the_reaper_removes_step_containers_of_runs_that_ended(docker_cli: Any, 
     finally:
         with contextlib.suppress(Exception):
             left.remove(force=True)
+
+
+def test_another_deployment_s_containers_on_the_same_engine_are_listed_and_never_touched(
+        docker_cli: Any, airflow_db: None) -> None:
+    """Two deployments on one engine (a test and a production Airflow): this one's reaper, list, stop and
+    ensure see the other's service and step containers by their deployment label, and leave them be."""
+    import logging
+    import uuid
+
+    from clara_airflow.backends.base import LABEL_DEPLOYMENT, LABEL_MANAGED
+    from clara_airflow.backends.docker import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP
+    from clara_airflow.errors import ClaraAirflowError, ServiceError
+    from clara_airflow.services.admin import collect_services, list_services, stop_service
+
+    token, other = uuid.uuid4().hex[:12], "ward-b"
+    service = docker_cli.containers.create(
+        "clara-airflow/busybox:1", ["sleep", "600"], name=service_name(token),
+        labels={LABEL_ID: token, LABEL_MANAGED: "true", LABEL_DEPLOYMENT: other, "clara-airflow/test": "1"})
+    step = docker_cli.containers.create(
+        "clara-airflow/busybox:1", ["true"], labels={LABEL_DAG: "it-fail", LABEL_RUN_ID: f"manual__{token}",
+                                                     LABEL_STEP: "breaks", LABEL_DEPLOYMENT: other,
+                                                     "clara-airflow/test": "1"})
+    try:
+        row = next(r for r in list_services() if r["id"] == token)
+        assert row["foreign"] == other and "foreign: deployment ward-b" in row["state"] and not row.get("orphan")
+
+        report = collect_services(remove_orphans=True, ttl_override=0)
+        assert f"leaving {service_name(token)} alone: it belongs to deployment 'ward-b'" in report
+        from clara_airflow.services.admin import collect_steps
+        assert not any(step.name in line for line in collect_steps(grace=0)), "another deployment's step"
+        with pytest.raises(ClaraAirflowError, match="belongs to another clara-airflow deployment"):
+            stop_service(token, force=True)
+
+        manager = DockerServiceManager(make_options({"network": TEST_NETWORK, "deployment_id": "ward-a",
+                                                     "services.data_dir": "/tmp/clara-race-data"}))
+        svc = busybox_service(token, "exec httpd -f -p 8092 -h /", 8092, "foreign")
+        with pytest.raises(ServiceError, match=r"belongs to another clara-airflow deployment \('ward-b'\)"):
+            manager.ensure(svc, timeout=10, log=logging.getLogger("foreign"))
+        with pytest.raises(ServiceError, match="give each deployment its own Docker engine"):
+            manager.stop(token)
+        for kept in (service, step):
+            kept.reload()  # raises NotFound if anything above removed it
+    finally:
+        for container in (service, step):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)

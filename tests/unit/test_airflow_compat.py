@@ -116,3 +116,22 @@ def test_a_missing_run_is_gone_whichever_way_the_sdk_reports_the_404() -> None:
     lost = AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR,
                                              detail={"status_code": None, "message": "ConnectError"}))
     assert (_status_of(wrapped), _status_of(direct), _status_of(lost), _status_of(ValueError())) == (404, 404, None, None)
+
+
+def test_states_from_the_task_sdk_core_and_plain_text_all_read_as_airflow_s_values() -> None:
+    """Inside a task the SDK hands back its own enums, whose str() is 'DagRunState.RUNNING': the
+    ledger and the leases compare plain values, so every form must come out as 'running'."""
+    from airflow.sdk.api.datamodels._generated import DagRunState as SdkRunState
+    from airflow.sdk.api.datamodels._generated import TaskInstanceState as SdkTaskState
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    from clara_airflow.airflow_compat import ENDED_STATES, LIVE_STATES, UNKNOWN, plain_state
+
+    assert str(SdkRunState.RUNNING) != "running", "the SDK's enum str() changed; plain_state may be simpler now"
+    for state in (SdkRunState.RUNNING, DagRunState.RUNNING, "running"):
+        read = plain_state(state)
+        assert read == "running" and type(read) is str and read in LIVE_STATES
+    assert plain_state(SdkTaskState.UPSTREAM_FAILED) == plain_state(TaskInstanceState.UPSTREAM_FAILED) == "upstream_failed"
+    assert [plain_state(s) for s in (SdkRunState.SUCCESS, SdkRunState.FAILED)] == ["success", "failed"]
+    assert all(plain_state(s) in ENDED_STATES for s in (SdkRunState.SUCCESS, SdkRunState.FAILED))
+    assert plain_state(None) == UNKNOWN

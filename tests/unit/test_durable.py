@@ -56,6 +56,14 @@ def test_any_other_link_failure_is_an_error_never_another_writer(tmp_path: Path)
     assert raised.value.errno == errno.EROFS
 
 
+def test_a_link_that_fails_after_the_content_was_written_is_an_error_too(tmp_path: Path) -> None:
+    """The temporary file is written, then the link itself fails (here the kernel refuses the name, as a
+    filesystem without hard links refuses every link): an error, and no temporary file left behind."""
+    with pytest.raises(OSError) as raised:
+        create_file(tmp_path / ("x" * 300), "claim")
+    assert raised.value.errno == errno.ENAMETOOLONG and leftovers(tmp_path) == []
+
+
 def _slow_writer(target: str) -> None:
     def half(out: BinaryIO) -> None:
         out.write(b'{"state": "clai')

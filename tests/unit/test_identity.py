@@ -1,0 +1,69 @@
+"""The deployment identity: what two deployments sharing one engine tell each other's containers apart by."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from clara_airflow.services import identity
+from clara_airflow.services.identity import DEPLOYMENT_KEY, deployment_id, identified, is_foreign
+from clara_airflow.settings import parse_deployment
+from tests.helpers import make_options
+from tests.memory import MemoryStore
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "_RESOLVED", {})
+
+
+def test_the_configured_id_wins_and_no_variable_is_written() -> None:
+    store = MemoryStore()
+    options = make_options({"deployment_id": "radiology-prod"})
+    assert deployment_id(options, store) == "radiology-prod" and identified(options, store) is options
+    assert store.writes == 0
+
+
+def test_unset_it_is_made_once_per_metadata_database_and_read_back_by_every_process() -> None:
+    store = MemoryStore()
+    first = deployment_id(make_options(), store)
+    assert len(first) == 12 and store.data[DEPLOYMENT_KEY] == first
+    identity._RESOLVED.clear()  # another process (a worker, the CLI) on the same database
+    assert deployment_id(make_options(), store) == first and store.writes == 1
+    assert identified(make_options(), store).deployment.deployment_id == first
+
+
+def test_two_first_writers_at_the_same_moment_agree_on_the_last_write() -> None:
+    store, found = MemoryStore(delay=0.05), []
+
+    def first_use() -> None:
+        found.append(identity.deployment_id(make_options(), store))
+
+    racers = [threading.Thread(target=first_use) for _ in range(2)]
+    identity._RESOLVED.clear()
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert len(set(found)) == 1 and found[0] == store.data[DEPLOYMENT_KEY]
+
+
+def test_a_garbage_variable_is_replaced_not_used_as_a_label() -> None:
+    store = MemoryStore()
+    store.data[DEPLOYMENT_KEY] = "x; rm -rf /"
+    made = deployment_id(make_options(), store)
+    assert made != "x; rm -rf /" and store.data[DEPLOYMENT_KEY] == made
+
+
+def test_unlabelled_containers_made_before_identities_are_this_deployment_s() -> None:
+    ours = make_options({"deployment_id": "ward-a"})
+    assert [is_foreign(owner, ours) for owner in ("", "ward-a", "ward-b")] == [False, False, True]
+
+
+@pytest.mark.parametrize("bad", ["Ward-A", "-ward", "ward a", "x" * 41, "ward/a"])
+def test_a_deployment_id_that_is_not_a_label_value_is_refused_with_its_option_name(bad: str) -> None:
+    deployment, problems = parse_deployment({"deployment_id": bad})
+    assert deployment.deployment_id is None
+    assert problems == [f"[clara] deployment_id = {bad!r}: must be 1-40 lower-case letters, digits, '.', '_' or "
+                        "'-' (a label value), starting and ending with a letter or digit"]
