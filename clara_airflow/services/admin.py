@@ -24,9 +24,9 @@ from clara_airflow.services.records import (
     service_view,
     variable_store,
 )
-from clara_airflow.settings import Options
+from clara_airflow.settings import Deployment, Options
 
-STEP_GRACE = 600.0  # seconds a finished run's step container is kept for a look before the reaper removes it
+STEP_GRACE = Deployment.step_grace  # the default of [clara] step_grace
 
 
 def _options() -> Options:
@@ -244,11 +244,12 @@ def _collect_orphan(row: dict[str, Any], *, dry_run: bool, remove_orphans: bool,
     return f"found orphan {service_name(sid)} ({row['state']}); no Variable records it"
 
 
-def collect_steps(*, dry_run: bool = False, grace: float = STEP_GRACE,
+def collect_steps(*, dry_run: bool = False, grace: float | None = None,
                   state_of: Callable[[str, str], str] = airflow_compat.run_state) -> list[str]:
     """Step containers whose DAG run has ended (killed workers leave them ``Exited`` or ``Created``)."""
     report = []
     ours = _options()
+    grace = ours.deployment.step_grace if grace is None else grace
     for backend, manager in managers().items():
         try:
             steps = manager.list_steps()

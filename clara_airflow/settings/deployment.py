@@ -47,6 +47,16 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _grace(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a finite number of seconds, 0 or more")
+    return value
+
+
 _USER = re.compile(r"worker|[0-9]+(:[0-9]+)?")
 
 
@@ -119,6 +129,7 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
     "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
     "service_data_size": _quantity, "dicom_config": _optional, "deployment_id": _deployment_id,
+    "step_grace": _grace,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
 

@@ -131,6 +131,7 @@ class Deployment:
     strict: bool = False
     reaper_schedule: str = "*/5 * * * *"
     remove_orphans: bool = False
+    step_grace: float = 600.0  # seconds an ended run's step container is kept for a look before the reaper removes it
     payload_root: str | None = None
     init_image: str = "busybox:1.36"
     service_heartbeat: float = 60.0

@@ -33,8 +33,8 @@ class Standalone:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return str(json.loads(answer.read())["access_token"])
 
-    def api(self, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(f"{self.url}{path}", method="POST" if body is not None else "GET",
+    def api(self, path: str, body: dict | None = None, method: str | None = None) -> dict:
+        request = urllib.request.Request(f"{self.url}{path}", method=method or ("POST" if body is not None else "GET"),
                                          data=None if body is None else json.dumps(body).encode(),
                                          headers={"Authorization": f"Bearer {self.token()}",
                                                   "Content-Type": "application/json"})

@@ -84,6 +84,16 @@ def test_a_heartbeat_must_be_finite(raw: str) -> None:
     assert problems == [f"[clara] service_heartbeat = '{raw}': must be a finite number of seconds"]
 
 
+def test_step_grace_is_seconds_zero_or_more_and_defaults_to_ten_minutes() -> None:
+    assert parse_deployment({})[0].step_grace == 600.0
+    found, problems = parse_deployment({"step_grace": " 0 "})
+    assert (found.step_grace, problems) == (0.0, [])
+    for raw, why in (("-1", "must be a finite number of seconds, 0 or more"),
+                     ("nan", "must be a finite number of seconds, 0 or more"),
+                     ("later", "must be a number of seconds")):
+        assert parse_deployment({"step_grace": raw})[1] == [f"[clara] step_grace = '{raw}': {why}"]
+
+
 def test_parse_config_reports_pipeline_and_deployment_problems_together() -> None:
     with pytest.raises(ClaraAirflowError) as caught:
         parse_config({"retries": "many", "strict": "maybe", "colour": "blue", "output_root": "/srv/out"})
