@@ -18,6 +18,7 @@
 # CLARA_CLUSTER_DAGS replaces the repository's dags/ as the dags folder (the benchmark's own pipelines).
 # CLARA_CLUSTER_IDLE_TTL and CLARA_CLUSTER_REAPER_SCHEDULE set the service idle TTL and the reaper's schedule
 # (60 s and every minute by default, so the reaper is exercised; a real deployment keeps 3600 s / 5 min).
+# CLARA_CLUSTER_DEPLOYMENT_ID sets [clara] deployment_id (clara-local, the same as the demo's: see write_env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -78,6 +79,9 @@ export AIRFLOW__CLARA__SERVICE_IDLE_TTL=${CLARA_CLUSTER_IDLE_TTL:-60}
 export AIRFLOW__CLARA__REAPER_SCHEDULE='${CLARA_CLUSTER_REAPER_SCHEDULE:-* * * * *}'
 export AIRFLOW__CLARA__OUTPUT_ROOT=$ROOT/output
 export AIRFLOW__CLARA__PAYLOAD_ROOT=$ROOT/payload
+# The same identity as scripts/demo.py's, whatever clone or database: a cluster adopts the demo service that
+# an earlier cluster or demo left on this engine (a fresh database would otherwise be a new deployment).
+export AIRFLOW__CLARA__DEPLOYMENT_ID=${CLARA_CLUSTER_DEPLOYMENT_ID:-clara-local}
 export AIRFLOW__CLARA__SERVICES_DATA_DIR=$ROOT/service-data
 export PATH=$REPO/.venv/bin:\$PATH
 EOF

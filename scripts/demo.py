@@ -31,6 +31,10 @@ def main() -> int:
     env = {**os.environ, "AIRFLOW_HOME": str(DEMO / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CLARA__OUTPUT_ROOT": output_root,
            "AIRFLOW__CLARA__PAYLOAD_ROOT": str(DEMO / "payload"),
+           # One deployment identity for this machine's demo and test cluster (scripts/cluster.sh), whatever
+           # clone or metadata database they run from: each adopts the demo service an earlier one left on
+           # the engine instead of refusing it as another deployment's.
+           "AIRFLOW__CLARA__DEPLOYMENT_ID": os.environ.get("AIRFLOW__CLARA__DEPLOYMENT_ID", "clara-local"),
            "PATH": f"{BIN}:{os.environ['PATH']}"}
     began = time.monotonic()
     DEMO.mkdir(exist_ok=True)

@@ -77,7 +77,7 @@ class DockerServiceManager:
                 continue
             owner = foreign_owner((info.get("Config") or {}).get("Labels"), self.deployment)
             if owner is not None:
-                raise ServiceError(foreign_error(f"the container {name}", owner))
+                raise ServiceError(foreign_error("container", name, owner))
             if self._settle(info, created, log):
                 break
             if time.monotonic() > deadline:
@@ -258,7 +258,7 @@ class DockerServiceManager:
         info = self._inspect(service_name(sid))
         owner = foreign_owner((info.get("Config") or {}).get("Labels") if info else None, self.deployment)
         if owner is not None:
-            raise ServiceError(foreign_error(f"the container {service_name(sid)}", owner))
+            raise ServiceError(foreign_error("container", service_name(sid), owner))
         try:
             self.cli.remove_container(service_name(sid), force=True)
             return True

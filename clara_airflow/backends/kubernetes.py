@@ -188,7 +188,7 @@ class KubernetesServiceManager:
         found = self.apps.read_namespaced_deployment(wanted.metadata.name, self.namespace)
         owner = foreign_owner(found.metadata.labels if found.metadata else None, self.deployment_options.deployment_id)
         if owner is not None:
-            raise ServiceError(foreign_error(f"the Deployment {wanted.metadata.name}", owner))
+            raise ServiceError(foreign_error("Deployment", wanted.metadata.name, owner))
         have = ((found.metadata.annotations or {}) if found.metadata else {}).get(SPEC_HASH)
         if have != wanted.metadata.annotations[SPEC_HASH]:
             log.warning("service %s runs with another configuration than this pipeline asks for (resources, "
@@ -232,7 +232,7 @@ class KubernetesServiceManager:
             labels = None
         owner = foreign_owner(labels, self.deployment_options.deployment_id)
         if owner is not None:
-            raise ServiceError(foreign_error(f"the Deployment {service_name(sid)}", owner))
+            raise ServiceError(foreign_error("Deployment", service_name(sid), owner))
         found = False
         for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
             try:

@@ -164,7 +164,10 @@ def stop_service(ref: str, *, force: bool = False, volumes: bool = False, store:
     row = resolve(ref, list_services(store))
     if row.get("foreign"):
         raise ClaraAirflowError(f"{service_name(row['id'])} belongs to another clara-airflow deployment "
-                                f"('{row['foreign']}'); stop it from that deployment (this one never touches it)")
+                                f"('{row['foreign']}'); stop it from that deployment (this one never touches it); if "
+                                f"that deployment no longer exists, remove its leftover yourself (docker rm -f "
+                                f"{service_name(row['id'])}, or kubectl delete deployment,service "
+                                f"{service_name(row['id'])})")
     return stop_guarded(row, force=force, by="clara-airflow services stop", store=store, volumes=volumes)
 
 

@@ -415,14 +415,16 @@ def test_another_deployment_s_containers_on_the_same_engine_are_listed_and_never
         assert f"leaving {service_name(token)} alone: it belongs to deployment 'ward-b'" in report
         from clara_airflow.services.admin import collect_steps
         assert not any(step.name in line for line in collect_steps(grace=0)), "another deployment's step"
-        with pytest.raises(ClaraAirflowError, match="belongs to another clara-airflow deployment"):
+        with pytest.raises(ClaraAirflowError, match="belongs to another clara-airflow deployment") as refused:
             stop_service(token, force=True)
+        assert f"docker rm -f {service_name(token)}," in str(refused.value)  # the way out when ward-b is gone
 
         manager = DockerServiceManager(make_options({"network": TEST_NETWORK, "deployment_id": "ward-a",
                                                      "services.data_dir": "/tmp/clara-race-data"}))
         svc = busybox_service(token, "exec httpd -f -p 8092 -h /", 8092, "foreign")
-        with pytest.raises(ServiceError, match=r"belongs to another clara-airflow deployment \('ward-b'\)"):
+        with pytest.raises(ServiceError, match=r"belongs to another clara-airflow deployment \('ward-b'\)") as refused:
             manager.ensure(svc, timeout=10, log=logging.getLogger("foreign"))
+        assert str(refused.value).endswith(f"remove its leftover yourself (docker rm -f {service_name(token)})")
         with pytest.raises(ServiceError, match="give each deployment its own Docker engine"):
             manager.stop(token)
         for kept in (service, step):

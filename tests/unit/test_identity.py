@@ -67,3 +67,14 @@ def test_a_deployment_id_that_is_not_a_label_value_is_refused_with_its_option_na
     assert deployment.deployment_id is None
     assert problems == [f"[clara] deployment_id = {bad!r}: must be 1-40 lower-case letters, digits, '.', '_' or "
                         "'-' (a label value), starting and ending with a letter or digit"]
+
+
+def test_the_refusal_names_the_owner_and_the_exact_command_that_removes_a_leftover() -> None:
+    from clara_airflow.backends.base import foreign_error
+
+    docker = foreign_error("container", "clara-svc-0123456789ab", "ward-b")
+    kube = foreign_error("Deployment", "clara-svc-0123456789ab", "ward-b")
+    assert docker.startswith("the container clara-svc-0123456789ab on this engine belongs to another clara-airflow "
+                             "deployment ('ward-b')")
+    assert docker.endswith("(docker rm -f clara-svc-0123456789ab)")
+    assert kube.endswith("(kubectl delete deployment,service clara-svc-0123456789ab)")

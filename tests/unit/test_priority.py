@@ -57,3 +57,22 @@ def test_the_level_comes_from_the_run_id_and_anything_else_is_normal() -> None:
     assert run_priority("dicom-immediate__ct__1.2.3") == "immediate"
     assert run_priority("manual__2026-01-01") == run_priority("dicom-bogus__ct__1.2") == "normal"
     assert run_priority("scheduled__2026") == "normal" and run_priority("") == "normal"
+
+
+@pytest.mark.parametrize(("run_id", "level", "base"), [
+    ("dicom-lower__mr__1.2", "lower", 0), ("dicom-normal__mr__1.2", "normal", 10_000),
+    ("dicom-higher__mr__1.2", "higher", 20_000), ("dicom-immediate__mr__1.2", "immediate", 30_000),
+    ("dicom-immediate", "immediate", 30_000),  # no "__" at all: the whole id is the head
+])
+def test_each_level_by_name_and_its_exact_weights(run_id: str, level: str, base: int) -> None:
+    """The names the DICOM receiver writes, and the numbers Airflow stores (the docs quote them)."""
+    assert run_priority(run_id) == level
+    assert [weight(level, n) for n in (-3, 0, 1, 9_997, 9_998, 10**9)] == [
+        base + 1, base + 1, base + 2, base + 9_998, base + 9_999, base + 9_999]
+
+
+def test_a_task_instance_without_its_task_weighs_as_a_leaf() -> None:
+    """Airflow may hand the strategy a task instance whose task is not loaded (a DAG version it lacks)."""
+    ti = SimpleNamespace(task=None, run_id="dicom-higher__ct__1.2")
+    assert RunPriority().get_weight(ti) == weight("higher", 0) == 20_001
+    assert RunPriority().get_weight(SimpleNamespace(task=None, run_id=None)) == weight("normal", 0)

@@ -1,0 +1,32 @@
+"""The clara_service_reaper DAG as Airflow gets it, and what its one task does and logs."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from clara_airflow.services import reaper
+from clara_airflow.settings import Deployment
+
+
+def test_the_reaper_runs_on_the_configured_schedule_one_run_at_a_time_and_unpaused() -> None:
+    dag = reaper.build_reaper_dag(dataclasses.replace(Deployment(), reaper_schedule="17 * * * *"))
+    assert dag.dag_id == reaper.REAPER_DAG_ID == "clara_service_reaper"
+    assert dag.schedule == "17 * * * *"
+    assert dag.start_date == datetime(2024, 1, 1, tzinfo=UTC) and dag.catchup is False
+    assert dag.max_active_runs == 1 and dag.is_paused_upon_creation is False
+    assert sorted(dag.tags) == ["clara", "maintenance"]
+    assert dag.description == "Stops Clara services idle past their TTL and reports orphaned service instances."
+    assert "`services.idle_ttl`" in dag.doc_md and "`[clara] remove_orphans = True`" in dag.doc_md
+    (task,) = dag.tasks
+    assert task.task_id == "reap" and task.python_callable is reaper.reap
+
+
+def test_reap_logs_each_line_of_the_collection_and_returns_them(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    lines = ["stopped clara-svc-aaaaaaaaaaaa (idle 3700 s, ttl 3600 s)", "orphan: clara-svc-bbbbbbbbbbbb"]
+    monkeypatch.setattr("clara_airflow.services.admin.collect_services", lambda: lines)
+    assert reaper.reap(ti=object(), run_id="scheduled__x") == lines
+    assert capsys.readouterr().out.splitlines() == lines
