@@ -63,6 +63,8 @@ class Ledger:
             versions = [int(n[:-5]) for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()]
         except FileNotFoundError:
             return 0, None
+        except OSError as exc:  # the root is a file, an unreadable folder, a stale NFS handle
+            raise _unreadable(folder, exc) from None
         if not versions:
             return 0, None
         version = max(versions)
@@ -82,6 +84,8 @@ class Ledger:
             names = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise _unreadable(self.root, exc) from None
         found = {}
         for name in names:
             _, entry = self.current(name)
@@ -160,3 +164,9 @@ class Ledger:
             raise ClaraAirflowError(
                 f"the study ledger cannot write {target}: {exc.strerror or exc} (errno {exc.errno}); the ledger "
                 "needs a writable local or NFS folder with hard links (x-airflow payload.output_root)") from None
+
+
+def _unreadable(folder: Path, exc: OSError) -> ClaraAirflowError:
+    return ClaraAirflowError(f"the study ledger cannot read {folder}: {exc.strerror or exc} (errno {exc.errno}); "
+                             "the ledger needs a readable and writable local or NFS folder "
+                             "(x-airflow payload.output_root)")

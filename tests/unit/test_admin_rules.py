@@ -198,3 +198,47 @@ def test_a_recorded_location_reaches_the_manager(monkeypatch: Any) -> None:
     assert seen == {"name": "kubernetes", "network": "n2"}
     admin.manager_for({})
     assert seen == {"name": "docker", "network": "default-net"}
+
+
+def test_an_unrecorded_instance_is_foreign_when_another_deployment_labelled_it(store: MemoryStore,
+                                                                               monkeypatch: Any) -> None:
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"backend": "docker", "deployment_id": "ward-a"}))
+    asked: list[Any] = []
+    monkeypatch.setattr(admin, "managers", lambda backends=None: asked.append(backends) or {"docker": store.manager})
+    record_old(store)
+    store.manager.list_managed.return_value = {  # type: ignore[attr-defined]
+        SID: Managed("running", 1.0, "ward-a"),  # the recorded one: listed once, from its record
+        "cccccccccccc": Managed("running", 5.0, "ward-b"),
+        "dddddddddddd": Managed("exited", 7.0, "ward-a"),
+        "eeeeeeeeeeee": Managed("exited", 9.0, ""),  # made before deployment identities: ours
+    }
+    rows = admin.list_services(store)
+    assert asked == [{"docker"}] and [r["id"] for r in rows] == [SID, "cccccccccccc", "dddddddddddd", "eeeeeeeeeeee"]
+    assert rows[1] == {"id": "cccccccccccc", "backend": "docker", "age": 5.0, "image": "?", "tag": "?", "names": [],
+                       "state": "running (foreign: deployment ward-b)", "foreign": "ward-b"}
+    assert [(r["state"], r.get("orphan")) for r in rows[2:]] == [("exited (orphan: no record)", True),
+                                                                 ("exited (orphan: no record)", True)]
+
+
+def test_another_deployment_s_service_and_steps_are_named_and_left_alone(store: MemoryStore,
+                                                                        monkeypatch: Any) -> None:
+    monkeypatch.setattr(admin, "_options", lambda: make_options({"backend": "docker", "deployment_id": "ward-a"}))
+    store.manager.list_managed.return_value = {"cccccccccccc": Managed("exited", 1e9, "ward-b")}  # type: ignore[attr-defined]
+    store.manager.list_steps.return_value = [  # type: ignore[attr-defined]
+        StepContainer("c1", "clara-step-1", "d", "r1", "exited", 1e9, "ward-b"),
+        StepContainer("c2", "clara-step-2", "d", "r2", "exited", 1e9, "ward-a")]
+    with pytest.raises(ClaraAirflowError) as refused:
+        admin.stop_service("cccccccccccc", force=True, store=store)
+    assert str(refused.value) == (
+        "clara-svc-cccccccccccc belongs to another clara-airflow deployment ('ward-b'); stop it from that deployment "
+        "(this one never touches it); if that deployment no longer exists, remove its leftover yourself (docker rm -f "
+        "clara-svc-cccccccccccc, or kubectl delete deployment,service clara-svc-cccccccccccc)")
+    report = admin.collect_services(store=store, remove_orphans=True, ttl_override=0)
+    assert "leaving clara-svc-cccccccccccc alone: it belongs to deployment 'ward-b'" in report
+    assert admin.collect_steps(dry_run=True, grace=0, state_of=lambda d, r: "failed") == [
+        "leaving step container clara-step-1 alone: it belongs to deployment 'ward-b'",
+        "would remove step container clara-step-2 (exited) of d/r2 (run failed)"]
+    assert admin.collect_steps(grace=0, state_of=lambda d, r: "failed") == [
+        "removed step container clara-step-2 (exited) of d/r2 (run failed)"]
+    store.manager.remove_step.assert_called_once_with("c2")  # type: ignore[attr-defined]
+    store.manager.stop.assert_not_called()  # type: ignore[attr-defined]
