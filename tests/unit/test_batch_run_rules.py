@@ -141,7 +141,7 @@ def test_the_summary_file_is_sorted_indented_json_in_a_folder_made_on_demand(tmp
 
 
 @pytest.mark.parametrize(("value", "label"), [
-    ({"study": "ct-1", "folder": "/inbox/ct-1"}, "ct-1"),
+    ({"study": "ct-1", "folder": "/inbox/series-7"}, "ct-1"),
     ({"study": "", "folder": "/inbox/ct-2"}, "ct-2"),
     ({"folder": "/inbox/ct-3/"}, "payload"),  # a folder name that ends in a slash has no basename
     ({"other": 1}, "payload"),

@@ -121,3 +121,72 @@ def test_the_default_poll_is_a_quarter_second() -> None:
     import inspect
 
     assert inspect.signature(leases.wait_while_stopping).parameters["poll"].default == 0.25
+
+
+def test_a_lease_s_defaults_are_schema_1_and_no_key() -> None:
+    lease = leases.Lease(SID, "d", "r", "2026-12-06T00:00:00+00:00")
+    assert (lease.schema, lease.key) == (1, "")
+
+
+def test_a_bad_lease_does_not_hide_the_good_leases_after_it() -> None:
+    store = MemoryStore()
+    store.set(f"clara_lease_{SID}_0", "not json")  # listed first
+    leases.take_lease(SID, "d", "r", store)
+    holders = leases.live_leases(SID, store, state_of=lambda d, r: "running")
+    assert [(h.dag_id, h.run_id, h.state) for h in holders] == [
+        ("?", "?", "bad lease (not JSON); delete the Variable to release it"), ("d", "r", "running")]
+
+
+class FrozenClock:
+    """datetime.now and time.monotonic of leases.py, moved only by the test (and by sleep)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wall = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
+        self.mono = 1000.0
+        clock = self
+
+        class Now(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+                return clock.wall
+
+        monkeypatch.setattr(leases, "datetime", Now)
+        monkeypatch.setattr(leases.time, "monotonic", lambda: self.mono)
+        monkeypatch.setattr(leases.time, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.mono += seconds
+
+    def intent(self, store: MemoryStore, written_age: float) -> None:
+        since = (self.wall - timedelta(seconds=written_age)).isoformat()
+        store.set(leases.stop_key(SID), json.dumps({"service": SID, "by": "x", "since": since, "token": "t1"}))
+
+
+def test_the_stale_boundaries_are_exact_420_s_by_the_writer_and_120_s_by_this_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FrozenClock(monkeypatch)
+    store = MemoryStore()
+    clock.intent(store, 420.0)
+    assert leases.stopping_since(SID, store) == 420.0  # exactly at the limit: still a stop under way
+    clock.intent(store, 420.5)
+    assert leases.stopping_since(SID, store) is None and store.data == {}
+    clock.intent(store, -60.0)  # the writer's clock runs a minute ahead: not yet "under way" for 60 s
+    seen: dict[str, float] = {}
+    assert leases.stopping_since(SID, store) == 0.0 and leases.stopping_since(SID, store, seen) == 0.0
+    clock.mono += 120.0
+    assert leases.stopping_since(SID, store, seen) == 120.0  # watched exactly 120 s: kept
+    clock.mono += 0.5
+    assert leases.stopping_since(SID, store, seen) is None and store.data == {}
+
+
+def test_waiting_ends_when_this_host_has_watched_one_intent_for_120_s_even_if_its_clock_lies(
+        monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    clock = FrozenClock(monkeypatch)
+    store = MemoryStore()
+    clock.intent(store, -3600.0)  # written by a host an hour ahead: by its clock alone it is never stale
+    began = clock.mono
+    with caplog.at_level(logging.INFO):
+        leases.wait_while_stopping(SID, store, deadline=began + 600, log=logging.getLogger("w"), poll=10)
+    assert clock.mono - began == 130.0 and store.data == {}, "gave up on the intent after 120 s, not the deadline"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"service clara-svc-{SID} is being stopped; waiting, then starting it again"]
