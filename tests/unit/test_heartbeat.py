@@ -89,3 +89,44 @@ def test_any_error_of_a_refresh_keeps_the_beat_alive_and_each_kind_is_logged_onc
     log.removeHandler(handler)
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 3 and all("further errors of this kind" in w for w in warnings)
+
+
+def test_each_beat_refreshes_every_service_once_in_a_named_daemon_thread() -> None:
+    import threading
+
+    calls: list[tuple[str, str]] = []
+    threads: list[threading.Thread] = []
+
+    def refresh(sid: str, dag_id: str, store: Any) -> None:
+        calls.append((sid, dag_id))
+        threads.append(threading.current_thread())
+
+    beat = ServiceHeartbeat(["bbbbbbbbbbbb", "aaaaaaaaaaaa", "bbbbbbbbbbbb"], 0.01, logging.getLogger("t"),
+                            store=MemoryStore(), refresh=refresh)
+    assert beat.service_ids == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] and beat.beats == 0
+    with beat:
+        deadline = time.monotonic() + 5
+        while len(calls) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert calls[:6] == [("aaaaaaaaaaaa", ""), ("bbbbbbbbbbbb", "")] * 3, "no dag_id given: the empty one"
+    assert len(calls) == 2 * beat.beats, "one beat refreshes each service once"
+    assert {(t.name, t.daemon) for t in threads} == {("clara-service-heartbeat", True)}
+
+
+def test_the_first_error_of_a_kind_is_a_warning_with_the_retry_note_and_repeats_are_debug() -> None:
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger("heartbeat-words")
+    log.setLevel(logging.DEBUG)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    try:
+        beat = ServiceHeartbeat(["dddddddddddd"], 1, log)
+        beat._failed("dddddddddddd", ConnectionError("API server gone"))
+        beat._failed("dddddddddddd", ConnectionError("still gone"))
+    finally:
+        log.removeHandler(handler)
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.WARNING, "could not refresh last_used of clara-svc-dddddddddddd (ConnectionError: API server gone); "
+                          "retried every beat, further errors of this kind are logged at debug level"),
+        (logging.DEBUG, "could not refresh last_used of clara-svc-dddddddddddd (ConnectionError: still gone)")]

@@ -78,3 +78,31 @@ def test_the_refusal_names_the_owner_and_the_exact_command_that_removes_a_leftov
                              "deployment ('ward-b')")
     assert docker.endswith("(docker rm -f clara-svc-0123456789ab)")
     assert kube.endswith("(kubectl delete deployment,service clara-svc-0123456789ab)")
+
+
+def test_the_variable_is_named_clara_deployment_id_and_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    store.set("clara_deployment_id", "ward-x")  # what an operator or another process wrote
+    assert deployment_id(make_options(), store) == "ward-x"
+    store.set("clara_deployment_id", "ward-y")
+    assert deployment_id(make_options(), store) == "ward-x", "read once per process, then cached"
+    assert identity._RESOLVED == {"id": "ward-x"}
+
+
+def test_a_first_writer_waits_for_a_racer_then_reads_back_and_a_lost_write_is_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(identity.time, "sleep", slept.append)
+
+    class DropsWrites(MemoryStore):
+        def set(self, key: str, value: str) -> None:
+            self.writes += 1
+
+    store = DropsWrites()
+    assert deployment_id(make_options(), store) == "unknown" and store.writes == 1
+    assert slept == [0.2]
+
+
+def test_the_owner_of_an_object_is_its_deployment_label() -> None:
+    assert identity.owner_of({"clara-airflow/deployment": "ward-b", "other": "x"}) == "ward-b"
+    assert identity.owner_of({"other": "x"}) == identity.owner_of({}) == identity.owner_of(None) == ""

@@ -19,7 +19,9 @@ def test_the_reaper_runs_on_the_configured_schedule_one_run_at_a_time_and_unpaus
     assert dag.max_active_runs == 1 and dag.is_paused_upon_creation is False
     assert sorted(dag.tags) == ["clara", "maintenance"]
     assert dag.description == "Stops Clara services idle past their TTL and reports orphaned service instances."
-    assert "`services.idle_ttl`" in dag.doc_md and "`[clara] remove_orphans = True`" in dag.doc_md
+    assert dag.doc_md == ("Stops every shared Clara service whose `last_used` is older than its idle TTL "
+                          "(`services.idle_ttl`) and that no running DAG run holds a lease on. Services without a "
+                          "Variable record are reported, and removed when `[clara] remove_orphans = True`.")
     (task,) = dag.tasks
     assert task.task_id == "reap" and task.python_callable is reaper.reap
 
