@@ -242,3 +242,39 @@ def test_another_deployment_s_service_and_steps_are_named_and_left_alone(store: 
         "removed step container clara-step-2 (exited) of d/r2 (run failed)"]
     store.manager.remove_step.assert_called_once_with("c2")  # type: ignore[attr-defined]
     store.manager.stop.assert_not_called()  # type: ignore[attr-defined]
+
+
+def test_the_admin_reads_the_deployment_s_own_options(monkeypatch: Any) -> None:
+    monkeypatch.setenv("AIRFLOW__CLARA__DEPLOYMENT_ID", "ward-z")
+    monkeypatch.setenv("AIRFLOW__CLARA__NETWORK", "net-z")
+    options = admin._options()
+    assert (options.deployment.deployment_id, options.deployment.network) == ("ward-z", "net-z")
+
+
+def test_the_reaper_stops_at_exactly_the_ttl_and_the_stop_intent_names_who_stopped(store: MemoryStore,
+                                                                                    monkeypatch: Any) -> None:
+    stoppers: list[str] = []
+    real = admin.mark_stopping
+    monkeypatch.setattr(admin, "mark_stopping", lambda sid, by, store: (stoppers.append(by), real(sid, by, store)))
+    monkeypatch.setattr(admin, "idle_seconds", lambda row, now=None: 3600.0)
+    record_old(store, ttl=3600)
+    assert admin.collect_services(store=store)[0] == (
+        f"stopped clara-svc-{SID}; record cleared (idle 3600 s >= ttl 3600 s)")
+    record_old(store, ttl=3600)
+    assert admin.stop_service(SID, store=store) == f"stopped clara-svc-{SID}; record cleared"
+    assert stoppers == ["clara_service_reaper", "clara-airflow services stop"]
+
+
+def test_a_record_without_a_ttl_is_kept_for_an_hour(store: MemoryStore, monkeypatch: Any) -> None:
+    monkeypatch.setattr(admin, "idle_seconds", lambda row, now=None: 3599.0)
+    row = {"id": SID, "backend": "docker"}
+    assert admin._collect_one(row, dry_run=True, remove_orphans=False, ttl_override=None, start_timeout=300,
+                              store=store) == f"keeping clara-svc-{SID}: idle 3599 s < ttl 3600 s"
+
+
+def test_stopping_an_orphan_clears_no_record_and_says_none_was_cleared(store: MemoryStore, monkeypatch: Any) -> None:
+    cleared: list[str] = []
+    monkeypatch.setattr(admin, "clear_record", lambda sid, store: cleared.append(sid))
+    store.manager.list_managed.return_value = {"cccccccccccc": Managed("exited", 5.0)}  # type: ignore[attr-defined]
+    assert admin.stop_service("cccccccccccc", store=store) == "stopped clara-svc-cccccccccccc"
+    assert cleared == []

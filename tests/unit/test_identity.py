@@ -106,3 +106,21 @@ def test_a_first_writer_waits_for_a_racer_then_reads_back_and_a_lost_write_is_un
 def test_the_owner_of_an_object_is_its_deployment_label() -> None:
     assert identity.owner_of({"clara-airflow/deployment": "ward-b", "other": "x"}) == "ward-b"
     assert identity.owner_of({"other": "x"}) == identity.owner_of({}) == identity.owner_of(None) == ""
+
+
+def test_a_fresh_process_caches_the_id_in_the_module_itself() -> None:
+    """Every other test replaces the cache; this one runs the module as a worker imports it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from clara_airflow.services import identity\n"
+            "from tests.helpers import make_options\n"
+            "from tests.memory import MemoryStore\n"
+            "store = MemoryStore()\nstore.set('clara_deployment_id', 'ward-q')\n"
+            "print(identity.deployment_id(make_options(), store))\n"
+            "store.set('clara_deployment_id', 'ward-r')\n"
+            "print(identity.deployment_id(make_options(), store))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.split() == ["ward-q", "ward-q"], done.stderr[-2000:]

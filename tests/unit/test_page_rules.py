@@ -187,3 +187,11 @@ def test_stop_answers_200_409_or_404_with_the_reason(monkeypatch: pytest.MonkeyP
     assert page.stop("a", force=True) == (200, {"detail": "stopped clara-svc-a (force=True)"})
     monkeypatch.setattr(page, "stop_service", refuse)
     assert page.stop("a", force=False) == (status, {"detail": error})
+
+
+def test_several_services_are_one_row_each_in_the_order_given() -> None:
+    second = {**FULL, "id": "bbbbbbbbbbbb", "state": "exited"}
+    html_text = render_page([FULL, second])
+    assert '</button></td></tr><tr data-service="bbbbbbbbbbbb">' in html_text
+    assert [row[0].split("\n")[0] for row in read([FULL, second]).rows] == ["clara-svc-0123456789ab",
+                                                                              "clara-svc-bbbbbbbbbbbb"]

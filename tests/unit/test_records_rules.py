@@ -164,3 +164,11 @@ def test_record_use_writes_both_and_returns_the_view() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         BadRecord("k", "r").reason = "x"  # type: ignore[misc]
     assert records.DEFAULT_IDLE_TTL == 3600
+
+
+def test_the_defaults_of_a_bad_record_and_of_a_view_are_empty() -> None:
+    from clara_airflow.services.records import BadRecord, ServiceView
+
+    assert BadRecord("clara_service_x", "not JSON").raw == ""
+    view = ServiceView("aaaaaaaaaaaa", None)
+    assert (view.uses, view.bad) == ((), ())
