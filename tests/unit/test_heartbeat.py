@@ -5,11 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from clara_airflow.services.heartbeat import ServiceHeartbeat
 from clara_airflow.services.records import touch, use_key
 from tests.memory import MemoryStore
+
+
+@contextmanager
+def recording(name: str) -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
+    """A logger at debug level whose records the test reads (each level and message exactly)."""
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger(name)
+    log.setLevel(logging.DEBUG)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    try:
+        yield log, records
+    finally:
+        log.removeHandler(handler)
 
 
 def test_refreshes_last_used_while_inside_and_stops_on_exit() -> None:
@@ -74,19 +91,13 @@ def test_any_error_of_a_refresh_keeps_the_beat_alive_and_each_kind_is_logged_onc
         if len(calls) <= len(errors):
             raise errors[len(calls) - 1]
 
-    records: list[logging.LogRecord] = []
-    log = logging.getLogger("heartbeat-kinds")
-    log.setLevel(logging.DEBUG)
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    log.addHandler(handler)
-    with ServiceHeartbeat(["cccccccccccc"], 0.01, log, store=MemoryStore(), refresh=flaky) as beat:
-        deadline = time.monotonic() + 5
-        while len(calls) < len(errors) + 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with recording("heartbeat-kinds") as (log, records):
+        with ServiceHeartbeat(["cccccccccccc"], 0.01, log, store=MemoryStore(), refresh=flaky) as beat:
+            deadline = time.monotonic() + 5
+            while len(calls) < len(errors) + 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
     assert len(calls) >= len(errors) + 2, "the beat went on after every kind of error"
     assert beat.failures == {"AirflowRuntimeError": 2, "KeyError": 2, "SystemExit": 1}
-    log.removeHandler(handler)
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 3 and all("further errors of this kind" in w for w in warnings)
 
@@ -114,18 +125,10 @@ def test_each_beat_refreshes_every_service_once_in_a_named_daemon_thread() -> No
 
 
 def test_the_first_error_of_a_kind_is_a_warning_with_the_retry_note_and_repeats_are_debug() -> None:
-    records: list[logging.LogRecord] = []
-    log = logging.getLogger("heartbeat-words")
-    log.setLevel(logging.DEBUG)
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    log.addHandler(handler)
-    try:
+    with recording("heartbeat-words") as (log, records):
         beat = ServiceHeartbeat(["dddddddddddd"], 1, log)
         beat._failed("dddddddddddd", ConnectionError("API server gone"))
         beat._failed("dddddddddddd", ConnectionError("still gone"))
-    finally:
-        log.removeHandler(handler)
     assert [(r.levelno, r.getMessage()) for r in records] == [
         (logging.WARNING, "could not refresh last_used of clara-svc-dddddddddddd (ConnectionError: API server gone); "
                           "retried every beat, further errors of this kind are logged at debug level"),
