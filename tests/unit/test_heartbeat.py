@@ -91,11 +91,11 @@ def test_any_error_of_a_refresh_keeps_the_beat_alive_and_each_kind_is_logged_onc
         if len(calls) <= len(errors):
             raise errors[len(calls) - 1]
 
-    with recording("heartbeat-kinds") as (log, records):
-        with ServiceHeartbeat(["cccccccccccc"], 0.01, log, store=MemoryStore(), refresh=flaky) as beat:
-            deadline = time.monotonic() + 5
-            while len(calls) < len(errors) + 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
+    with recording("heartbeat-kinds") as (log, records), \
+            ServiceHeartbeat(["cccccccccccc"], 0.01, log, store=MemoryStore(), refresh=flaky) as beat:
+        deadline = time.monotonic() + 5
+        while len(calls) < len(errors) + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert len(calls) >= len(errors) + 2, "the beat went on after every kind of error"
     assert beat.failures == {"AirflowRuntimeError": 2, "KeyError": 2, "SystemExit": 1}
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
