@@ -16,8 +16,11 @@ from clara_airflow.spec.load import load_pipeline
 from tests.helpers import VALID, make_options
 from tests.memory import MemoryStore
 
+# An explicit deployment id: unset, execute() would make one in the metadata database's Variables, which
+# these unit tests do not have when they run on their own (mutation.sh runs them so).
 OPTIONS = make_options({"services.data_dir": "/srv/clara-data", "services.start_timeout": 77,
-                        "services.idle_ttl": 999, "network": "net-x", "docker_url": "unix://var/run/docker.sock"})
+                        "services.idle_ttl": 999, "network": "net-x", "docker_url": "unix://var/run/docker.sock",
+                        "deployment_id": "unit-tests"})
 
 
 @pytest.fixture
