@@ -81,8 +81,8 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 def _validate(args: argparse.Namespace) -> int:
     import logging
 
-    from clara_airflow.airflow_compat import crypto_problem
     from clara_airflow.spec.crosscheck import duplicate_pipeline
+    from clara_airflow.versions import crypto_problem
 
     logging.getLogger("clara_airflow.spec.load").setLevel(logging.ERROR)  # warnings: printed below, once
     problem = crypto_problem()

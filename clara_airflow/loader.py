@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clara_airflow.airflow_compat import crypto_problem
 from clara_airflow.backends.registry import deployment_options
 from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.compiler.plan import PipelinePlan
@@ -27,6 +26,7 @@ from clara_airflow.spec.defaults import load_defaults_file
 from clara_airflow.spec.load import load_pipeline
 from clara_airflow.spec.model import ERROR_DAG_PREFIX, MAX_DAG_ID, REAPER_DAG_ID
 from clara_airflow.spec.source import pipeline_files, read_pipeline_bytes
+from clara_airflow.versions import crypto_problem
 
 __all__ = ["load_dags", "pipeline_files"]
 

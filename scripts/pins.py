@@ -68,7 +68,7 @@ ENVIRONMENTS = [
                 "(mutmut), scripts/matrix.sh 3.3.2, docker/airflow/Dockerfile ([all])",
                 checks=((".[test,cluster]", MUTMUT), (".[all]",), (MATRIX_EXTRAS, *MATRIX_TOOLS))),
     # Airflow 3.1 sets an attribute on cryptography's MultiFernet, which cryptography 51 no longer allows:
-    # every Variable write then fails (clara_airflow.airflow_compat.crypto_problem says so at start).
+    # every Variable write then fails (clara_airflow.versions.crypto_problem says so at start).
     Environment("airflow-3.1.8", "constraints/airflow-3.1.8.txt", "3.1.8", [MATRIX_EXTRAS, *MATRIX_TOOLS],
                 "scripts/matrix.sh 3.1.8 (scripts/test.sh runs it)", hints=["cryptography<51"], from_main=()),
     # 3.2, unpinned, resolves fastapi 0.165 and cadwyn 9 and its api-server then cannot build its routes.

@@ -118,11 +118,19 @@ def foreign_owner(labels: dict[str, str] | None, deployment: str | None) -> str 
     return owner if owner and deployment and owner != deployment else None
 
 
+def remove_command(kind: str, name: str) -> str:
+    """How a person removes a gone deployment's leftover: ``kind`` is ``container`` (Docker) or
+    ``Deployment`` (Kubernetes)."""
+    return f"docker rm -f {name}" if kind == "container" else f"kubectl delete deployment,service {name}"
+
+
+def leftover_hint(*commands: str) -> str:
+    return f"if that deployment no longer exists, remove its leftover yourself ({', or '.join(commands)})"
+
+
 def foreign_error(kind: str, name: str, owner: str) -> str:
-    """Why an object of another deployment is left alone, and what the user can do: ``kind`` is
-    ``container`` (Docker) or ``Deployment`` (Kubernetes)."""
-    remove = f"docker rm -f {name}" if kind == "container" else f"kubectl delete deployment,service {name}"
+    """Why an object of another deployment is left alone, and what the user can do."""
     return (f"the {kind} {name} on this engine belongs to another clara-airflow deployment ('{owner}'); "
             "deployments never share, adopt or stop each other's services: give each deployment its own Docker "
-            "engine or Kubernetes namespace, or stop that deployment's service there; if that deployment no "
-            f"longer exists, remove its leftover yourself ({remove})")
+            f"engine or Kubernetes namespace, or stop that deployment's service there; "
+            f"{leftover_hint(remove_command(kind, name))}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import urllib.request
 from functools import cached_property
 from typing import Any
 
@@ -27,7 +26,7 @@ from clara_airflow.backends.base import (
 )
 from clara_airflow.backends.docker_engine import accepts as _accepts
 from clara_airflow.backends.docker_engine import created_epoch as _created_epoch
-from clara_airflow.backends.docker_engine import docker_client, ensure_network
+from clara_airflow.backends.docker_engine import docker_client, ensure_network, missing_model, model_ready
 from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP, device_requests
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
@@ -229,18 +228,10 @@ class DockerServiceManager:
                                f"{state}", logs=self.logs(svc.id))
 
     def _wait_model(self, svc: ServicePlan, address: str, model: str, deadline: float) -> None:
-        for host_path, _ in svc.host_mounts:
-            if not os.path.isdir(os.path.join(host_path, model)):
-                raise ServiceError(f"model '{model}' is not in the model repository {host_path}; add "
-                                   f"{host_path}/{model} or fix the pipeline's models list")
-        url = f"http://{address}:8000/v2/models/{model}/ready"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
+        missing = missing_model(svc.host_mounts, model)
+        if missing:
+            raise ServiceError(missing)
+        while not model_ready(address, model):
             self._fail_if_down(svc)
             if time.monotonic() > deadline:
                 raise ServiceError(f"model '{model}' did not become ready on {service_name(svc.id)}",

@@ -3,7 +3,10 @@ two small probes (a TCP connect, a container's creation time). No Airflow beyond
 
 from __future__ import annotations
 
+import os
 import socket
+import urllib.request
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
@@ -58,3 +61,22 @@ def created_epoch(info: dict[str, Any]) -> float:
         return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return 0.0
+
+
+def missing_model(host_mounts: Iterable[tuple[str, str]], model: str) -> str | None:
+    """Why ``model`` cannot load: it is not a folder of a mounted model repository; None when it is."""
+    for host_path, _ in host_mounts:
+        if not os.path.isdir(os.path.join(host_path, model)):
+            return (f"model '{model}' is not in the model repository {host_path}; add {host_path}/{model} or fix "
+                    "the pipeline's models list")
+    return None
+
+
+def model_ready(address: str, model: str) -> bool:
+    """KServe v2's readiness of one model on the inference server at ``address`` (port 8000)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:8000/v2/models/{model}/ready", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clara_airflow import airflow_compat
+from clara_airflow.backends.base import leftover_hint, remove_command
 from clara_airflow.backends.registry import deployment_options, get_backend
 from clara_airflow.compiler.identity import SERVICE_PREFIX, service_name
 from clara_airflow.errors import ClaraAirflowError
@@ -163,11 +164,10 @@ def stop_service(ref: str, *, force: bool = False, volumes: bool = False, store:
     store = store or variable_store()
     row = resolve(ref, list_services(store))
     if row.get("foreign"):
-        raise ClaraAirflowError(f"{service_name(row['id'])} belongs to another clara-airflow deployment "
-                                f"('{row['foreign']}'); stop it from that deployment (this one never touches it); if "
-                                f"that deployment no longer exists, remove its leftover yourself (docker rm -f "
-                                f"{service_name(row['id'])}, or kubectl delete deployment,service "
-                                f"{service_name(row['id'])})")
+        name = service_name(row["id"])
+        raise ClaraAirflowError(f"{name} belongs to another clara-airflow deployment ('{row['foreign']}'); stop it "
+                                "from that deployment (this one never touches it); "
+                                + leftover_hint(remove_command("container", name), remove_command("Deployment", name)))
     return stop_guarded(row, force=force, by="clara-airflow services stop", store=store, volumes=volumes)
 
 

@@ -72,7 +72,7 @@ def test_crypto_problem_agrees_with_airflows_own_fernet() -> None:
 
     from airflow.models import crypto
 
-    from clara_airflow.airflow_compat import crypto_problem
+    from clara_airflow.versions import crypto_problem
 
     crypto.get_fernet.cache_clear() if hasattr(crypto.get_fernet, "cache_clear") else None
     with patch.dict(os.environ, {"AIRFLOW__CORE__FERNET_KEY": "k0ZJWQe3m3Ch5tXa2mK1M0ZbqkT9lq9q3uWbW9oS1zA="}):
@@ -86,7 +86,7 @@ def test_crypto_problem_agrees_with_airflows_own_fernet() -> None:
 def test_crypto_problem_names_airflow_3_1_with_cryptography_51_and_the_fix() -> None:
     from unittest.mock import patch
 
-    from clara_airflow.airflow_compat import crypto_problem
+    from clara_airflow.versions import crypto_problem
 
     def versions(table: dict[str, str]):  # type: ignore[no-untyped-def]
         return patch("importlib.metadata.version", side_effect=lambda name: table[name])
