@@ -127,7 +127,7 @@ def _check_file(path: Path, deployments: dict[Path, dict[str, Any]]) -> Any:
             deployments[path.parent] = deployment_settings(path.parent)
         from clara_airflow.dicom.config import environment_destinations
 
-        compile_pipeline(spec, deployments[path.parent], destinations=environment_destinations())
+        plan = compile_pipeline(spec, deployments[path.parent], destinations=environment_destinations())
     except SpecError as exc:
         print(exc)
         return None
@@ -137,7 +137,9 @@ def _check_file(path: Path, deployments: dict[Path, dict[str, Any]]) -> Any:
     except ClaraAirflowError as exc:  # deployment settings ([clara] in the environment) or a compile error
         print(f"{path}:1:1: {exc}")
         return None
-    return spec
+    import dataclasses
+
+    return dataclasses.replace(spec, warnings=tuple(sorted(spec.warnings + plan.warnings)))  # the compiler's too
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -25,6 +25,17 @@ def add_imaging_commands(sub: Any) -> None:
     check = dcm_sub.add_parser("check", help="validate dicom.yaml and print every problem")
     check.add_argument("--config", required=True, type=Path)
     check.set_defaults(func=_dicom_check)
+    state = dcm_sub.add_parser("status", help="what the receiver holds: groups, pending and failed runs, disk, DAGs")
+    state.add_argument("--config", required=True, type=Path)
+    state.add_argument("--json", action="store_true", help="machine-readable output")
+    state.add_argument("--offline", action="store_true", help="do not ask Airflow whether the routed DAGs exist")
+    state.set_defaults(func=_dicom_status)
+    again = dcm_sub.add_parser("retry", help="send failed runs again (after fixing the cause: a DAG deployed, a typo)")
+    again.add_argument("--config", required=True, type=Path)
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_id", nargs="?", help="the run id of one failed trigger (see dicom status)")
+    which.add_argument("--all-failed", action="store_true", help="every failed trigger")
+    again.set_defaults(func=_dicom_retry)
 
 
 def _studies(args: argparse.Namespace) -> int:
@@ -89,6 +100,29 @@ def _dicom_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(f"{args.config}: valid; {len(config.ae_titles)} routed AE title(s), {len(config.destinations)} "
           "destination(s)")
+    return 0
+
+
+def _dicom_status(args: argparse.Namespace) -> int:
+    from clara_airflow.dicom.config import load_config
+    from clara_airflow.dicom.status import render, status
+
+    found = status(load_config(args.config), airflow=not args.offline)
+    print(json.dumps(found, indent=2) if args.json else render(found))
+    return 0
+
+
+def _dicom_retry(args: argparse.Namespace) -> int:
+    from clara_airflow.dicom.config import load_config
+    from clara_airflow.dicom.status import retry_failed
+
+    moved = retry_failed(load_config(args.config), None if args.all_failed else args.run_id)
+    for run_id in moved:
+        print(f"{run_id}: pending again")
+    if not moved:
+        print("no failed trigger " + ("" if args.all_failed else f"with run id {args.run_id} ") + "(see dicom status)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -170,6 +170,10 @@ def render_doc(plan: PipelinePlan) -> str:
              "| operator | image | requests | after | services |", "|---|---|---|---|---|"]
     for step in plan.steps:
         req = step.requests
+        if step.skip:
+            lines.append(f"| `{step.name}` | skipped at run time: {_cell(step.skip)} | — | "
+                         f"{', '.join(step.upstream) or '—'} | — |")
+            continue
         lines.append(f"| `{step.name}` | `{_cell(step.image)}:{_cell(step.tag)}` | {req.cpu} CPU, {req.memory} MiB, "
                      f"{req.gpu} GPU | {', '.join(step.upstream) or '—'} | "
                      f"{', '.join(service_name(u.service) for u in step.services) or '—'} |")

@@ -137,7 +137,9 @@ def _compile(path: Path, deployment: dict[str, Any], destinations: tuple[str, ..
     data = read_pipeline_bytes(path)
     key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())), destinations)
     if key not in _CACHE:
-        _CACHE[key] = compile_pipeline(load_pipeline(path, data), deployment, destinations=destinations)
+        _CACHE[key] = plan = compile_pipeline(load_pipeline(path, data), deployment, destinations=destinations)
+        for warning in plan.warnings:
+            log.warning("%s", warning)
     return _CACHE[key]
 
 

@@ -90,7 +90,7 @@ def main() -> None:
             files = ct_series(work / "latency", study=study, series=generate_uid(), count=5, size=64)
             send(files, port, "SERIES_AI")
             sent = time.perf_counter()
-            series_runs = [run_id_for("dicom-count", uid, "immediate") for uid in _series_of(files)]
+            series_runs = [run_id_for("dicom-count", "SERIES_AI", uid, "immediate") for uid in _series_of(files)]
             while not all(_exists(airflow, "dicom-count", r) for r in series_runs):
                 if time.perf_counter() - sent > 60:
                     raise SystemExit(f"no run appeared; see {work / 'receiver.log'}")

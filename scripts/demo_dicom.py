@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from clara_airflow.dicom.trigger import run_id_for  # noqa: E402
 from tests.browser.standalone import free_port, start  # noqa: E402 - the rigs the tests use
 from tests.dicom_rig import start_orthanc, start_receiver, stop, wait  # noqa: E402
 
@@ -103,7 +104,7 @@ def run_dicom(env: dict[str, str], payload: Path, began: float) -> int:
         step("Orthanc sends the study to the receiver (POST /modalities/clara/store)")
         sent = time.monotonic()
         orthanc.post("/modalities/clara/store", json.dumps({"Resources": [study]}).encode())
-        run_id = f"dicom-normal__{DAG_ID}__{uid}"
+        run_id = run_id_for(DAG_ID, "CT_AI", uid)
         step(f"waiting for DAG run {run_id}")
         run = wait(lambda: (r := _run(airflow, run_id)) and r["state"] in ("success", "failed") and r, 600,
                    f"the run did not finish; see {airflow.home / 'logs'}")

@@ -8,9 +8,11 @@ _PATTERN = bytes(range(256))
 
 
 def ct_series(folder: Path, *, study: str, series: str, count: int = 3, size: int = 32,
-              patient: str = "CLARA-TEST") -> list[Path]:
-    """Write ``count`` CT slices of one series (Explicit VR Little Endian) and return their paths."""
+              patient: str = "CLARA-TEST", syntax: str | None = None) -> list[Path]:
+    """Write ``count`` CT slices of one series (Explicit VR Little Endian, or the compressed transfer
+    ``syntax``: the pixels are then one encapsulated frame, never decoded by a peer) and return their paths."""
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -19,7 +21,7 @@ def ct_series(folder: Path, *, study: str, series: str, count: int = 3, size: in
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
@@ -32,7 +34,7 @@ def ct_series(folder: Path, *, study: str, series: str, count: int = 3, size: in
         ds.PixelSpacing, ds.SliceThickness, ds.ImagePositionPatient = [0.7, 0.7], 1.0, [0, 0, float(n)]
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
         raw = (_PATTERN[n % 256:] + _PATTERN[:n % 256]) * (size * size * 2 // 256 + 1)
-        ds.PixelData = raw[:size * size * 2]
+        ds.PixelData = encapsulate([raw[:size * size * 2]]) if syntax else raw[:size * size * 2]
         path = folder / f"{n:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from clara_airflow.compiler.export import export_destinations, is_register_results
+from clara_airflow.compiler.export import Export, export_destinations, is_register_results
 from clara_airflow.compiler.identity import service_id, volume_name
 from clara_airflow.compiler.plan import MountPlan, PipelinePlan, Requests, ServicePlan, ServiceUse, StepPlan
 from clara_airflow.errors import Problem, SpecError
@@ -45,14 +45,14 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     order = _topological_order(spec, upstream)
     services, uses = _services(spec, settings, defaults)
     by_name = {op.name: op for op in spec.operators}
-    exports = _exports(spec, settings, destinations)
+    exports, warnings = _exports(spec, settings, destinations)
     steps = tuple(_step(spec, by_name[name], settings, uses.get(name, ()), upstream[name], lowered, exports)
                   for name in order)
     params = tuple((p.name, p.default) for p in spec.all_parameters().values())
     return PipelinePlan(
         dag_id=spec.name, source=spec.path, steps=steps, services=tuple(services), parameters=params,
         settings=settings, description=spec.description, pull_secrets=spec.pull_secrets,
-        name_at=spec.where.get("name", default=(1, 1)),
+        name_at=spec.where.get("name", default=(1, 1)), warnings=warnings,
     )
 
 
@@ -143,25 +143,29 @@ def _requests(req: RequestsSpec, defaults: Resources) -> Requests:
 
 
 def _exports(spec: PipelineSpec, settings: PipelineSettings, destinations: tuple[str, ...] | None
-             ) -> dict[str, tuple[str, ...]]:
-    """The destinations of every register-results operator; every problem of them at once."""
-    found, problems = {}, []
+             ) -> tuple[dict[str, Export], tuple[Problem, ...]]:
+    """What every register-results operator becomes, and the warnings; every problem of them at once."""
+    found: dict[str, Export] = {}
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
     for op in spec.operators:
         if is_register_results(op.container.image):
-            found[op.name], bad = export_destinations(spec, op, destinations)
-            if settings.backend != "docker" and not bad:
+            found[op.name] = export = export_destinations(spec, op, destinations)
+            bad = list(export.problems)
+            if settings.backend != "docker" and export.destinations and not bad:
                 line, col = op.container.where.get("image")
                 bad = [Problem(spec.path, line, col, f"operator '{op.name}': the register-results export reads the "
                                "run's folders on the Airflow worker, so it runs with the Docker backend only", "X1")]
             problems += bad
+            warnings += export.warnings
     if problems:
         raise SpecError(problems)
-    return found
+    return found, tuple(warnings)
 
 
 def _step(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings, uses: tuple[ServiceUse, ...],
           upstream: tuple[str, ...], by_name: Mapping[str, OperatorSpec],
-          exports: Mapping[str, tuple[str, ...]]) -> StepPlan:
+          exports: Mapping[str, Export]) -> StepPlan:
     mounts: list[MountPlan] = []
     for inp in op.inputs:
         if inp.source is None:
@@ -180,7 +184,9 @@ def _step(spec: PipelineSpec, op: OperatorSpec, settings: PipelineSettings, uses
     return StepPlan(
         name=op.name, image=op.container.image, tag=op.container.tag, command=op.container.command,
         variables=op.variables, requests=_requests(op.requests, settings.resources), upstream=upstream,
-        mounts=tuple(mounts), services=uses, description=op.description, export=exports.get(op.name, ()),
+        mounts=tuple(mounts), services=uses, description=op.description,
+        export=exports[op.name].destinations if op.name in exports else (),
+        skip=exports[op.name].skip if op.name in exports else "",
     )
 
 

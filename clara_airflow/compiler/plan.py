@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from clara_airflow.errors import Problem
 from clara_airflow.settings import PipelineSettings, Resources
 
 Requests = Resources  # resolved resources of one container: cores, MiB, whole GPUs
@@ -59,6 +60,7 @@ class StepPlan:
     services: tuple[ServiceUse, ...] = ()
     description: str = ""
     export: tuple[str, ...] = ()  # register-results: DICOM destinations the inputs are sent to (no container)
+    skip: str = ""  # register-results with an agent clara-airflow has not: why the task is skipped (no container)
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -122,6 +124,7 @@ class PipelinePlan:
     description: str = ""
     pull_secrets: tuple[str, ...] = ()
     name_at: tuple[int, int] = (1, 1)
+    warnings: tuple[Problem, ...] = ()  # positioned; the pipeline loads (the spec's own are on the spec)
 
     def step(self, name: str) -> StepPlan:
         return next(s for s in self.steps if s.name == name)

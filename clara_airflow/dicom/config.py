@@ -14,8 +14,8 @@ from clara_airflow.errors import Problem, SpecError
 from clara_airflow.spec.positions import Where
 from clara_airflow.spec.source import read_document
 
-__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "configured_destinations", "load_config",
-           "valid_aet"]
+__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "configured_destinations", "folder_aet",
+           "load_config", "valid_aet"]
 
 _AET = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash, 1-16 characters
 PRIORITIES = ("lower", "normal", "higher", "immediate")
@@ -25,6 +25,16 @@ def valid_aet(value: str) -> str:
     if not _AET.fullmatch(value) or not value.strip():
         raise ValueError(f"{value!r} is not an AE title (1-16 printable ASCII characters, no backslash, not blank)")
     return value.strip()
+
+
+def folder_aet(value: str) -> str:
+    """A called AE title that routes: it becomes a folder name (``<inbox>/<AE>/``), so beyond DICOM's rules
+    it holds no ``/`` and is not ``.`` or ``..``."""
+    title = valid_aet(value)
+    if "/" in title or title in (".", ".."):
+        raise ValueError(f"{value!r} cannot be a routed AE title: it becomes a folder name, so it may not contain "
+                         "'/' or be '.' or '..'")
+    return title
 
 
 class _Model(BaseModel):
@@ -93,6 +103,9 @@ class DicomConfig(_Model):
     destinations: dict[str, Destination] = {}
     reject_unknown_sources: bool = True
     min_free_disk_mb: int = Field(default=5120, ge=0)
+    max_associations: int = Field(default=50, ge=1, le=1000)
+    max_pdu: int = Field(default=4_194_304, ge=0, le=2**31 - 1)
+    max_instance_mb: int = Field(default=4096, ge=1)
 
     @field_validator("inbox")
     @classmethod
@@ -104,7 +117,7 @@ class DicomConfig(_Model):
     @field_validator("ae_titles")
     @classmethod
     def _called(cls, value: dict[str, Route]) -> dict[str, Route]:
-        return {valid_aet(k): v for k, v in value.items()}
+        return {folder_aet(k): v for k, v in value.items()}
 
 
 def load_config(path: str | Path) -> DicomConfig:

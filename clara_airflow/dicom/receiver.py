@@ -1,26 +1,22 @@
 """``clara-airflow dicom listen``: a DICOM C-ECHO and C-STORE SCP (pynetdicom) in front of the pipelines.
 
-Each instance is written to disk (a temp file, fsync, rename) before success is answered. Instances
-are grouped by called AE title and study (or series) UID; a group is complete once no instance has
-arrived for the route's ``timeout`` seconds and no association is still sending to it. A complete group
-is moved atomically into ``<inbox>/<called AE>/<group UID>/`` with a ``.complete`` file (the marker the
-batch mode reads), and for each routed pipeline one DAG run is started with a deterministic run id.
-
-Layout under the inbox: ``.clara-receiver/incoming/<association>/`` (instances of associations still
-open; an aborted association's are discarded, as Clara did), ``.clara-receiver/groups/`` (groups still
-gathering), ``.clara-receiver/pending/`` (runs to start), and ``_late/`` (instances that arrived for a
-group already complete: kept, never processed twice).
+Each instance is written to disk as it arrives (pynetdicom's chunked reception, into
+``.clara-receiver/tmp/``), fsynced and renamed into its association's folder before success is
+answered: one large instance never sits in memory. Instances are grouped by called AE title and study
+(or series) UID; a group is complete once no instance has arrived for the route's ``timeout`` seconds
+and no association is still sending to it. A complete group is moved into ``<inbox>/<called AE>/<group
+UID>/`` with a ``.complete`` file (the marker the batch mode reads), and one DAG run per routed pipeline
+is started by the trigger sender (:mod:`clara_airflow.dicom.trigger`), in its own thread. The folders,
+and why no acknowledged instance is lost, are in :mod:`clara_airflow.dicom.groups`.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
-import os
 import re
 import shutil
-import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,64 +24,34 @@ from pathlib import Path
 from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
+from clara_airflow.dicom.groups import Folders, adopt
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
-from clara_airflow.durable import write_file
 
 log = logging.getLogger("clara_airflow.dicom")
 
-__all__ = ["Receiver", "serve"]
+__all__ = ["Receiver", "serve", "valid_uid"]
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _SUCCESS, _CANNOT_UNDERSTAND, _OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
+RETRY_COMPLETION = 5.0  # seconds before a completion that hit a disk error is tried again
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
-def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
-    """One explicit-VR little-endian element of the file meta group (UI values padded to even length)."""
-    if len(value) % 2:
-        value += b" " if vr == b"SH" else b"\0"
-    head = struct.pack("<HH", 2, group_element) + vr
-    if vr == b"OB":
-        return head + b"\0\0" + struct.pack("<I", len(value)) + value
-    return head + struct.pack("<H", len(value)) + value
+def valid_uid(value: object) -> str | None:
+    """A DICOM UID (digits in dot-separated components, at most 64 characters): safe as a folder name."""
+    text = str(value or "").strip()
+    return text if len(text) <= 64 and _UID.fullmatch(text) else None
 
 
-def _file_meta(event: Any) -> bytes:
-    """Preamble, ``DICM`` and the file meta group of a received instance (PS3.10 7.1), encoded directly:
-    pynetdicom's own builds a pydicom dataset per instance, a third of the receiver's CPU time."""
-    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-
-    request, transfer_syntax = event.request, event.context.transfer_syntax
-    body = (_element(0x0001, b"OB", b"\0\1")
-            + _element(0x0002, b"UI", str(request.AffectedSOPClassUID).encode())
-            + _element(0x0003, b"UI", str(request.AffectedSOPInstanceUID).encode())
-            + _element(0x0010, b"UI", str(transfer_syntax).encode())
-            + _element(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode())
-            + _element(0x0013, b"SH", str(PYNETDICOM_IMPLEMENTATION_VERSION).encode()))
-    return b"\0" * 128 + b"DICM" + struct.pack("<HH", 2, 0) + b"UL" + struct.pack("<HI", 4, len(body)) + body
-
-
-def _uids(raw: bytes, keyword: str) -> str | None:
+def _header_uid(path: Path, keyword: str) -> str | None:
     """The ``keyword`` UID of a received instance (its header only is read, never its pixels)."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, specific_tags=[keyword])
-    except (InvalidDicomError, ValueError, EOFError, KeyError):
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
+    except (InvalidDicomError, ValueError, EOFError, KeyError, OSError):
         return None
     return valid_uid(ds.get(keyword))
-
-
-def _keep(raw: bytes, target: Path) -> int:
-    """Write the instance as received to ``target`` durably (:func:`clara_airflow.durable.write_file`), so
-    it is on disk before success is answered and no reader ever sees half of it."""
-    write_file(target, raw, mode=0o640)
-    return len(raw)
-
-
-def valid_uid(value: object) -> str | None:
-    text = str(value or "").strip()
-    return text if len(text) <= 64 and _UID.fullmatch(text) else None
 
 
 @dataclass
@@ -105,22 +71,16 @@ class Receiver:
 
     def __init__(self, config: DicomConfig, triggers: Triggers | None = None) -> None:
         self.config = config
-        self.inbox = Path(config.inbox)
-        self.work = self.inbox / ".clara-receiver"
-        self.incoming, self.gathering = self.work / "incoming", self.work / "groups"
-        for folder in (self.incoming, self.gathering):
-            folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.incoming, ignore_errors=True)  # a previous process's open associations were never released
-        self.incoming.mkdir()
-        self.triggers = triggers or Triggers(self.work / "pending", AirflowClient(config.airflow))
+        self.folders = Folders(config.inbox)
+        self.inbox = self.folders.inbox
+        self.triggers = triggers or Triggers(self.folders.spool, AirflowClient(config.airflow))
         self._lock = threading.Lock()
         self._open: dict[int, _Association] = {}
         self._due: dict[tuple[str, str], float] = {}
         self._sending: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
-        for called_dir in self.gathering.iterdir():  # groups a previous process was gathering
-            for group in called_dir.iterdir():
-                self._due[(called_dir.name, group.name)] = time.monotonic()
+        for key in self.folders.recover(self.config.ae_titles):  # groups a previous process was gathering
+            self._due[key] = time.monotonic()
 
     # -- associations ---------------------------------------------------------------------------------
     def refusal(self, calling: str, host: str, called: str) -> tuple[str, tuple[int, int, int]] | None:
@@ -134,6 +94,9 @@ class Receiver:
         if free < self.config.min_free_disk_mb:
             return (f"only {free} MiB free in {self.inbox}, below min_free_disk_mb {self.config.min_free_disk_mb}",
                     (0x02, 0x03, 0x02))
+        if len(self._open) >= self.config.max_associations:
+            return (f"{len(self._open)} associations are open, the limit is max_associations "
+                    f"{self.config.max_associations}", (0x02, 0x03, 0x02))
         return None
 
     def on_requested(self, event: Any) -> None:
@@ -141,15 +104,15 @@ class Receiver:
         primitive = assoc.requestor.primitive  # the A-ASSOCIATE-RQ (the titles are copied over only later)
         calling, called = primitive.calling_ae_title.strip(), primitive.called_ae_title.strip()
         host = assoc.requestor.address
-        refused = self.refusal(calling, host, called)
+        with self._lock:  # the limit and the count are checked and changed together
+            refused = self.refusal(calling, host, called)
+            if refused is None:
+                self._open[id(assoc)] = _Association(f"a{next(self._ids)}", calling, called, host, time.monotonic())
         if refused is not None:
             log.warning("association refused: calling=%s host=%s called=%s reason=%s", calling, host, called,
                         refused[0])
             assoc.acse.send_reject(*refused[1])
             assoc.kill()  # as pynetdicom does after its own rejections: the reject PDU is sent before the socket closes
-            return
-        with self._lock:
-            self._open[id(assoc)] = _Association(f"a{next(self._ids)}", calling, called, host, time.monotonic())
 
     def on_store(self, event: Any) -> int:
         state = self._open.get(id(event.assoc))
@@ -160,19 +123,24 @@ class Receiver:
             log.warning("instance refused: calling=%s sent to %s, which routes to no pipeline (ae_titles)",
                         state.calling, state.called)
             return _CANNOT_UNDERSTAND
+        received = Path(event.dataset_path)  # written as it arrived; pynetdicom removes what is left of it
+        size = received.stat().st_size
+        if size > self.config.max_instance_mb * 2**20:
+            log.warning("instance refused: calling=%s sent %d MiB in one instance, above max_instance_mb %d",
+                        state.calling, size // 2**20, self.config.max_instance_mb)
+            return _OUT_OF_RESOURCES
         key = "StudyInstanceUID" if route.group_by == "study" else "SeriesInstanceUID"
-        raw = _file_meta(event) + event.encoded_dataset(include_meta=False)  # as received: never decoded
-        group, sop = _uids(raw, key), valid_uid(event.request.AffectedSOPInstanceUID)
+        group, sop = _header_uid(received, key), valid_uid(event.request.AffectedSOPInstanceUID)
         if group is None or sop is None:
             log.warning("instance refused: calling=%s no valid %s or SOP Instance UID", state.calling,
                         "Study Instance UID" if route.group_by == "study" else "Series Instance UID")
             return _CANNOT_UNDERSTAND
-        folder = self.incoming / state.key / group
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.folders.incoming / state.key / state.called / group
         try:
-            size = _keep(raw, folder / f"{sop}.dcm")
+            folder.mkdir(parents=True, exist_ok=True)
+            adopt(received, folder / f"{sop}.dcm")
         except OSError as exc:
-            log.error("instance not stored: %s", exc)
+            log.error("instance not stored (calling=%s): %s", state.calling, exc)
             return _OUT_OF_RESOURCES
         with self._lock:
             state.instances += 1
@@ -194,20 +162,26 @@ class Receiver:
             state = self._open.pop(id(assoc), None)
             if state is None:
                 return
-            timeout = self.config.ae_titles[state.called].timeout if state.groups else 0.0
+            route = self.config.ae_titles.get(state.called)
+            timeout = route.timeout if route is not None and state.groups else 0.0
+            stuck = False
             for group in state.groups:
-                if keep:
-                    target = self.gathering / state.called / group
-                    target.mkdir(parents=True, exist_ok=True)
-                    for item in (self.incoming / state.key / group).iterdir():
-                        os.replace(item, target / item.name)
                 key = (state.called, group)
+                if keep:
+                    try:
+                        self.folders.merge(self.folders.incoming / state.key / state.called / group,
+                                           self.folders.gathering / state.called / group)
+                    except OSError as exc:  # kept in incoming/: the next start adds them to their group
+                        stuck = True
+                        log.error("association %s: instances of group %s not moved to their group (%s); they "
+                                  "are kept in %s", state.key, group, exc, self.folders.incoming / state.key)
                 self._sending[key] -= 1
                 if keep:
                     self._due[key] = time.monotonic() + timeout
-                elif not (self.gathering / state.called / group).exists() and not self._sending[key]:
+                elif not (self.folders.gathering / state.called / group).exists() and not self._sending[key]:
                     self._due.pop(key, None)
-        shutil.rmtree(self.incoming / state.key, ignore_errors=True)
+        if not stuck:
+            shutil.rmtree(self.folders.incoming / state.key, ignore_errors=True)
         log.info("association %s: calling=%s host=%s called=%s instances=%d bytes=%d seconds=%.2f groups=%s",
                  "released" if keep else "aborted (its instances are discarded)", state.calling, state.host,
                  state.called, state.instances, state.bytes, time.monotonic() - state.started,
@@ -215,7 +189,7 @@ class Receiver:
 
     # -- groups ---------------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
-        """Complete every group that has been quiet for its timeout, then send pending triggers."""
+        """Complete every group that has been quiet for its timeout."""
         moment = time.monotonic() if now is None else now
         with self._lock:
             ready = [key for key, due in self._due.items() if due <= moment and not self._sending.get(key)]
@@ -223,60 +197,97 @@ class Receiver:
                 self._due.pop(key)
                 self._sending.pop(key, None)
         for called, group in ready:
-            self.complete(called, group)
-        self.triggers.flush(moment)
+            try:
+                self.complete(called, group)
+            except OSError as exc:
+                with self._lock:
+                    self._due.setdefault((called, group), moment + RETRY_COMPLETION)
+                log.error("group %s of %s not completed (%s); it stays gathering, tried again in %.0f s", group,
+                          called, exc, RETRY_COMPLETION)
 
     def complete(self, called: str, group: str) -> None:
-        source = self.gathering / called / group
-        if not source.is_dir():
+        """:raises OSError: a disk error; the group is left gathering (nothing is lost, nothing is sent)."""
+        folders = self.folders
+        if not (folders.gathering / called / group).is_dir():
             return
-        route = self.config.ae_titles[called]
-        files = [p for p in source.iterdir() if p.suffix == ".dcm"]
-        target = self.inbox / called / group
-        if target.exists():  # the group was complete already: never processed twice
-            late = self.inbox / "_late" / called / group / time.strftime("%Y%m%dT%H%M%S")
-            late.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, late)
+        route = self.config.ae_titles.get(called)
+        if route is None:
+            folders.quarantined(called, group)
+            return
+        if (self.inbox / called / group).exists():  # the group was complete already: never processed twice
+            late, count = folders.late(called, group)
             log.warning("group %s of %s was complete already; %d late instances kept in %s, not processed again",
-                        group, called, len(files), late)
+                        group, called, count, late)
             return
-        (source / ".complete").write_text(f"{len(files)} instances\n")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-        size = sum(p.stat().st_size for p in target.iterdir())
-        for pipeline in route.pipelines:
-            run_id = run_id_for(pipeline, group, route.priority)
-            self.triggers.add(pipeline, run_id, {"clara_payload": str(target), "clara_priority": route.priority},
-                              route.priority)
-        log.info("group complete: called=%s %s=%s instances=%d bytes=%d folder=%s runs=%s", called, route.group_by,
-                 group, len(files), size, target, ",".join(run_id_for(p, group, route.priority) for p in route.pipelines))
+
+        def add_triggers(target: Path) -> list[str]:
+            runs = []
+            for pipeline in route.pipelines:
+                runs.append(run_id_for(pipeline, called, group, route.priority))
+                self.triggers.add(pipeline, runs[-1], {"clara_payload": str(target), "clara_priority": route.priority},
+                                  route.priority)
+            return runs
+
+        target, count, runs = folders.complete(called, group, add_triggers)
+        self.triggers.wake()
+        log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s", called, route.group_by, group,
+                 count, target, ",".join(runs))
+
+
+def check_dags(config: DicomConfig, client: AirflowClient) -> dict[str, str]:
+    """The state of every routed DAG in Airflow (``active``, ``paused``, ``missing``, ``unknown: ...``);
+    logs each one that cannot start runs."""
+    states = {}
+    for pipeline in sorted({p for route in config.ae_titles.values() for p in route.pipelines}):
+        states[pipeline] = state = client.dag_state(pipeline)
+        if state == "missing":
+            log.error("routed DAG %s does not exist in Airflow: its triggers will fail (HTTP 404); deploy the "
+                      "pipeline or fix ae_titles", pipeline)
+        elif state == "paused":
+            log.warning("routed DAG %s is paused: the runs the receiver starts stay queued until it is unpaused "
+                        "(airflow dags unpause %s)", pipeline, pipeline)
+    return states
 
 
 def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: float = 0.2,
           receiver: Receiver | None = None) -> Receiver:
-    """Listen until ``stop`` is set (forever without one): the SCP in pynetdicom's threads, groups and
-    triggers in this one."""
-    from pynetdicom import AE, evt
+    """Listen until ``stop`` is set (forever without one): the SCP in pynetdicom's threads, group
+    completion in this one, triggers in their own."""
+    from pynetdicom import AE, _config, evt
     from pynetdicom.presentation import AllStoragePresentationContexts
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     rx = receiver or Receiver(config)
+    _config.STORE_RECV_CHUNKED_DATASET = True  # every instance goes to a file as it arrives
+    before, tempfile.tempdir = tempfile.tempdir, str(rx.folders.tmp)  # that file: on the inbox's filesystem
     ae = AE(ae_title=config.listen.ae_title)
     ae.supported_contexts = AllStoragePresentationContexts
     ae.add_supported_context(Verification)
-    ae.maximum_pdu_size = 0  # no limit: fewer PDUs per instance
+    ae.maximum_pdu_size = config.max_pdu
+    ae.maximum_associations = config.max_associations + 8  # the receiver refuses first, and logs why
     handlers: list[Any] = [(evt.EVT_REQUESTED, rx.on_requested), (evt.EVT_C_STORE, rx.on_store),
-                (evt.EVT_RELEASED, rx.on_released), (evt.EVT_ABORTED, rx.on_aborted),
-                (evt.EVT_C_ECHO, lambda event: _SUCCESS)]
+                           (evt.EVT_RELEASED, rx.on_released), (evt.EVT_ABORTED, rx.on_aborted),
+                           (evt.EVT_C_ECHO, lambda event: _SUCCESS)]
+    done = stop or threading.Event()
+    sender = threading.Thread(target=_send_loop, args=(config, rx.triggers, done), name="clara-triggers",
+                              daemon=True)
     server = ae.start_server((config.listen.host, config.listen.port), block=False, evt_handlers=handlers)
     log.info("listening: ae_title=%s address=%s:%d inbox=%s routes=%s", config.listen.ae_title, config.listen.host,
              config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.pipelines)}"
                                                           for k, v in config.ae_titles.items()))
     assert server is not None  # start_server(block=False) returns the running server
-    done = stop or threading.Event()
+    sender.start()
     try:
         while not done.wait(tick):
             rx.tick()
     finally:
         server.shutdown()
+        rx.triggers.wake()
+        sender.join(15)
+        tempfile.tempdir = before
     return rx
+
+
+def _send_loop(config: DicomConfig, triggers: Triggers, stop: threading.Event) -> None:
+    check_dags(config, triggers.client)
+    triggers.run(stop)

@@ -25,7 +25,7 @@ class StepTasks:
         services = _service_refs(step, plan)
         parameters = [list(p) for p in plan.parameters]
         batch = {"study": study, "map_index_template": LABEL} if study is not None else {}
-        if step.export:  # register-results: a built-in DICOM export, no container
+        if step.export or step.skip:  # register-results: a built-in DICOM export (or a skip), no container
             from clara_airflow.operators.dicom_export import DicomExportOperator
 
             return DicomExportOperator(task_id=step.name, step=step, parameters=parameters, options=self.options,

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -138,7 +139,7 @@ def test_a_study_from_a_modality_runs_once_and_its_results_reach_the_pacs(rig: R
     files = ct_series(rig.home / "send" / study, study=study, series=generate_uid(), count=3)
     sent = rig.store(files, "STUDY_AI")
     assert sent.returncode == 0, sent.stderr
-    run_id = run_id_for("dicom-roundtrip", study)
+    run_id = run_id_for("dicom-roundtrip", "STUDY_AI", study)
     run = rig.finished("dicom-roundtrip", run_id)
     assert run["state"] == "success", rig.airflow.home / "logs"
     folder = rig.inbox / "STUDY_AI" / study
@@ -148,6 +149,56 @@ def test_a_study_from_a_modality_runs_once_and_its_results_reach_the_pacs(rig: R
     assert found, "register-results did not put the study into Orthanc"
     assert len(rig.orthanc.get(f"/studies/{found[0]['ID']}/instances")) == 3
     assert [r for r in rig.runs("dicom-roundtrip") if study in r] == [run_id]
+    tasks = rig.airflow.api(f"/api/v2/dags/dicom-roundtrip/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert {t["task_id"]: t["state"] for t in tasks} == {
+        "copy-series": "success", "register-dicom-output": "success",
+        "register-volume-images-for-rendering": "skipped"}, "the renderserver agent is skipped, the run succeeds"
+
+
+def test_dicom_status_after_a_bad_day(rig: Rig) -> None:
+    """A pipeline name typo (Airflow answers 404), an AE title removed from the config while a study was
+    still gathering, and Airflow unreachable: the receiver lives through it and `dicom status` says so."""
+    home, port = rig.home / "bad-day", free_port()
+    home.mkdir()
+    config, inbox = home / "dicom.yaml", rig.inbox / "bad-day"
+    receiver_config(config, inbox=inbox, port=port, airflow_url=rig.airflow.url, orthanc=rig.orthanc)
+    data = yaml.safe_load(config.read_text())
+    data["ae_titles"]["TYPO_AI"] = {"pipelines": ["dicom-rondtrip"], "timeout": 1}
+    data["ae_titles"]["OLD_AI"] = {"pipelines": ["dicom-roundtrip"], "timeout": 3600}
+    config.write_text(yaml.safe_dump(data))
+    receiver = start_receiver(config, rig.env, home / "receiver.log")
+    typo, old = generate_uid(), generate_uid()
+    try:
+        wait(lambda: "listening:" in (home / "receiver.log").read_text(), 30, "the receiver did not start")
+        assert "routed DAG dicom-rondtrip does not exist in Airflow" in (home / "receiver.log").read_text()
+        assert rig.store(ct_series(home / "a", study=typo, series=generate_uid(), count=1), "TYPO_AI",
+                         port=port).returncode == 0
+        assert rig.store(ct_series(home / "b", study=old, series=generate_uid(), count=2), "OLD_AI",
+                         port=port).returncode == 0
+        wait(lambda: list((inbox / ".clara-receiver" / "failed-triggers").glob("*.json")), 30, "no failed trigger")
+    finally:
+        stop(receiver, 9)
+    del data["ae_titles"]["OLD_AI"]  # the config changes while OLD_AI's study is still gathering
+    data["airflow"]["url"] = "http://127.0.0.1:1"  # and Airflow is unreachable
+    config.write_text(yaml.safe_dump(data))
+    receiver = start_receiver(config, rig.env, home / "receiver.log")
+    try:
+        wait(lambda: "no longer in ae_titles" in (home / "receiver.log").read_text(), 30, "not quarantined")
+        found = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "dicom", "status", "--config",
+                                str(config), "--json"], capture_output=True, text=True, timeout=60, env=rig.env)
+        assert receiver.poll() is None, "the receiver is alive"
+    finally:
+        stop(receiver)
+    assert found.returncode == 0, found.stderr
+    (REPO / "artifacts" / "dicom").mkdir(parents=True, exist_ok=True)
+    (REPO / "artifacts" / "dicom" / "status-bad-day.json").write_text(found.stdout)
+    status = json.loads(found.stdout)
+    assert [(g["ae_title"], g["uid"], g["instances"], g["state"]) for g in status["groups"]] == [
+        ("OLD_AI", old, 2, "quarantined")]
+    (failed,) = status["triggers"]["failed"]
+    assert failed["pipeline"] == "dicom-rondtrip" and failed["reason"].startswith("HTTP 404: ")
+    assert failed["run_id"] == run_id_for("dicom-rondtrip", "TYPO_AI", typo)
+    assert status["dags"]["dicom-rondtrip"].startswith("unknown: ") and status["disk"]["free_mb"] > 0
 
 
 def test_grouping_by_quiet_time_study_and_series(rig: Rig) -> None:
@@ -166,13 +217,13 @@ def test_grouping_by_quiet_time_study_and_series(rig: Rig) -> None:
             assert rig.store(apart_series[n], "STUDY_AI").returncode == 0
             assert rig.store(apart_series[n], "SERIES_AI").returncode == 0
     time.sleep(8)  # the last groups complete
-    assert [r for r in rig.runs("dicom-roundtrip") if close in r] == [run_id_for("dicom-roundtrip", close)]
+    assert [r for r in rig.runs("dicom-roundtrip") if close in r] == [run_id_for("dicom-roundtrip", "STUDY_AI", close)]
     assert len(list((rig.inbox / "STUDY_AI" / close).glob("*.dcm"))) == 3, "three series, one study, one run"
-    assert [r for r in rig.runs("dicom-roundtrip") if apart in r] == [run_id_for("dicom-roundtrip", apart)], \
+    assert [r for r in rig.runs("dicom-roundtrip") if apart in r] == [run_id_for("dicom-roundtrip", "STUDY_AI", apart)], \
         "grouped by study, a study is never processed twice"
     assert list((rig.inbox / "_late" / "STUDY_AI" / apart).glob("*/*.dcm")), "late series are kept"
     by_series = sorted(r for r in rig.runs("dicom-count") if any(s in r for s in apart_ids))
-    assert by_series == sorted(run_id_for("dicom-count", s, "immediate") for s in apart_ids)
+    assert by_series == sorted(run_id_for("dicom-count", "SERIES_AI", s, "immediate") for s in apart_ids)
     run = rig.finished("dicom-count", by_series[0])
     tis = rig.airflow.api(f"/api/v2/dags/dicom-count/dagRuns/{by_series[0]}/taskInstances")["task_instances"]
     assert run["state"] == "success" and tis, run
@@ -192,7 +243,7 @@ def test_orthanc_sends_a_study_to_the_receiver(rig: Rig) -> None:
         rig.orthanc.post("/instances", path.read_bytes())
     (found,) = rig.orthanc.find_study(study)
     rig.orthanc.post("/modalities/clara/store", json.dumps({"Resources": [found["ID"]]}).encode())
-    assert rig.finished("dicom-roundtrip", run_id_for("dicom-roundtrip", study))["state"] == "success"
+    assert rig.finished("dicom-roundtrip", run_id_for("dicom-roundtrip", "STUDY_AI", study))["state"] == "success"
 
 
 def test_a_receiver_killed_with_a_pending_trigger_starts_the_run_once(rig: Rig) -> None:
@@ -217,7 +268,7 @@ def test_a_receiver_killed_with_a_pending_trigger_starts_the_run_once(rig: Rig) 
     receiver_config(config, inbox=inbox, port=port, airflow_url=rig.airflow.url, orthanc=rig.orthanc)
     again = start_receiver(config, rig.env, home / "receiver.log")
     try:
-        run_id = run_id_for("dicom-roundtrip", study)
+        run_id = run_id_for("dicom-roundtrip", "STUDY_AI", study)
         assert rig.finished("dicom-roundtrip", run_id)["state"] == "success"
         assert [r for r in rig.runs("dicom-roundtrip") if study in r] == [run_id]
         assert not list(pending.glob("*.json"))

@@ -1,14 +1,19 @@
 """The register-results export's sender against real associations (a pynetdicom SCP in this process):
-what it sends, its retries and back-off, and errors that name the destination and the DICOM status."""
+what it sends (only regular DICOM files the pipeline wrote, in their own transfer syntax), its retries
+and back-off (a lost association included, never resending what was stored), and errors that name the
+destination and the DICOM status."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import generate_uid
+from pydicom import dcmread
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
 
 from clara_airflow.dicom.config import Destination
 from clara_airflow.dicom.export import dicom_files, send_files
@@ -20,16 +25,24 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class Scp:
-    def __init__(self, status: int) -> None:
+    """A PACS: answers ``status``; ``abort_after`` aborts the first association after that many stores
+    (a lost connection); ``syntaxes`` it accepts (default: pynetdicom's uncompressed ones)."""
+
+    def __init__(self, status: int, *, abort_after: int | None = None, syntaxes: list[str] | None = None) -> None:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-        self.status, self.received, self.port = status, [], free_port()
+        self.status, self.received, self.port, self.abort_after = status, [], free_port(), abort_after
         ae = AE(ae_title="PACS")
-        ae.supported_contexts = AllStoragePresentationContexts
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes or context.transfer_syntax)
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
 
     def on_store(self, event: Any) -> int:
+        if self.abort_after is not None and len(self.received) == self.abort_after:
+            self.abort_after = None
+            threading.Timer(0.05, event.assoc.abort).start()  # the link drops before this instance is answered
+            return 0xA700
         if self.status == 0:
             self.received.append(str(event.request.AffectedSOPInstanceUID))
         return self.status
@@ -46,9 +59,54 @@ def test_every_dicom_file_of_the_inputs_is_sent(tmp_path: Path, scp: Scp) -> Non
     files = ct_series(tmp_path / "out" / "series", study=generate_uid(), series=generate_uid(), count=3)
     (tmp_path / "out" / "notes.txt").write_text("not DICOM")
     found = dicom_files([tmp_path / "out"])
-    assert found == files
-    result = send_files(found, "MYPACS", Destination(host="127.0.0.1", port=scp.port, ae_title="PACS"))
+    assert found.files == files and found.not_dicom == 1 and found.skipped == 1
+    result = send_files(found.files, "MYPACS", Destination(host="127.0.0.1", port=scp.port, ae_title="PACS"))
     assert (result.instances, result.attempts) == (3, 1) and len(scp.received) == 3
+
+
+def test_only_regular_files_the_pipeline_wrote_are_found(tmp_path: Path) -> None:
+    """A step may write links (to another patient's files on the host) and FIFOs: none is sent or opened."""
+    elsewhere = ct_series(tmp_path / "host-pacs", study=generate_uid(), series=generate_uid(), count=2)
+    out = tmp_path / "out"
+    mine = ct_series(out / "series", study=generate_uid(), series=generate_uid(), count=1)
+    (out / "linked.dcm").symlink_to(elsewhere[0])
+    (out / "series" / "deep-link.dcm").symlink_to(elsewhere[1])
+    (out / "linked-folder").symlink_to(tmp_path / "host-pacs")
+    os.mkfifo(out / "pipe.dcm")  # opening it for reading would block until the step timeout
+    (tmp_path / "out-link").symlink_to(out)
+    found = dicom_files([out])
+    assert found.files == mine
+    assert sorted(found.links) == sorted(str(p) for p in (out / "linked.dcm", out / "series" / "deep-link.dcm",
+                                                          out / "linked-folder"))
+    assert found.special == [str(out / "pipe.dcm")] and found.skipped == 4
+    assert dicom_files([tmp_path / "out-link"]).files == [], "an input folder that is a link is not walked"
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGBaseline8Bit, JPEG2000Lossless])
+def test_compressed_files_are_sent_in_their_own_transfer_syntax(tmp_path: Path, syntax: str) -> None:
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=2, syntax=syntax)
+    files += ct_series(tmp_path / "plain", study=generate_uid(), series=generate_uid(), count=1)
+    server = Scp(0, syntaxes=ALL_TRANSFER_SYNTAXES)
+    try:
+        result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"))
+    finally:
+        server.server.shutdown()
+    assert result.instances == 3 and len(server.received) == 3
+
+
+def test_a_lost_association_is_retried_and_nothing_is_sent_twice(tmp_path: Path) -> None:
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=5)
+    server = Scp(0, abort_after=2)
+    waits: list[float] = []
+    try:
+        result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"),
+                            sleep=waits.append)
+    finally:
+        server.server.shutdown()
+    assert result.attempts == 2 and waits == [2.0]
+    assert sorted(server.received) == sorted({str(dcmread(f).SOPInstanceUID) for f in files})
 
 
 @pytest.mark.parametrize("scp", [0xA700], indirect=True)

@@ -30,13 +30,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class FakeAirflow(ThreadingHTTPServer):
-    """Answers like Airflow's API for what the receiver calls; ``up`` False answers 503."""
+    """Answers like Airflow's API for what the receiver calls; ``up`` False answers 503; ``dags`` (name ->
+    paused), when set, are the only DAGs (others: 404); ``delay`` seconds before each run is answered."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.runs: dict[str, dict[str, Any]] = {}
         self.posts = 0
         self.up = True
+        self.dags: dict[str, bool] | None = None
+        self.delay = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,11 +58,23 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != "Bearer t":
             return self._answer(401, {"detail": "no token"})
         self.server.posts += 1
+        time.sleep(self.server.delay)
+        dag = self.path.split("/")[4]
+        if self.server.dags is not None and dag not in self.server.dags:
+            return self._answer(404, {"detail": f"DAG with dag_id: '{dag}' not found"})
         run_id = body["dag_run_id"]
         if run_id in self.server.runs:
             return self._answer(409, {"detail": "exists"})
         self.server.runs[run_id] = {"dag": self.path.split("/")[4], **body}
         return self._answer(200, {"dag_run_id": run_id})
+
+    def do_GET(self) -> None:
+        dag = self.path.split("/")[4]
+        if self.headers.get("Authorization") != "Bearer t":
+            return self._answer(401, {"detail": "no token"})
+        if self.server.dags is not None and dag not in self.server.dags:
+            return self._answer(404, {"detail": f"DAG with dag_id: '{dag}' not found"})
+        return self._answer(200, {"dag_id": dag, "is_paused": bool((self.server.dags or {}).get(dag))})
 
     def _answer(self, status: int, data: dict[str, Any]) -> None:
         raw = json.dumps(data).encode()
@@ -156,9 +171,9 @@ def test_a_study_becomes_one_complete_folder_and_one_run_per_pipeline(running: R
     folder = Path(running.cfg.inbox) / "CT_AI" / study
     wait_for(lambda: len(airflow.runs) == 2)
     assert (folder / ".complete").is_file() and len(list(folder.glob("*.dcm"))) == 3
-    run = airflow.runs[run_id_for("p1", study)]
+    run = airflow.runs[run_id_for("p1", "CT_AI", study)]
     assert run["dag"] == "p1" and run["conf"] == {"clara_payload": str(folder), "clara_priority": "normal"}
-    assert run_id_for("p2", study) in airflow.runs
+    assert run_id_for("p2", "CT_AI", study) in airflow.runs
     assert not list((Path(running.cfg.inbox) / ".clara-receiver" / "pending").glob("*.json"))
     # the same study again, later: kept aside, never a second folder or run
     send(running.cfg, ct_series(tmp_path / "again", study=study, series=generate_uid(), count=1))
@@ -183,7 +198,7 @@ def test_grouped_by_series_each_series_is_a_run(running: Running, airflow: FakeA
     files = [f for n, s in enumerate(series) for f in ct_series(tmp_path / f"s{n}", study=study, series=s)]
     send(running.cfg, files, called="SERIES")
     wait_for(lambda: len(airflow.runs) == 2)
-    assert set(airflow.runs) == {run_id_for("p1", s, "immediate") for s in series}
+    assert set(airflow.runs) == {run_id_for("p1", "SERIES", s, "immediate") for s in series}
     assert all(r.startswith("dicom-immediate__p1__") for r in airflow.runs)
     assert all(r["conf"]["clara_priority"] == "immediate" for r in airflow.runs.values())
 
@@ -242,12 +257,12 @@ def test_triggers_wait_on_disk_while_airflow_is_down_and_survive_a_restart(tmp_p
     restarted = Running(cfg)
     try:
         wait_for(lambda: len(airflow.runs) == 2)
-        assert set(airflow.runs) == {run_id_for("p1", study), run_id_for("p2", study)}
+        assert set(airflow.runs) == {run_id_for("p1", "CT_AI", study), run_id_for("p2", "CT_AI", study)}
         assert not list(pending.glob("*.json"))
     finally:
         restarted.close()
     # a trigger whose first attempt got through but was not recorded as sent: Airflow's 409 settles it
-    restarted.receiver.triggers.add("p1", run_id_for("p1", study), {}, "normal")
+    restarted.receiver.triggers.add("p1", run_id_for("p1", "CT_AI", study), {}, "normal")
     assert restarted.receiver.triggers.flush() == 1 and len(airflow.runs) == 2
 
 
@@ -260,4 +275,5 @@ def test_a_receiver_restarted_mid_group_completes_it(tmp_path: Path, airflow: Fa
         path.rename(gathering / path.name.replace(".dcm", "-x.dcm"))
     rx = Receiver(cfg)
     rx.tick(time.monotonic() + 1)
+    rx.triggers.flush()
     assert (Path(cfg.inbox) / "CT_AI" / study / ".complete").is_file() and len(airflow.runs) == 2

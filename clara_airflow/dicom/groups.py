@@ -1,0 +1,147 @@
+"""The receiver's folders on disk, and the steps that move a group through them.
+
+``<inbox>/.clara-receiver/``:
+
+- ``incoming/<association>/<called AE>/<group UID>/``: instances of an association still open. Each was
+  acknowledged, so none is ever deleted: at a start, what a killed receiver left here joins its group.
+- ``groups/<called AE>/<group UID>/``: groups still gathering.
+- ``quarantine/<called AE>/<group UID>[-n]/``: groups of an AE title that is no longer configured; kept,
+  listed by ``clara-airflow dicom status``, never routed.
+- ``pending/``, ``failed-triggers/``: the triggers (:mod:`clara_airflow.dicom.trigger`).
+- ``tmp/``: instances being received (never acknowledged yet; emptied at a start).
+
+A group completes in three durable steps, each of which a crash or a full disk may interrupt: its
+triggers are written to ``pending/``, then its ``.complete`` marker, then the folder is renamed into
+``<inbox>/<called AE>/<group UID>/``. A trigger is sent only once its group's ``.complete`` is in the
+inbox, and an interrupted completion is done again (the same trigger files, the same run ids), so each
+ends, after a restart, with exactly one run per group and pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from clara_airflow.durable import fsync_folder, write_file
+
+log = logging.getLogger("clara_airflow.dicom")
+
+__all__ = ["Folders", "adopt", "unique"]
+
+
+def unique(folder: Path) -> Path:
+    """``folder``, or ``folder-2``, ``folder-3``, ... : the first that does not exist."""
+    candidate, n = folder, 1
+    while candidate.exists():
+        n += 1
+        candidate = folder.with_name(f"{folder.name}-{n}")
+    return candidate
+
+
+def instances(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix == ".dcm" and not p.name.startswith(".")]
+
+
+def adopt(received: Path, target: Path) -> None:
+    """Make pynetdicom's file of a received instance ``target``, durably: fsync, rename (a copy when the
+    two are on different filesystems), fsync the folder."""
+    handle = os.open(received, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    try:
+        os.replace(received, target)
+    except OSError:
+        with open(received, "rb") as source:
+            write_file(target, lambda out: shutil.copyfileobj(source, out, 2**20), mode=0o640)
+    fsync_folder(target.parent)
+
+
+class Folders:
+    """The receiver's folders under ``inbox``."""
+
+    def __init__(self, inbox: str | Path) -> None:
+        self.inbox = Path(inbox)
+        self.work = self.inbox / ".clara-receiver"
+        self.incoming, self.gathering = self.work / "incoming", self.work / "groups"
+        self.quarantine, self.tmp, self.spool = self.work / "quarantine", self.work / "tmp", self.work / "pending"
+
+    def merge(self, source: Path, target: Path) -> int:
+        """Move every instance of ``source`` into ``target`` (created); returns how many. A name already in
+        ``target`` (the same SOP instance sent twice) is replaced: the newer copy wins, as in a PACS."""
+        target.mkdir(parents=True, exist_ok=True)
+        moved = 0
+        for item in instances(source):
+            os.replace(item, target / item.name)
+            moved += 1
+        fsync_folder(target)
+        return moved
+
+    def recover(self, routed: Iterable[str]) -> list[tuple[str, str]]:
+        """At a start: instances that a previous process acknowledged in associations it never closed join
+        their groups; groups of AE titles no longer in ``routed`` go to quarantine. Returns the groups that
+        are gathering (to complete once quiet)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)  # half-received instances: never acknowledged
+        for folder in (self.incoming, self.gathering, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        for association in sorted(self.incoming.iterdir()):
+            kept = 0
+            for called in association.iterdir() if association.is_dir() else ():
+                for group in called.iterdir() if called.is_dir() else ():
+                    if group.is_dir():
+                        kept += self.merge(group, self.gathering / called.name / group.name)
+            if kept:
+                log.warning("association %s was still open when the receiver stopped; its %d acknowledged "
+                            "instances are kept and join their groups", association.name, kept)
+            shutil.rmtree(association, ignore_errors=True)
+        return self.gathering_groups(set(routed))
+
+    def gathering_groups(self, routed: set[str]) -> list[tuple[str, str]]:
+        found = []
+        for called in sorted(p for p in self.gathering.iterdir() if p.is_dir()):
+            for group in sorted(p for p in called.iterdir() if p.is_dir()):
+                if called.name in routed:
+                    found.append((called.name, group.name))
+                else:
+                    self.quarantined(called.name, group.name)
+        return found
+
+    def quarantined(self, called: str, group: str) -> Path:
+        """Move a group of an AE title that no longer routes aside; logged once (here)."""
+        target = unique(self.quarantine / called / group)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.gathering / called / group, target)
+        log.error("group %s was sent to %s, which is no longer in ae_titles; it is kept in %s and starts no run. "
+                  "Route %s again and move the folder back to %s, or delete it", group, called, target, called,
+                  self.gathering / called)
+        return target
+
+    def complete(self, called: str, group: str, add_triggers: Callable[[Path], list[str]]) -> tuple[Path, int, list[str]]:
+        """Complete a quiet group: its triggers (``add_triggers(target)`` writes them and returns the run
+        ids), its ``.complete``, then the rename into the inbox. Returns (inbox folder, instances, run ids).
+
+        :raises OSError: a step failed; the group is still gathering and a later try does it again.
+        """
+        source = self.gathering / called / group
+        files = instances(source)
+        target = self.inbox / called / group
+        runs = add_triggers(target)
+        write_file(source / ".complete", f"{len(files)} instances\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        fsync_folder(target.parent)
+        return target, len(files), runs
+
+    def late(self, called: str, group: str) -> tuple[Path, int]:
+        """Instances that arrived for a group already complete: kept apart, never processed twice."""
+        source = self.gathering / called / group
+        count = len(instances(source))
+        late = unique(self.inbox / "_late" / called / group / time.strftime("%Y%m%dT%H%M%S"))
+        late.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, late)
+        return late, count

@@ -1,0 +1,185 @@
+"""The trigger sender against an HTTP peer that misbehaves as real ones do (a raw socket server, so it
+can answer what no HTTP library would: garbage, a cut body, nothing), its back-off, its permanent
+failures, and ``dicom retry``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clara_airflow.dicom.config import AirflowApi
+from clara_airflow.dicom.trigger import MAX_BACKOFF, AirflowClient, Triggers, records, retry, run_id_for
+
+Answer = Callable[[str, str], bytes]  # (method, path) -> the raw bytes sent back
+
+
+def http(status: int, body: Any, *, length: int | None = None) -> bytes:
+    raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {length or len(raw)}\r\n\r\n"
+    return head.encode() + raw
+
+
+def good(method: str, path: str) -> bytes:
+    return http(201, {"access_token": "t"}) if path == "/auth/token" else http(200, {"dag_run_id": "x"})
+
+
+class Peer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer: Answer = good
+        self.calls: list[str] = []
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: Peer
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode()
+        length = 0
+        while (line := self.rfile.readline().decode().strip()):
+            if line.lower().startswith("content-length:"):
+                length = int(line.split(":")[1])
+        self.rfile.read(length)
+        method, path = request.split()[:2]
+        self.server.calls.append(f"{method} {path}")
+        raw = self.server.answer(method, path)
+        if raw:
+            self.wfile.write(raw)
+        self.wfile.flush()
+        self.request.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def peer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Peer]:
+    monkeypatch.setenv("CLARA_AIRFLOW_USER", "rx")
+    monkeypatch.setenv("CLARA_AIRFLOW_PASSWORD", "pw")
+    server = Peer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def triggers(tmp_path: Path, peer: Peer, clock: Clock | None = None) -> Triggers:
+    client = AirflowClient(AirflowApi(url=f"http://127.0.0.1:{peer.server_address[1]}"), timeout=2.0)
+    return Triggers(tmp_path / "rx" / "pending", client, clock=clock or Clock())
+
+
+def queue(spool: Triggers, tmp_path: Path, pipeline: str = "p1") -> str:
+    group = tmp_path / "inbox" / "CT" / "1.2.3"
+    group.mkdir(parents=True, exist_ok=True)
+    (group / ".complete").write_text("1 instances\n")
+    run_id = run_id_for(pipeline, "CT", "1.2.3")
+    spool.add(pipeline, run_id, {"clara_payload": str(group)}, "normal")
+    return run_id
+
+
+def cut_body(method: str, path: str) -> bytes:
+    return good(method, path) if path == "/auth/token" else http(200, b'{"dag_r', length=500)
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (lambda m, p: b"SSH-2.0-OpenSSH_9.2\r\n", "BadStatusLine"),  # not HTTP at all
+    (lambda m, p: b"", "RemoteDisconnected"),  # the connection closes without an answer
+    (cut_body, "IncompleteRead"),
+    (lambda m, p: http(200, {"token": "no access_token here"}), "without an access_token"),
+    (lambda m, p: http(200, b"<html>proxy login</html>"), "without an access_token"),
+    (lambda m, p: http(503, {"detail": "database is locked"}), "/auth/token (HTTP 503)"),
+    (lambda m, p: http(503, {"detail": "database is locked"}) if p != "/auth/token" else good(m, p),
+     "HTTP 503: database is locked"),
+    (lambda m, p: http(401, {"detail": "expired"}) if p != "/auth/token" else good(m, p), "HTTP 401: expired"),
+])
+def test_any_failure_of_a_send_is_kept_and_retried_never_raised(tmp_path: Path, peer: Peer, answer: Answer,
+                                                                error: str) -> None:
+    peer.answer = answer
+    spool = triggers(tmp_path, peer)
+    run_id = queue(spool, tmp_path)
+    assert spool.flush() == 0
+    (pending,) = records(spool.spool)
+    assert pending["run_id"] == run_id and pending["attempts"] == 1 and error in pending["last_error"]
+    peer.answer = good
+    assert spool.flush(spool.clock() + 1) == 1 and records(spool.spool) == []
+
+
+def test_a_401_is_retried_once_with_a_fresh_token(tmp_path: Path, peer: Peer) -> None:
+    tokens = iter(["old", "new"])
+    seen: list[str] = []
+
+    def answer(method: str, path: str) -> bytes:
+        if path == "/auth/token":
+            return http(201, {"access_token": next(tokens)})
+        seen.append(path)
+        return http(401, {"detail": "expired"}) if len(seen) == 1 else http(200, {})
+
+    peer.answer = answer
+    spool = triggers(tmp_path, peer)
+    queue(spool, tmp_path)
+    assert spool.flush() == 1 and peer.calls.count("POST /auth/token") == 2
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_a_permanent_refusal_fails_the_trigger_with_airflows_message(tmp_path: Path, peer: Peer, status: int) -> None:
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(status, {"detail": "DAG typo not found"})
+    spool = triggers(tmp_path, peer)
+    run_id = queue(spool, tmp_path, "typo")
+    spool.flush()
+    (failed,) = records(spool.failed)
+    assert failed["run_id"] == run_id and failed["reason"] == f"HTTP {status}: DAG typo not found"
+    assert records(spool.spool) == []
+    posts = len(peer.calls)
+    spool.flush(spool.clock() + MAX_BACKOFF * 10)
+    assert len(peer.calls) == posts, "a failed trigger is not sent again by itself"
+    peer.answer = good
+    assert retry(spool.spool, run_id) == [run_id] and records(spool.failed) == []
+    assert spool.flush(spool.clock() + MAX_BACKOFF * 20) == 1, "dicom retry puts it back; the sender finds it"
+
+
+def test_back_off_doubles_from_one_second_and_stops_at_sixty(tmp_path: Path, peer: Peer) -> None:
+    peer.answer = lambda m, p: http(503, {"detail": "down"})
+    clock = Clock()
+    spool = triggers(tmp_path, peer, clock)
+    queue(spool, tmp_path)
+    gaps, last = [], clock.now
+    for _ in range(9):
+        spool.flush()
+        posted = len(peer.calls)
+        clock.now += spool.next_wait(limit=1e9) - 0.01
+        spool.flush()
+        assert len(peer.calls) == posted, "nothing is sent before its time"
+        clock.now += 0.01
+        gaps.append(round(clock.now - last, 2))
+        last = clock.now
+    assert gaps == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+def test_a_trigger_waits_for_its_group_to_be_in_the_inbox(tmp_path: Path, peer: Peer) -> None:
+    spool = triggers(tmp_path, peer)
+    folder = tmp_path / "inbox" / "CT" / "9.9"
+    spool.add("p1", run_id_for("p1", "CT", "9.9"), {"clara_payload": str(folder)}, "normal")
+    assert spool.flush() == 0 and peer.calls == [], "never a run for a folder that is not complete"
+    folder.mkdir(parents=True)
+    (folder / ".complete").write_text("")
+    assert spool.flush(spool.clock() + 1) == 1
+
+
+def test_run_ids_carry_the_called_ae_title() -> None:
+    assert run_id_for("p", "CT_AI", "1.2") != run_id_for("p", "MR_AI", "1.2")
+    assert run_id_for("p", "CT AI", "1.2").startswith("dicom-normal__p__ae-")  # a space cannot be in a run id
+    assert run_id_for("p", "CT AI", "1.2") != run_id_for("p", "CT_AI", "1.2")
