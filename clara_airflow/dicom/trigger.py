@@ -181,15 +181,18 @@ class Triggers:
         return records(self.spool)
 
     def _rescan(self, moment: float) -> None:
-        """Pick up triggers put back by another process and forget those that are gone."""
-        on_disk = {r["_path"].name: r for r in self.pending()}
+        """Pick up triggers put back by another process (only new names are read) and forget those that
+        are gone."""
+        names = {path.name: path for path in self.spool.glob("*.json")}
         with self._lock:
-            for name in list(self._known):
-                if name not in on_disk:
-                    del self._known[name]
-            for name, record in on_disk.items():
-                if name not in self._known:
-                    self._known[name] = _State(record.pop("_path"), record)
+            for name in [n for n in self._known if n not in names]:
+                del self._known[name]
+            new = [path for name, path in names.items() if name not in self._known]
+        for path in new:
+            record = _read(path)
+            if record is not None:
+                with self._lock:
+                    self._known.setdefault(path.name, _State(path, record))
         self._scanned = moment
 
     def flush(self, now: float | None = None) -> int:
