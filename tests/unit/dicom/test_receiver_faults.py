@@ -148,14 +148,18 @@ def test_a_removed_ae_title_is_quarantined_and_the_receiver_goes_on(tmp_path: Pa
     ct_series(incoming, study=old, series=generate_uid(), count=1)
     gathering(cfg, study, tmp_path)
     rx = Receiver(cfg)  # the 'KeyError at every start' of the review
+    quarantined = Path(cfg.inbox) / ".clara-receiver" / "quarantine" / "OLD_AI" / old
+    assert len(list(quarantined.glob("*.dcm"))) == 3, "at the start, before anything completes; nothing is lost"
     rx.tick(time.monotonic() + 1)
     rx.triggers.flush()
-    quarantined = Path(cfg.inbox) / ".clara-receiver" / "quarantine" / "OLD_AI" / old
-    assert len(list(quarantined.glob("*.dcm"))) == 3, "nothing of it is lost"
     assert set(airflow.runs) == {run_id_for("p1", "CT_AI", study), run_id_for("p2", "CT_AI", study)}
     assert caplog.text.count("which is no longer in ae_titles") == 1
     Receiver(cfg).tick(time.monotonic() + 1)
     assert caplog.text.count("which is no longer in ae_titles") == 1, "logged once, not at every start"
+    later = generate_uid()  # one that appears while the receiver runs is moved aside too, not completed
+    gathering(cfg, later, tmp_path, called="OLD_AI", count=1)
+    rx.complete("OLD_AI", later)
+    assert len(list((quarantined.parent / later).glob("*.dcm"))) == 1 and len(airflow.runs) == 2
 
 
 def test_late_batches_in_the_same_second_are_all_kept(tmp_path: Path, airflow: FakeAirflow) -> None:
