@@ -46,14 +46,10 @@ def instances(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix == ".dcm" and not p.name.startswith(".")]
 
 
-def adopt(received: Path, target: Path) -> None:
-    """Make pynetdicom's file of a received instance ``target``, durably: fsync, rename (a copy when the
-    two are on different filesystems), fsync the folder."""
-    handle = os.open(received, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+def adopt(handle: int, received: Path, target: Path) -> None:
+    """Make pynetdicom's file of a received instance (open as ``handle``) ``target``, durably: fsync,
+    rename (a copy when the two are on different filesystems), fsync the folder."""
+    os.fsync(handle)
     try:
         os.replace(received, target)
     except OSError:

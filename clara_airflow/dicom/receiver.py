@@ -12,10 +12,13 @@ and why no acknowledged instance is lost, are in :mod:`clara_airflow.dicom.group
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
+import os
 import re
 import shutil
+import struct
 import tempfile
 import threading
 import time
@@ -32,6 +35,7 @@ log = logging.getLogger("clara_airflow.dicom")
 __all__ = ["Receiver", "serve", "valid_uid"]
 
 _SUCCESS, _CANNOT_UNDERSTAND, _OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
+HEAD = 65536  # bytes read at once for a received instance's group UID
 RETRY_COMPLETION = 5.0  # seconds before a completion that hit a disk error is tried again
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -42,16 +46,21 @@ def valid_uid(value: object) -> str | None:
     return text if len(text) <= 64 and _UID.fullmatch(text) else None
 
 
-def _header_uid(path: Path, keyword: str) -> str | None:
-    """The ``keyword`` UID of a received instance (its header only is read, never its pixels)."""
+def _header_uid(handle: int, path: Path, keyword: str) -> str | None:
+    """The ``keyword`` UID of a received instance (its header only is read, never its pixels): from its
+    first :data:`HEAD` bytes, read at once, where nearly every header is; else from the file."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
-    except (InvalidDicomError, ValueError, EOFError, KeyError, OSError):
-        return None
-    return valid_uid(ds.get(keyword))
+    head = os.pread(handle, HEAD, 0)
+    for source in (io.BytesIO(head), path) if len(head) == HEAD else (io.BytesIO(head),):
+        try:
+            value = valid_uid(dcmread(source, stop_before_pixels=True, specific_tags=[keyword]).get(keyword))
+        except (InvalidDicomError, ValueError, EOFError, KeyError, OSError, struct.error):
+            continue
+        if value is not None:
+            return value
+    return None
 
 
 @dataclass
@@ -123,25 +132,34 @@ class Receiver:
             log.warning("instance refused: calling=%s sent to %s, which routes to no pipeline (ae_titles)",
                         state.calling, state.called)
             return _CANNOT_UNDERSTAND
-        received = Path(event.dataset_path)  # written as it arrived; pynetdicom removes what is left of it
-        size = received.stat().st_size
-        if size > self.config.max_instance_mb * 2**20:
-            log.warning("instance refused: calling=%s sent %d MiB in one instance, above max_instance_mb %d",
-                        state.calling, size // 2**20, self.config.max_instance_mb)
-            return _OUT_OF_RESOURCES
         key = "StudyInstanceUID" if route.group_by == "study" else "SeriesInstanceUID"
-        group, sop = _header_uid(received, key), valid_uid(event.request.AffectedSOPInstanceUID)
-        if group is None or sop is None:
-            log.warning("instance refused: calling=%s no valid %s or SOP Instance UID", state.calling,
-                        "Study Instance UID" if route.group_by == "study" else "Series Instance UID")
-            return _CANNOT_UNDERSTAND
-        folder = self.folders.incoming / state.key / state.called / group
+        sop = valid_uid(event.request.AffectedSOPInstanceUID)
+        received = Path(event.dataset_path)  # written as it arrived; pynetdicom removes what is left of it
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            adopt(received, folder / f"{sop}.dcm")
+            handle = os.open(received, os.O_RDONLY)
         except OSError as exc:
             log.error("instance not stored (calling=%s): %s", state.calling, exc)
             return _OUT_OF_RESOURCES
+        try:
+            size = os.fstat(handle).st_size
+            if size > self.config.max_instance_mb * 2**20:
+                log.warning("instance refused: calling=%s sent %d MiB in one instance, above max_instance_mb %d",
+                            state.calling, size // 2**20, self.config.max_instance_mb)
+                return _OUT_OF_RESOURCES
+            group = _header_uid(handle, received, key)
+            if group is None or sop is None:
+                log.warning("instance refused: calling=%s no valid %s or SOP Instance UID", state.calling,
+                            "Study Instance UID" if route.group_by == "study" else "Series Instance UID")
+                return _CANNOT_UNDERSTAND
+            folder = self.folders.incoming / state.key / state.called / group
+            if group not in state.groups:
+                folder.mkdir(parents=True, exist_ok=True)
+            adopt(handle, received, folder / f"{sop}.dcm")
+        except OSError as exc:
+            log.error("instance not stored (calling=%s): %s", state.calling, exc)
+            return _OUT_OF_RESOURCES
+        finally:
+            os.close(handle)
         with self._lock:
             state.instances += 1
             state.bytes += size

@@ -167,14 +167,14 @@ class Triggers:
         spool.mkdir(parents=True, exist_ok=True)
 
     def add(self, pipeline: str, run_id: str, conf: dict[str, Any], priority: str) -> None:
-        """Keep the trigger on disk (durably: :raises OSError: when it cannot be); the sender sends it."""
+        """Keep the trigger on disk (durably: :raises OSError: when it cannot be); the sender sends it once its
+        group is in the inbox (:meth:`wake` says so)."""
         record = {"dag_id": pipeline, "run_id": run_id, "conf": conf, "priority": priority, "queued": time.time(),
                   "attempts": 0, "last_error": ""}
         path = self.spool / f"{_file_name(pipeline, run_id)}.json"
         write_file(path, json.dumps(record), mode=0o600)
         with self._lock:
             self._known[path.name] = _State(path, record)
-        self._wake.set()
 
     def pending(self) -> list[dict[str, Any]]:
         """Every pending trigger on disk, most urgent first."""
@@ -277,6 +277,11 @@ class Triggers:
             self._wake.clear()
 
     def wake(self) -> None:
+        """A group is in the inbox now: whatever waited for it is due at once."""
+        with self._lock:
+            for state in self._known.values():
+                if state.record.get("attempts", 0) == 0:
+                    state.due = 0.0
         self._wake.set()
 
 

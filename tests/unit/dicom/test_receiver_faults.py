@@ -246,3 +246,21 @@ def test_an_instance_above_max_instance_mb_is_refused(tmp_path: Path, airflow: F
         rx.close()
     assert "sent 1 MiB in one instance, above max_instance_mb 1" in caplog.text
     assert not any((Path(cfg.inbox) / ".clara-receiver" / "tmp").iterdir()), "nothing of it is left"
+
+
+def test_a_run_starts_as_soon_as_its_group_is_in_the_inbox(tmp_path: Path, airflow: FakeAirflow) -> None:
+    """The trigger is on disk before the group is visible, so the sender first finds it not ready; the
+    completion wakes it, rather than a retry a second later."""
+    cfg = config(tmp_path, airflow, ae_titles={"CT_AI": {"pipelines": ["p1"], "timeout": 0.2}})
+    rx = Running(cfg)
+    try:
+        for n in range(3):
+            study = generate_uid()
+            send(cfg, ct_series(tmp_path / str(n), study=study, series=generate_uid(), count=1))
+            marker = Path(cfg.inbox) / "CT_AI" / study / ".complete"
+            wait_for(marker.exists, 5)
+            seen = time.monotonic()
+            wait_for(lambda n=n: len(airflow.runs) == n + 1, 5)
+            assert time.monotonic() - seen < 0.5
+    finally:
+        rx.close()
