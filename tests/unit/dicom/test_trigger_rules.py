@@ -38,6 +38,7 @@ class Peer(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer: Answer = good
         self.calls: list[str] = []
+        self.headers: list[dict[str, str]] = []
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -45,10 +46,13 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         request = self.rfile.readline().decode()
-        length = 0
+        length, headers = 0, {}
         while (line := self.rfile.readline().decode().strip()):
-            if line.lower().startswith("content-length:"):
-                length = int(line.split(":")[1])
+            name, _, value = line.partition(":")
+            headers[name.lower()] = value.strip()
+            if name.lower() == "content-length":
+                length = int(value)
+        self.server.headers.append(headers)
         self.rfile.read(length)
         method, path = request.split()[:2]
         self.server.calls.append(f"{method} {path}")
@@ -183,3 +187,79 @@ def test_run_ids_carry_the_called_ae_title() -> None:
     assert run_id_for("p", "CT_AI", "1.2") != run_id_for("p", "MR_AI", "1.2")
     assert run_id_for("p", "CT AI", "1.2").startswith("dicom-normal__p__ae-")  # a space cannot be in a run id
     assert run_id_for("p", "CT AI", "1.2") != run_id_for("p", "CT_AI", "1.2")
+
+
+def test_run_ids_keep_what_a_run_id_may_hold_and_digest_the_rest() -> None:
+    assert run_id_for("p", "CT_AI.2-x", "1.2", "higher") == "dicom-higher__p__CT_AI.2-x__1.2"
+    assert run_id_for("p" * 150, "CT", "1.2") == f"dicom-normal__{'p' * 150}__CT__1.2"
+    digested = run_id_for("p" * 151, "CT", "1.2").split("__")[1]
+    assert len(digested) == 16 and set(digested) <= set("0123456789abcdef")
+    assert run_id_for("p", "CT AI", "1.2").split("__")[2] == "ae-" + __import__("hashlib").sha256(b"CT AI").hexdigest()[:8]
+
+
+def test_the_most_urgent_trigger_goes_first_then_the_oldest(tmp_path: Path, peer: Peer,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = triggers(tmp_path, peer)
+    folder = tmp_path / "inbox" / "CT" / "1"
+    folder.mkdir(parents=True)
+    (folder / ".complete").write_text("")
+    clock = iter(range(100, 200))
+    monkeypatch.setattr("clara_airflow.dicom.trigger.time.time", lambda: float(next(clock)))
+    for n, priority in enumerate(["lower", "normal", "higher", "immediate", "normal", "lower", "higher"]):
+        spool.add(f"{priority}-{n}", f"run-{n}", {"clara_payload": str(folder)}, priority)
+    assert [r["dag_id"] for r in records(spool.spool)] == [
+        "immediate-3", "higher-2", "higher-6", "normal-1", "normal-4", "lower-0", "lower-5"]
+    spool.flush()
+    posted = [call.split("/")[4] for call in peer.calls if call.startswith("POST /api")]
+    assert posted == ["immediate-3", "higher-2", "higher-6", "normal-1", "normal-4", "lower-0", "lower-5"]
+
+
+def test_a_trigger_put_back_by_dicom_retry_is_found_within_five_seconds(tmp_path: Path, peer: Peer) -> None:
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(404, {"detail": "not yet"})
+    spool = triggers(tmp_path, peer)
+    run_id = queue(spool, tmp_path)
+    spool.flush()
+    peer.answer = good
+    retry(spool.spool, run_id)  # what another process (the command line) does
+    assert spool.flush(spool.clock() + 4.9) == 0
+    assert spool.flush(spool.clock() + 5.0) == 1
+
+
+def test_requests_are_json_with_a_bearer_token(tmp_path: Path, peer: Peer) -> None:
+    spool = triggers(tmp_path, peer)
+    queue(spool, tmp_path)
+    assert spool.flush() == 1
+    login, run = peer.headers
+    assert login["content-type"] == run["content-type"] == "application/json"
+    assert "authorization" not in login and run["authorization"] == "Bearer t"
+
+
+@pytest.mark.parametrize("env", [{"CLARA_AIRFLOW_USER": ""}, {"CLARA_AIRFLOW_PASSWORD": ""}])
+def test_missing_credentials_are_named_and_retried(tmp_path: Path, peer: Peer, monkeypatch: pytest.MonkeyPatch,
+                                                   env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spool = triggers(tmp_path, peer)
+    queue(spool, tmp_path)
+    assert spool.flush() == 0 and peer.calls == []
+    (pending,) = records(spool.spool)
+    assert pending["last_error"] == ("PermissionError: set CLARA_AIRFLOW_USER and CLARA_AIRFLOW_PASSWORD to an "
+                                     "Airflow user that may trigger the routed DAGs")
+
+
+def test_an_airflow_that_never_answers_costs_one_timeout(tmp_path: Path, peer: Peer) -> None:
+    import time
+
+    def silent(method: str, path: str) -> bytes:
+        time.sleep(3)
+        return b""
+
+    peer.answer = silent
+    client = AirflowClient(AirflowApi(url=f"http://127.0.0.1:{peer.server_address[1]}"), timeout=0.5)
+    assert AirflowClient(AirflowApi()).timeout == 10.0
+    spool = Triggers(tmp_path / "rx" / "pending", client, clock=Clock())
+    queue(spool, tmp_path)
+    began = time.monotonic()
+    assert spool.flush() == 0
+    assert time.monotonic() - began < 2.0
+    assert "timed out" in records(spool.spool)[0]["last_error"]
