@@ -23,7 +23,7 @@ from clara_airflow.errors import ClaraAirflowError
 __all__ = ["Found", "SendError", "SendResult", "dicom_files", "send_files"]
 
 log = logging.getLogger("clara_airflow.dicom")
-MAX_CONTEXTS = 127  # presentation contexts per association (odd ids 1-255)
+MAX_CONTEXTS = 128  # presentation contexts per association (odd ids 1-255)
 _OK = (0x0000, 0xB000, 0xB007, 0xB006)  # success, or warnings (coercion, elements discarded)
 
 

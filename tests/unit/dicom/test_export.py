@@ -32,6 +32,7 @@ class Scp:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
         self.status, self.received, self.port, self.abort_after = status, [], free_port(), abort_after
+        self.callers: list[str] = []
         ae = AE(ae_title="PACS")
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, syntaxes or context.transfer_syntax)
@@ -39,11 +40,12 @@ class Scp:
                                       evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
 
     def on_store(self, event: Any) -> int:
+        self.callers.append(event.assoc.requestor.ae_title)
         if self.abort_after is not None and len(self.received) == self.abort_after:
             self.abort_after = None
             threading.Timer(0.05, event.assoc.abort).start()  # the link drops before this instance is answered
             return 0xA700
-        if self.status == 0:
+        if self.status in (0, 0xB000, 0xB006, 0xB007):  # success, or a warning: stored
             self.received.append(str(event.request.AffectedSOPInstanceUID))
         return self.status
 
@@ -125,3 +127,70 @@ def test_an_unreachable_destination_is_named(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(ClaraAirflowError, match=f"destination ARCHIVE \\(A@127.0.0.1:{port}\\): no association"):
         send_files(files, "ARCHIVE", Destination(host="127.0.0.1", port=port, ae_title="A"), sleep=lambda _: None)
+
+
+@pytest.mark.parametrize("status", [0xB000, 0xB006, 0xB007])
+def test_a_warning_status_counts_as_stored(tmp_path: Path, status: int) -> None:
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=2)
+    server = Scp(status)
+    try:
+        result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"))
+    finally:
+        server.server.shutdown()
+    assert (result.instances, result.attempts) == (2, 1) and server.callers == ["CLARA", "CLARA"]
+
+
+def test_what_is_skipped_is_counted_and_the_walk_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    (tmp_path / "elsewhere").mkdir()
+    first.symlink_to(tmp_path / "elsewhere")
+    mine = ct_series(second, study=generate_uid(), series=generate_uid(), count=2)
+    (second / "notes.txt").write_text("x")
+    (second / "report.pdf").write_bytes(b"%PDF")
+    vanished = second / "0000.dcm"
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p: (_ for _ in ()).throw(FileNotFoundError(p)) if Path(p) == vanished
+                        else real_lstat(p))  # deleted between the listing and the look
+    found = dicom_files([first, second])
+    assert found.links == [str(first)] and found.not_dicom == 2 and found.files == mine[1:]
+
+
+def test_the_open_itself_refuses_links_and_never_blocks(tmp_path: Path) -> None:
+    """Between the look (lstat) and the open a step could swap a file for a link or a FIFO."""
+    from clara_airflow.dicom.export import _is_part10
+
+    (target,) = ct_series(tmp_path / "host", study=generate_uid(), series=generate_uid(), count=1)
+    (tmp_path / "link.dcm").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo.dcm")
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.extend(
+        [_is_part10(tmp_path / "link.dcm"), _is_part10(tmp_path / "fifo.dcm"), _is_part10(target)]), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert result == [None, None, True]
+
+
+def test_more_pairs_than_one_association_holds_are_sent_over_several(tmp_path: Path) -> None:
+    from pydicom import dcmread as read
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AllStoragePresentationContexts
+
+    from clara_airflow.dicom.export import MAX_CONTEXTS
+
+    files = []
+    classes = [c.abstract_syntax for c in AllStoragePresentationContexts][:66]
+    for n, (sop_class, syntax) in enumerate((c, s) for c in classes for s in (ExplicitVRLittleEndian,
+                                                                              ImplicitVRLittleEndian)):
+        (path,) = ct_series(tmp_path / str(n), study=generate_uid(), series=generate_uid(), count=1, size=2)
+        ds = read(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    assert len(files) > MAX_CONTEXTS == 128
+    server = Scp(0)
+    try:
+        result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"))
+    finally:
+        server.server.shutdown()
+    assert result.instances == len(server.received) == 132
