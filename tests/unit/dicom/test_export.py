@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
 
 from clara_airflow.dicom.config import Destination
-from clara_airflow.dicom.export import dicom_files, send_files
+from clara_airflow.dicom.export import SendError, dicom_files, send_files
 from clara_airflow.errors import ClaraAirflowError
 from tests.dicom_data import ct_series
 from tests.unit.dicom.test_receiver import free_port
@@ -33,6 +33,7 @@ class Scp:
 
         self.status, self.received, self.port, self.abort_after = status, [], free_port(), abort_after
         self.callers: list[str] = []
+        self.refuse: set[str] = set()  # SOP instance UIDs answered 0xA700 every time
         ae = AE(ae_title="PACS")
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, syntaxes or context.transfer_syntax)
@@ -41,6 +42,8 @@ class Scp:
 
     def on_store(self, event: Any) -> int:
         self.callers.append(event.assoc.requestor.ae_title)
+        if str(event.request.AffectedSOPInstanceUID) in self.refuse:
+            return 0xA700
         if self.abort_after is not None and len(self.received) == self.abort_after:
             self.abort_after = None
             threading.Timer(0.05, event.assoc.abort).start()  # the link drops before this instance is answered
@@ -118,8 +121,41 @@ def test_a_refused_instance_is_retried_then_named_with_its_status(tmp_path: Path
     with pytest.raises(ClaraAirflowError) as err:
         send_files(files, "MYPACS", Destination(host="127.0.0.1", port=scp.port, ae_title="PACS"), sleep=waits.append)
     assert waits == [2.0, 4.0], "3 tries with back-off"
+    assert len(scp.callers) == 6, "each try offers both instances again, and there are 3 tries"
     assert str(err.value).startswith(f"destination MYPACS (PACS@127.0.0.1:{scp.port}): C-STORE of ")
     assert "answered DICOM status 0xA700; 2 of 2 instances were not stored after 3 tries" in str(err.value)
+
+
+def test_what_was_stored_is_counted_when_one_instance_fails(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=3)
+    server = Scp(0)
+    server.refuse.add(str(dcmread(files[1]).SOPInstanceUID))
+    try:
+        with pytest.raises(SendError) as err:
+            send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"),
+                       sleep=lambda _: None)
+    finally:
+        server.server.shutdown()
+    assert (err.value.sent, err.value.failed) == (2, 1)
+    assert "; 1 of 3 instances were not stored after 3 tries" in str(err.value)
+    assert sorted(server.received) == sorted(str(dcmread(f).SOPInstanceUID) for f in files if f != files[1])
+    assert [r.name for r in caplog.records] == ["clara_airflow.dicom"] * 3
+    assert "destination MYPACS (PACS@127.0.0.1:" in caplog.records[0].message
+    assert "try 1 of 3: C-STORE of" in caplog.records[0].message and "1 of 3 instances not stored yet" in caplog.text
+
+
+def test_a_file_that_breaks_the_sender_is_an_error_inside_the_retries(tmp_path: Path) -> None:
+    (path,) = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=1)
+    path.write_bytes(path.read_bytes()[:140])  # DICM, then a cut header
+    with pytest.raises(SendError, match=r"MYPACS .*: \w+Error: .*; 1 of 1 instances were not stored after 3 tries"):
+        send_files([path], "MYPACS", Destination(host="127.0.0.1", port=free_port(), ae_title="PACS"),
+                   sleep=lambda _: None)
+
+
+def test_the_time_taken_is_reported(tmp_path: Path, scp: Scp) -> None:
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=1)
+    result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=scp.port, ae_title="PACS"))
+    assert 0 < result.seconds < 30
 
 
 def test_an_unreachable_destination_is_named(tmp_path: Path) -> None:

@@ -139,13 +139,16 @@ def test_a_401_is_retried_once_with_a_fresh_token(tmp_path: Path, peer: Peer) ->
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 422])
-def test_a_permanent_refusal_fails_the_trigger_with_airflows_message(tmp_path: Path, peer: Peer, status: int) -> None:
+def test_a_permanent_refusal_fails_the_trigger_with_airflows_message(tmp_path: Path, peer: Peer, status: int,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(status, {"detail": "DAG typo not found"})
     spool = triggers(tmp_path, peer)
     run_id = queue(spool, tmp_path, "typo")
     spool.flush()
     (failed,) = records(spool.failed)
     assert failed["run_id"] == run_id and failed["reason"] == f"HTTP {status}: DAG typo not found"
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert error.name == "clara_airflow.dicom" and "`clara-airflow dicom retry --config <dicom.yaml> " in error.message
     assert records(spool.spool) == []
     posts = len(peer.calls)
     spool.flush(spool.clock() + MAX_BACKOFF * 10)
