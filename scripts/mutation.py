@@ -43,7 +43,7 @@ MODULES = {
     "batch/run.py": ["tests/unit/test_batch_run_rules.py", "tests/unit/test_batch_run.py", "tests/unit/test_batch_ledger.py"],
     "priority.py": ["tests/unit/test_priority.py"],
     "dicom/trigger.py": ["tests/unit/dicom/test_trigger_rules.py", "tests/unit/dicom/test_receiver_rules.py"],
-    "dicom/groups.py": ["tests/unit/dicom/test_receiver_faults.py"],
+    "dicom/groups.py": ["tests/unit/dicom/test_groups_rules.py", "tests/unit/dicom/test_receiver_faults.py"],
     "dicom/export.py": ["tests/unit/dicom/test_export.py"],
     "dicom/status.py": ["tests/unit/dicom/test_receiver_rules.py"],
     "dicom/config.py": ["tests/unit/dicom/test_receiver_rules.py", "tests/unit/dicom/test_export_rules.py"],
