@@ -39,6 +39,7 @@ class Peer(socketserver.ThreadingTCPServer):
         self.answer: Answer = good
         self.calls: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[Any] = []
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -53,7 +54,8 @@ class _Handler(socketserver.StreamRequestHandler):
             if name.lower() == "content-length":
                 length = int(value)
         self.server.headers.append(headers)
-        self.rfile.read(length)
+        raw = self.rfile.read(length)
+        self.server.bodies.append(json.loads(raw) if raw else None)
         method, path = request.split()[:2]
         self.server.calls.append(f"{method} {path}")
         raw = self.server.answer(method, path)
@@ -230,11 +232,41 @@ def test_a_trigger_put_back_by_dicom_retry_is_found_within_five_seconds(tmp_path
 
 def test_requests_are_json_with_a_bearer_token(tmp_path: Path, peer: Peer) -> None:
     spool = triggers(tmp_path, peer)
-    queue(spool, tmp_path)
-    assert spool.flush() == 1
-    login, run = peer.headers
+    run_id = queue(spool, tmp_path)
+    queue(spool, tmp_path, "p2")
+    assert spool.flush() == 2
+    login, run, _ = peer.headers
     assert login["content-type"] == run["content-type"] == "application/json"
     assert "authorization" not in login and run["authorization"] == "Bearer t"
+    assert peer.calls.count("POST /auth/token") == 1, "one login for both runs"
+    assert peer.bodies[0] == {"username": "rx", "password": "pw"}
+    assert peer.bodies[1] == {"dag_run_id": run_id, "logical_date": None,
+                              "conf": {"clara_payload": str(tmp_path / "inbox" / "CT" / "1.2.3")}}
+
+
+def test_a_body_that_is_not_utf8_is_still_read(tmp_path: Path, peer: Peer) -> None:
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(502, b"\xff\xfe bad gateway")
+    spool = triggers(tmp_path, peer)
+    queue(spool, tmp_path)
+    spool.flush()
+    assert records(spool.spool)[0]["last_error"] == "HTTP 502: \ufffd\ufffd bad gateway"
+    peer.answer = lambda m, p: http(500, b"\xff" + b"x" * 300)
+    with pytest.raises(PermissionError) as err:
+        spool.client.token(fresh=True)
+    assert str(err.value).endswith("(HTTP 500): \ufffd" + "x" * 199)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"token": "t"}, "answered HTTP 200 without an access_token: '{\"token\": \"t\"}'"),
+    ({"access_token": 123}, "answered an access_token that is not a string"),
+    ({"access_token": ""}, "answered an access_token that is not a string"),
+])
+def test_a_token_answer_without_a_usable_token_is_named(tmp_path: Path, peer: Peer, body: Any, message: str) -> None:
+    peer.answer = lambda m, p: http(200, body)
+    client = triggers(tmp_path, peer).client
+    with pytest.raises(ValueError) as err:
+        client.token()
+    assert str(err.value) == f"{client.api.url}/auth/token {message}"
 
 
 @pytest.mark.parametrize("env", [{"CLARA_AIRFLOW_USER": ""}, {"CLARA_AIRFLOW_PASSWORD": ""}])
