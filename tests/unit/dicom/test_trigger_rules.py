@@ -210,13 +210,37 @@ def test_the_most_urgent_trigger_goes_first_then_the_oldest(tmp_path: Path, peer
     (folder / ".complete").write_text("")
     clock = iter(range(100, 200))
     monkeypatch.setattr("clara_airflow.dicom.trigger.time.time", lambda: float(next(clock)))
-    for n, priority in enumerate(["lower", "normal", "higher", "immediate", "normal", "lower", "higher"]):
+    order = ["lower", "normal", "higher", "immediate", "normal", "lower", "higher", "normal", "normal", "normal",
+             "normal"]
+    for n, priority in enumerate(order):
         spool.add(f"{priority}-{n}", f"run-{n}", {"clara_payload": str(folder)}, priority)
-    assert [r["dag_id"] for r in records(spool.spool)] == [
-        "immediate-3", "higher-2", "higher-6", "normal-1", "normal-4", "lower-0", "lower-5"]
+    expected = ["immediate-3", "higher-2", "higher-6", "normal-1", "normal-4", "normal-7", "normal-8", "normal-9",
+                "normal-10", "lower-0", "lower-5"]
+    assert [r["dag_id"] for r in records(spool.spool)] == expected
     spool.flush()
-    posted = [call.split("/")[4] for call in peer.calls if call.startswith("POST /api")]
-    assert posted == ["immediate-3", "higher-2", "higher-6", "normal-1", "normal-4", "lower-0", "lower-5"]
+    assert [call.split("/")[4] for call in peer.calls if call.startswith("POST /api")] == expected
+
+
+def test_trigger_files_written_by_hand_or_by_older_versions_are_read(tmp_path: Path) -> None:
+    spool = tmp_path / "pending"
+    spool.mkdir()
+    (spool / "minimal.json").write_text(json.dumps({"dag_id": "m", "run_id": "r", "conf": {}}))
+    (spool / "odd.json").write_text(json.dumps({"dag_id": "o", "run_id": "r2", "conf": {}, "priority": "urgent",
+                                                "queued": 5}))
+    (spool / "late.json").write_text(json.dumps({"dag_id": "l", "run_id": "r3", "conf": {}, "priority": "lower",
+                                                 "queued": 1}))
+    (spool / "early.json").write_text(json.dumps({"dag_id": "e", "run_id": "r4", "conf": {}, "queued": 0.5}))
+    (spool / "list.json").write_text("[]")
+    (spool / "partial.json").write_text(json.dumps({"dag_id": "p", "run_id": "r5"}))
+    (spool / "broken.json").write_text("{")
+    # no queued time reads as the oldest, an unknown priority as normal, and what is not a trigger is left out
+    assert [r["dag_id"] for r in records(spool)] == ["m", "e", "o", "l"]
+
+
+def test_a_dag_airflow_cannot_describe_is_unknown_with_its_answer(tmp_path: Path, peer: Peer) -> None:
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(500, b"x" * 300)
+    client = triggers(tmp_path, peer).client
+    assert client.dag_state("p") == "unknown: HTTP 500: " + "x" * 200
 
 
 def test_a_trigger_put_back_by_dicom_retry_is_found_within_five_seconds(tmp_path: Path, peer: Peer) -> None:
