@@ -67,13 +67,16 @@ def test_recovery_lists_the_groups_that_are_gathering(tmp_path: Path, caplog: py
     folders.recover(["CT"])
     fill(folders.gathering / "CT" / "2", ["a.dcm"])
     fill(folders.incoming / "a3" / "CT" / "1", ["x.dcm", "y.dcm"])
+    fill(folders.incoming / "a3" / "CT" / "3", ["z.dcm"])
     fill(folders.incoming / "a4", [])  # an association that had stored nothing yet
-    assert folders.recover(["CT"]) == [("CT", "1"), ("CT", "2")]
+    assert folders.recover(["CT"]) == [("CT", "1"), ("CT", "2"), ("CT", "3")]
     assert sorted(p.name for p in (folders.gathering / "CT" / "1").iterdir()) == ["x.dcm", "y.dcm"]
     assert list(folders.incoming.iterdir()) == []
     assert [r.message for r in caplog.records] == [
-        "association a3 was still open when the receiver stopped; its 2 acknowledged instances are kept and join "
+        "association a3 was still open when the receiver stopped; its 3 acknowledged instances are kept and join "
         "their groups"]
+    work = tmp_path / ".clara-receiver"
+    assert (folders.spool, folders.quarantine, folders.tmp) == (work / "pending", work / "quarantine", work / "tmp")
 
 
 def test_an_instance_from_another_filesystem_is_copied_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
