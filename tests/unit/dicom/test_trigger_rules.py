@@ -359,3 +359,54 @@ def test_hand_written_triggers_are_sent_in_order_and_counted(tmp_path: Path, pee
     (spool.spool / "g.json").write_text(json.dumps({"dag_id": "g", "run_id": "r-g", "conf": {}}))
     spool.flush(spool.clock() + 10)
     assert records(spool.spool)[0]["attempts"] == 1, "an older trigger without attempts counts from 0"
+
+
+def test_what_a_failed_attempt_logs_and_keeps(tmp_path: Path, peer: Peer, caplog: pytest.LogCaptureFixture) -> None:
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(503, {"detail": "down"})
+    spool = triggers(tmp_path, peer)
+    run_id = queue(spool, tmp_path)
+    spool.flush()
+    (pending,) = records(spool.spool)
+    assert oct(os.stat(pending["_path"]).st_mode & 0o777) == "0o600"
+    assert caplog.records[-1].message == (f"cannot start {run_id} of p1 yet (HTTP 503: down); try 1, retrying in 1 s; "
+                                          f"the trigger is kept in {pending['_path']}")
+
+
+def test_disk_errors_of_the_sender_are_logged_and_it_goes_on(tmp_path: Path, peer: Peer,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import clara_airflow.dicom.trigger as trigger
+
+    spool = triggers(tmp_path, peer)
+    first = queue(spool, tmp_path)
+    queue(spool, tmp_path, "p2")
+    full = OSError(28, "No space left on device")
+    monkeypatch.setattr(trigger, "write_file", lambda *a, **k: (_ for _ in ()).throw(full))
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(503, {"detail": "down"})
+    spool.flush()
+    assert "cannot record the attempt in " in caplog.text and ": [Errno 28] No space left on device" in caplog.text
+    peer.answer = lambda m, p: good(m, p) if p == "/auth/token" else http(404, {"detail": "no such DAG"})
+    spool.flush(spool.clock() + 1)
+    assert len(records(spool.spool)) == 2 and not records(spool.failed), "kept pending while the disk is full"
+    assert "cannot move the refused trigger " in caplog.text
+    assert spool.next_wait(limit=1e9) == MAX_BACKOFF, "tried again in a minute"
+    monkeypatch.undo()
+    spool.flush(spool.clock() + 1 + MAX_BACKOFF)
+    assert sorted(r["dag_id"] for r in records(spool.failed)) == ["p1", "p2"], "the second one finds the folder there"
+    assert all(oct(os.stat(r["_path"]).st_mode & 0o777) == "0o600" for r in records(spool.failed))
+    error = [r.message for r in caplog.records if r.message.startswith("Airflow refused")][0]
+    assert error == (f"Airflow refused the run {first} of p1 for good (HTTP 404: no such DAG); the trigger is kept in "
+                     f"{spool.failed}: fix the cause, then `clara-airflow dicom retry --config <dicom.yaml> {first}`")
+
+
+def test_a_trigger_file_removed_by_someone_else_is_settled_quietly(tmp_path: Path, peer: Peer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    spool = triggers(tmp_path, peer)
+    queue(spool, tmp_path)
+    marker = tmp_path / "inbox" / "CT" / "1.2.3" / ".complete"
+    marker.unlink()
+    assert spool.flush() == 0  # its group is not in the inbox yet
+    records(spool.spool)[0]["_path"].unlink()  # meanwhile a person, or a second receiver, removes the file
+    marker.write_text("")
+    assert spool.flush(spool.clock() + 1) == 1 and "cannot remove" not in caplog.text
+    assert spool.flush(spool.clock() + 2) == 0, "sent once"
