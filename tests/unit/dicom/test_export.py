@@ -6,6 +6,7 @@ destination and the DICOM status."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,8 @@ def test_compressed_files_are_sent_in_their_own_transfer_syntax(tmp_path: Path, 
     assert result.instances == 3 and len(server.received) == 3
 
 
-def test_a_lost_association_is_retried_and_nothing_is_sent_twice(tmp_path: Path) -> None:
+def test_a_lost_association_is_retried_and_nothing_is_sent_twice(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=5)
     server = Scp(0, abort_after=2)
     waits: list[float] = []
@@ -111,6 +113,8 @@ def test_a_lost_association_is_retried_and_nothing_is_sent_twice(tmp_path: Path)
     finally:
         server.server.shutdown()
     assert result.attempts == 2 and waits == [2.0]
+    assert re.search(r"try 1 of 3: (no answer to C-STORE \(connection lost or timed out\)|C-STORE of \S+ answered "
+                     r"DICOM status 0xA700); [23] of 5 instances not stored yet", caplog.text)
     assert sorted(server.received) == sorted({str(dcmread(f).SOPInstanceUID) for f in files})
 
 
@@ -230,3 +234,19 @@ def test_more_pairs_than_one_association_holds_are_sent_over_several(tmp_path: P
     finally:
         server.server.shutdown()
     assert result.instances == len(server.received) == 132
+
+
+def test_a_destination_that_refuses_the_association_is_named(tmp_path: Path) -> None:
+    from pynetdicom import AE, AllStoragePresentationContexts
+
+    files = ct_series(tmp_path, study=generate_uid(), series=generate_uid(), count=1)
+    ae, port = AE(ae_title="PACS"), free_port()
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.require_called_aet = True
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        with pytest.raises(SendError, match=r"\(WRONG@127.0.0.1:\d+\): association rejected; 1 of 1 instances"):
+            send_files(files, "MYPACS", Destination(host="127.0.0.1", port=port, ae_title="WRONG"),
+                       sleep=lambda _: None)
+    finally:
+        server.shutdown()
