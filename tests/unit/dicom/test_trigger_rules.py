@@ -350,11 +350,12 @@ def test_hand_written_triggers_are_sent_in_order_and_counted(tmp_path: Path, pee
     spool.spool.mkdir(parents=True, exist_ok=True)
     for name, record in {"a": {"priority": "normal", "queued": 3}, "b": {"priority": "normal", "queued": 1},
                          "c": {"priority": "urgent", "queued": 2}, "d": {"queued": 0.5}, "e": {"priority": "lower"},
-                         "f": {"priority": "normal", "queued": 4}}.items():
+                         "f": {"priority": "normal", "queued": 4}, "h": {"priority": "normal"}}.items():
         (spool.spool / f"{name}.json").write_text(json.dumps({"dag_id": name, "run_id": f"r-{name}", "conf": {},
                                                              **record}))
-    assert spool.flush() == 6
-    assert [call.split("/")[4] for call in peer.calls if call.startswith("POST /api")] == ["d", "b", "c", "a", "f", "e"]
+    assert spool.flush() == 7
+    posted = [call.split("/")[4] for call in peer.calls if call.startswith("POST /api")]
+    assert posted == ["h", "d", "b", "c", "a", "f", "e"], "no queued time: the oldest"
     peer.answer = lambda m, p: http(503, {"detail": "down"})
     (spool.spool / "g.json").write_text(json.dumps({"dag_id": "g", "run_id": "r-g", "conf": {}}))
     spool.flush(spool.clock() + 10)
