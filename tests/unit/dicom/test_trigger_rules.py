@@ -369,7 +369,7 @@ def test_what_a_failed_attempt_logs_and_keeps(tmp_path: Path, peer: Peer, caplog
     spool.flush()
     (pending,) = records(spool.spool)
     assert oct(os.stat(pending["_path"]).st_mode & 0o777) == "0o600"
-    assert caplog.records[-1].message == (f"cannot start {run_id} of p1 yet (HTTP 503: down); try 1, retrying in 1 s; "
+    assert [r for r in caplog.records if r.name == "clara_airflow.dicom"][-1].message == (f"cannot start {run_id} of p1 yet (HTTP 503: down); try 1, retrying in 1 s; "
                                           f"the trigger is kept in {pending['_path']}")
 
 
