@@ -28,6 +28,7 @@ from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
+from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
 
 log = logging.getLogger("clara_airflow.dicom")
@@ -250,21 +251,6 @@ class Receiver:
         self.triggers.wake()
         log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s", called, route.group_by, group,
                  count, target, ",".join(runs))
-
-
-def check_dags(config: DicomConfig, client: AirflowClient) -> dict[str, str]:
-    """The state of every routed DAG in Airflow (``active``, ``paused``, ``missing``, ``unknown: ...``);
-    logs each one that cannot start runs."""
-    states = {}
-    for pipeline in sorted({p for route in config.ae_titles.values() for p in route.pipelines}):
-        states[pipeline] = state = client.dag_state(pipeline)
-        if state == "missing":
-            log.error("routed DAG %s does not exist in Airflow: its triggers will fail (HTTP 404); deploy the "
-                      "pipeline or fix ae_titles", pipeline)
-        elif state == "paused":
-            log.warning("routed DAG %s is paused: the runs the receiver starts stay queued until it is unpaused "
-                        "(airflow dags unpause %s)", pipeline, pipeline)
-    return states
 
 
 def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: float = 0.2,

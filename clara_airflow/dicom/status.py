@@ -3,6 +3,8 @@ folders (the receiver may be running or not), and failed triggers put back to be
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -10,9 +12,12 @@ from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, instances
-from clara_airflow.dicom.trigger import AirflowClient, records, retry
+from clara_airflow.dicom.trigger import AirflowClient, records
+from clara_airflow.durable import write_file
 
-__all__ = ["render", "retry_failed", "status"]
+__all__ = ["check_dags", "render", "retry", "retry_failed", "status"]
+
+log = logging.getLogger("clara_airflow.dicom")
 
 
 def _group(called: str, folder: Path, state: str, now: float) -> dict[str, Any]:
@@ -48,8 +53,6 @@ def status(config: DicomConfig, *, airflow: bool = True) -> dict[str, Any]:
         "disk": {"free_mb": free, "min_free_mb": config.min_free_disk_mb},
     }
     if airflow:
-        from clara_airflow.dicom.receiver import check_dags
-
         result["dags"] = check_dags(config, AirflowClient(config.airflow, timeout=5.0))
     return result
 
@@ -78,3 +81,32 @@ def retry_failed(config: DicomConfig, run_id: str | None) -> list[str]:
     """Move failed triggers back to pending (all with None); a running receiver picks them up within
     seconds, a stopped one at its start."""
     return retry(Folders(config.inbox).spool, run_id)
+
+
+def retry(spool: Path, run_id: str | None) -> list[str]:
+    """Move failed triggers (``run_id``, or all with None) back to ``spool``; returns the run ids moved."""
+    moved = []
+    for record in records(spool.parent / "failed-triggers"):
+        if run_id is not None and record["run_id"] != run_id:
+            continue
+        path: Path = record.pop("_path")
+        record.pop("reason", None)
+        write_file(spool / path.name, json.dumps({**record, "attempts": 0, "last_error": ""}), mode=0o600)
+        path.unlink()
+        moved.append(record["run_id"])
+    return moved
+
+
+def check_dags(config: DicomConfig, client: AirflowClient) -> dict[str, str]:
+    """The state of every routed DAG in Airflow (``active``, ``paused``, ``missing``, ``unknown: ...``);
+    logs each one that cannot start runs."""
+    states = {}
+    for pipeline in sorted({p for route in config.ae_titles.values() for p in route.pipelines}):
+        states[pipeline] = state = client.dag_state(pipeline)
+        if state == "missing":
+            log.error("routed DAG %s does not exist in Airflow: its triggers will fail (HTTP 404); deploy the "
+                      "pipeline or fix ae_titles", pipeline)
+        elif state == "paused":
+            log.warning("routed DAG %s is paused: the runs the receiver starts stay queued until it is unpaused "
+                        "(airflow dags unpause %s)", pipeline, pipeline)
+    return states

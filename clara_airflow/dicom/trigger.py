@@ -35,7 +35,7 @@ from clara_airflow.durable import write_file
 
 log = logging.getLogger("clara_airflow.dicom")
 
-__all__ = ["AirflowClient", "Triggers", "run_id_for"]
+__all__ = ["AirflowClient", "Triggers", "records", "run_id_for"]
 
 _ORDER = {"immediate": 0, "higher": 1, "normal": 2, "lower": 3}
 FIRST_DELAY, MAX_BACKOFF = 1.0, 60.0
@@ -283,20 +283,6 @@ class Triggers:
                 if state.record.get("attempts", 0) == 0:
                     state.due = 0.0
         self._wake.set()
-
-
-def retry(spool: Path, run_id: str | None) -> list[str]:
-    """Move failed triggers (``run_id``, or all with None) back to ``spool``; returns the run ids moved."""
-    moved = []
-    for record in records(spool.parent / "failed-triggers"):
-        if run_id is not None and record["run_id"] != run_id:
-            continue
-        path: Path = record.pop("_path")
-        record.pop("reason", None)
-        write_file(spool / path.name, json.dumps({**record, "attempts": 0, "last_error": ""}), mode=0o600)
-        path.unlink()
-        moved.append(record["run_id"])
-    return moved
 
 
 def _detail(text: str) -> str:

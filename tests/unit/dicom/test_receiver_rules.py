@@ -15,7 +15,8 @@ from pydicom.uid import generate_uid
 
 from clara_airflow.cli import main
 from clara_airflow.dicom.config import load_config
-from clara_airflow.dicom.receiver import Receiver, check_dags
+from clara_airflow.dicom.receiver import Receiver
+from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, run_id_for
 from clara_airflow.errors import SpecError
 from tests.unit.dicom.test_receiver import FakeAirflow, config

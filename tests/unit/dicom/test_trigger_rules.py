@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from clara_airflow.dicom.config import AirflowApi
-from clara_airflow.dicom.trigger import MAX_BACKOFF, AirflowClient, Triggers, records, retry, run_id_for
+from clara_airflow.dicom.status import retry
+from clara_airflow.dicom.trigger import MAX_BACKOFF, AirflowClient, Triggers, records, run_id_for
 
 Answer = Callable[[str, str], bytes]  # (method, path) -> the raw bytes sent back
 
