@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     gc = svc_sub.add_parser("gc", help="stop idle services; report orphans")
     gc.add_argument("--dry-run", action="store_true")
     gc.set_defaults(func=_services_gc)
+    gpus = sub.add_parser("gpus", help="this Docker host's GPUs ([clara] gpus) and which step or service holds each")
+    gpus.add_argument("--json", action="store_true", help="machine-readable output")
+    gpus.set_defaults(func=_gpus)
     add_imaging_commands(sub)
     return parser
 
@@ -252,6 +255,24 @@ def _services_stop(args: argparse.Namespace) -> int:
     from clara_airflow.services.admin import stop_service
 
     print(stop_service(args.service, force=args.force, volumes=args.volumes))
+    return 0
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    from clara_airflow.backends.docker_gpus import gpu_rows
+    from clara_airflow.backends.registry import deployment_options
+
+    deployment = deployment_options()[1]
+    rows = gpu_rows(deployment)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not deployment.gpus:
+        print("[clara] gpus is not set: GPU containers are not assigned devices (the engine gives each the first ones)")
+    for row in [] if args.json else rows:
+        who = row["holder"]
+        what = "free" if who is None else (f"service {who['service']}" if who.get("service") else
+                                           f"{who.get('dag_id')} / {who.get('run_id')} / {who.get('task_id')}")
+        print(f"GPU {row['device']}: {what}" + (f" (container {who['container']})" if who else ""))
     return 0
 
 

@@ -33,7 +33,7 @@ __all__ = ["load_dags", "pipeline_files"]
 log = logging.getLogger(__name__)
 ERROR_TAG = "clara-compile-error"
 _NAME_LINE = re.compile(r"^name:[ \t]*['\"]?([A-Za-z0-9_-]+)['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
-_CACHE: dict[tuple[str, bytes, str, tuple[str, ...] | None], PipelinePlan] = {}
+_CACHE: dict[tuple[str, bytes, str, tuple[str, ...] | None, int | None], PipelinePlan] = {}
 
 
 def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | None = None,
@@ -61,7 +61,8 @@ def load_dags(namespace: dict[str, Any], anchor: str | Path, *, strict: bool | N
         defaults_error = None
     except SpecError as exc:
         deployment, defaults_error = settings, exc
-    dags, errors = _build_all(files, deployment, options, defaults_error, _destinations(options))
+    dags, errors = _build_all(files, deployment, options, defaults_error, _destinations(options),
+                              len(options.gpus) if options.gpus and options.gpus != ("auto",) else None)
     if errors and strict:
         raise ClaraAirflowError("broken Clara pipelines:\n" + "\n".join(text for _, text in errors))
     for path, text in errors:
@@ -104,7 +105,7 @@ def _destinations(options: Deployment) -> tuple[str, ...] | None:
 
 def _build_all(files: list[Path], deployment: dict[str, Any], options: Deployment,
                defaults_error: SpecError | None, destinations: tuple[str, ...] | None = None,
-               ) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+               gpus: int | None = None) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     from clara_airflow.dag import build_dag
 
     dags: dict[str, Any] = {}
@@ -115,7 +116,7 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: Deploymen
         try:
             if defaults_error is not None:
                 raise defaults_error
-            plan = _compile(path, deployment, destinations)
+            plan = _compile(path, deployment, destinations, gpus)
             other = owners.setdefault(plan.dag_id.lower(), path)
             if other != path:
                 raise ClaraAirflowError(duplicate_pipeline(str(path), plan.dag_id, plan.name_at, other))
@@ -132,12 +133,14 @@ def _build_all(files: list[Path], deployment: dict[str, Any], options: Deploymen
     return dags, errors
 
 
-def _compile(path: Path, deployment: dict[str, Any], destinations: tuple[str, ...] | None = None) -> PipelinePlan:
+def _compile(path: Path, deployment: dict[str, Any], destinations: tuple[str, ...] | None = None,
+             gpus: int | None = None) -> PipelinePlan:
     """Compiled plans are cached per process by file content and settings."""
     data = read_pipeline_bytes(path)
-    key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())), destinations)
+    key = (str(path), hashlib.sha256(data).digest(), repr(sorted(deployment.items())), destinations, gpus)
     if key not in _CACHE:
-        _CACHE[key] = plan = compile_pipeline(load_pipeline(path, data), deployment, destinations=destinations)
+        _CACHE[key] = plan = compile_pipeline(load_pipeline(path, data), deployment, destinations=destinations,
+                                              gpus=gpus)
         for warning in plan.warnings:
             log.warning("%s", warning)
     return _CACHE[key]

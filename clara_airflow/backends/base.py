@@ -30,6 +30,7 @@ class ServiceInstance:
     ref: str
     started_at: str = ""
     volumes: dict[str, str] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()  # the host's GPUs it holds (Docker with [clara] gpus)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from clara_airflow.backends.base import (
 from clara_airflow.backends.docker_engine import accepts as _accepts
 from clara_airflow.backends.docker_engine import created_epoch as _created_epoch
 from clara_airflow.backends.docker_engine import docker_client, ensure_network, missing_model, model_ready
-from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP, device_requests
+from clara_airflow.backends.docker_gpus import LABEL_GPUS, service_gpus
+from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
@@ -57,6 +58,7 @@ class DockerServiceManager:
         self.network = options.deployment.network
         self.data_dir = options.pipeline.services.data_dir
         self.deployment = options.deployment.deployment_id
+        self.settings = options.deployment
 
     @cached_property
     def cli(self) -> Any:
@@ -72,7 +74,7 @@ class DockerServiceManager:
         while True:
             info = self._inspect(name)
             if info is None:
-                created = self._create(svc, log) or created
+                created = self._create(svc, log, deadline - time.monotonic()) or created
                 continue
             owner = foreign_owner((info.get("Config") or {}).get("Labels"), self.deployment)
             if owner is not None:
@@ -88,8 +90,9 @@ class DockerServiceManager:
             info = self._join_network(info, log)
         address = info["NetworkSettings"]["Networks"].get(self.network, {}).get("IPAddress") or name
         self._wait_ready(svc, address, deadline)
+        gpus = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_GPUS, "")
         return ServiceInstance(sid=svc.id, host=name, created=created, ref=info["Id"],
-                               started_at=info["State"].get("StartedAt", ""),
+                               started_at=info["State"].get("StartedAt", ""), devices=tuple(filter(None, gpus.split(","))),
                                volumes={p: volume_name(svc.id, p) for _, p in svc.volumes})
 
     def _join_network(self, info: dict[str, Any], log: Any) -> dict[str, Any]:
@@ -136,25 +139,27 @@ class DockerServiceManager:
                 raise
         return False
 
-    def _create(self, svc: ServicePlan, log: Any) -> bool:
+    def _create(self, svc: ServicePlan, log: Any, wait: float) -> bool:
         """Create and start ``clara-svc-<id>``; False when another task won the race (HTTP 409)."""
         from docker.errors import APIError, ImageNotFound
         from docker.types import Mount
 
-        env = {**dict(svc.variables), DATA_PATH_VAR: self.data_dir}
+        pool, devices, gpu_env, gpu_labels = service_gpus(self.settings, self.cli, service_name(svc.id), svc.id,
+                                                          svc.requests.gpu, wait=max(wait, 0), log=log)
+        env = {**dict(svc.variables), DATA_PATH_VAR: self.data_dir, **gpu_env}
         os.makedirs(self.data_dir, exist_ok=True)
         mounts = [Mount(target=self.data_dir, source=self.data_dir, type="bind")]
         mounts += [Mount(target=path, source=volume_name(svc.id, path), type="volume") for _, path in svc.volumes]
         mounts += [Mount(target=c, source=h, type="bind", read_only=True) for h, c in svc.host_mounts]
         host_config = self.cli.create_host_config(
             network_mode=self.network, mounts=mounts, nano_cpus=svc.requests.cpu * 10**9,
-            mem_limit=f"{svc.requests.memory}m", device_requests=device_requests(svc.requests.gpu),
+            mem_limit=f"{svc.requests.memory}m", device_requests=devices,
             security_opt=["no-new-privileges"], init=True,
         )
         image = f"{svc.image}:{svc.tag}"
         kwargs = dict(image=image, name=service_name(svc.id), environment=env, host_config=host_config,
                       command=[expand_references(c, env) for c in svc.command] or None, detach=True,
-                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image,
+                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image, **gpu_labels,
                               **({LABEL_DEPLOYMENT: self.deployment} if self.deployment else {})})
         try:
             try:
@@ -166,12 +171,18 @@ class DockerServiceManager:
             if exc.status_code == 409:
                 log.info("service %s is being started by another task; waiting for it", service_name(svc.id))
                 return False
+            if pool is not None:
+                pool.release(service_name(svc.id))
             raise ServiceError(f"cannot create service {service_name(svc.id)} ({image}): {exc.explanation}") from None
+        if pool is not None:
+            pool.hand_over(service_name(svc.id))
         log.info("starting service %s from %s", service_name(svc.id), image)
         try:
             self.cli.start(container["Id"])
         except APIError as exc:
             self.cli.remove_container(container["Id"], force=True)
+            if pool is not None:
+                pool.release(service_name(svc.id))
             hint = (" (the Docker engine has no GPU runtime; install nvidia-container-toolkit or lower "
                     "requests.gpu)") if "device driver" in str(exc.explanation) else ""
             raise ServiceError(f"cannot start service {service_name(svc.id)} ({image}): "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 from clara_airflow.backends.base import LABEL_DEPLOYMENT, LABEL_ID, ContainerMount, ContainerRun
 from clara_airflow.backends.layout import host_source
@@ -16,7 +15,7 @@ LABEL_DAG = "clara-airflow/dag-id"
 LABEL_RUN_ID = "clara-airflow/run-id"
 LABEL_STUDY = "clara-airflow/study"  # batch mode: the study a step container works on
 
-__all__ = ["LABEL_DAG", "LABEL_ID", "LABEL_RUN_ID", "LABEL_STEP", "LABEL_STUDY", "device_requests", "docker_run"]
+__all__ = ["LABEL_DAG", "LABEL_ID", "LABEL_RUN_ID", "LABEL_STEP", "LABEL_STUDY", "docker_run"]
 
 
 def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path, *, dag_id: str, run_id: str,
@@ -42,8 +41,3 @@ def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path,
         name=f"clara-{dag_id[:80]}-{step.name[:80]}-{digest}-{try_number}",
         user=f"{user[0]}:{user[1]}" if user else None)
 
-
-def device_requests(gpus: int) -> list[Any]:
-    from docker.types import DeviceRequest
-
-    return [DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus > 0 else []

@@ -25,13 +25,14 @@ _MODEL_PORTS = dict(zip(MODEL_VARIABLES, (8000, 8001, 8000, 8000), strict=True))
 
 
 def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = None, *,
-                     destinations: tuple[str, ...] | None = None) -> PipelinePlan:
+                     destinations: tuple[str, ...] | None = None, gpus: int | None = None) -> PipelinePlan:
     """Turn a validated spec into a plan.
 
     :param spec: from :func:`clara_airflow.spec.load.load_pipeline`.
     :param deployment: flat settings of ``clara-defaults.yaml`` merged over ``[clara]`` (lower
         precedence than the pipeline's own ``x-airflow`` block).
     :param destinations: the configured DICOM destinations (``[clara] dicom_config``), for register-results.
+    :param gpus: how many GPUs a Docker host has (``[clara] gpus`` as a list); None: not known here.
     :raises SpecError: when the merged settings contradict each other (a schedule with no payload).
     """
     merged = merge_settings(spec.airflow, deployment or {})
@@ -39,6 +40,7 @@ def compile_pipeline(spec: PipelineSpec, deployment: Mapping[str, Any] | None = 
     _check_schedule(spec, settings)
     _check_node_paths(spec, settings)
     _check_batch(spec, settings)
+    _check_gpus(spec, settings, gpus)
     defaults = {name: p.default for name, p in spec.all_parameters().items()}
     lowered = {op.name.lower(): op for op in spec.operators}
     upstream = {op.name: _upstream(op, lowered) for op in spec.operators}
@@ -98,6 +100,23 @@ def _check_batch(spec: PipelineSpec, settings: PipelineSettings) -> None:
                        "must live apart: move the inbox")
     if problem is not None:
         raise SpecError([Problem(spec.path, line, col, problem, "V33")])
+
+
+def _check_gpus(spec: PipelineSpec, settings: PipelineSettings, gpus: int | None) -> None:
+    """On Docker, a step or service cannot hold more GPUs than its host has (Kubernetes schedules them)."""
+    if gpus is None or settings.backend != "docker":
+        return
+    problems = []
+    for what, item in [(f"operator '{op.name}'", op) for op in spec.operators] + [
+            (f"service '{svc.name}' of operator '{op.name}'", svc) for op in spec.operators for svc in op.services]:
+        wanted = _requests(item.requests, settings.resources).gpu
+        if wanted > gpus:
+            line, col = item.where.get("requests", "gpu")
+            problems.append(Problem(spec.path, line, col, (
+                f"{what} requests {wanted} GPU(s), but a Docker host here has {gpus} ([clara] gpus); it could never "
+                "start: lower requests.gpu, or list every GPU of the host in [clara] gpus"), "V26"))
+    if problems:
+        raise SpecError(problems)
 
 
 def _check_node_paths(spec: PipelineSpec, settings: PipelineSettings) -> None:

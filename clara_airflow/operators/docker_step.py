@@ -7,8 +7,9 @@ compiler's own rules and ``$(NAME)`` is expanded as Kubernetes would.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator  # noqa: TID253 - module is imported lazily
@@ -17,7 +18,8 @@ from clara_airflow.airflow_compat import AirflowException, QuotaClient
 from clara_airflow.backends.base import ContainerRun
 from clara_airflow.backends.docker import DockerServiceManager
 from clara_airflow.backends.docker_engine import engine_down, ensure_network
-from clara_airflow.backends.docker_steps import device_requests, docker_run
+from clara_airflow.backends.docker_gpus import container_gpus, gpu_pool, holder
+from clara_airflow.backends.docker_steps import docker_run
 from clara_airflow.backends.layout import claim_run_folder, hand_over, reset_step_folder, step_user
 from clara_airflow.batch.run import branch_study, study_folder
 from clara_airflow.compiler.identity import service_name
@@ -55,7 +57,7 @@ class ClaraDockerOperator(DockerOperator):
             image=f"{plan.image}:{plan.tag}", command=list(plan.command) or None,
             network_mode=options.deployment.network, docker_url=options.deployment.docker_url,
             mount_tmp_dir=False, cpus=float(plan.requests.cpu), mem_limit=f"{plan.requests.memory}m",
-            device_requests=device_requests(plan.requests.gpu), privileged=False, do_xcom_push=False, **kwargs,
+            privileged=False, do_xcom_push=False, **kwargs,
         )
         self.step = plan
         self.parameters = parameters
@@ -80,8 +82,10 @@ class ClaraDockerOperator(DockerOperator):
         self.log.info("running %s %s", self.image, self.command or "(image default command)")
         try:
             with ServiceHeartbeat(self.service_ids, self.options.deployment.service_heartbeat, self.log,
-                                  dag_id=context["dag"].dag_id):
+                                  dag_id=context["dag"].dag_id), self._devices(context):
                 return super().execute(context)
+        except ClaraAirflowError as exc:  # no GPU came free in time, or more are asked than the host has
+            raise task_error(exc, f"operator '{self.task_id}'") from None
         except Exception as exc:
             raise AirflowException(self._failure_text(exc) + self._lost_services()) from exc
 
@@ -110,6 +114,28 @@ class ClaraDockerOperator(DockerOperator):
                                try_number=getattr(context["ti"], "try_number", 1), user=user,
                                study=study, deployment=deployment.deployment_id))
         ensure_network(self.hook.api_client, deployment.network)
+
+    @contextlib.contextmanager
+    def _devices(self, context: Any) -> Iterator[None]:
+        """The step's own GPUs of this host for as long as its container runs (``[clara] gpus``)."""
+        deployment, count, name = self.options.deployment, self.step.requests.gpu, str(self.container_name)
+        pool = gpu_pool(deployment, self.hook.api_client) if count and deployment.gpus else None
+        devices: list[str] | None = [] if deployment.gpus else None
+        if pool is not None:
+            wait = self.options.pipeline.gpu_wait
+            devices = pool.take(count, holder(name, dag_id=context["dag"].dag_id,
+                                              run_id=context["run_id"], task_id=self.task_id),
+                                wait=self.options.pipeline.timeout if wait is None else wait, log=self.log)
+            self.log.info("GPU(s) %s of this host are this step's until its container %s ends", ",".join(devices),
+                          name)
+        self.device_requests, env, labels = container_gpus(deployment, devices, count)
+        self.environment = {**dict(self.environment), **env}  # type: ignore[arg-type]  # _apply made it a dict
+        self.labels = {**dict(self.labels or {}), **labels}  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            if pool is not None:
+                pool.release(name)
 
     def _apply(self, run: ContainerRun) -> None:
         from docker.types import Mount

@@ -82,9 +82,11 @@ def _row(row: dict[str, Any]) -> str:
                         for k, v in row.get("connections", {}).items()) or "—"
     leases = row.get("leases", [])
     held = "<br>".join(f"{html.escape(x['dag_id'])} / {html.escape(x['run_id'])}" for x in leases) or "none"
+    devices = [str(d) for d in row.get("devices") or []]
+    gpus = f'<br><span class="gpus">GPU {html.escape(", ".join(devices))}</span>' if devices else ""
     return (f'<tr data-service="{sid}"><td><code>clara-svc-{sid}</code><br>{_cell(", ".join(row.get("names", [])))}</td>'
             f"<td><code>{_cell(row.get('image'))}:{_cell(row.get('tag'))}</code><br><code>{html.escape(command)}</code></td>"
-            f"<td>{_cell(row.get('backend'))}</td><td class=\"{css}\">{html.escape(state)}</td><td>{conns}</td>"
+            f"<td>{_cell(row.get('backend'))}{gpus}</td><td class=\"{css}\">{html.escape(state)}</td><td>{conns}</td>"
             f"<td>{_cell(row.get('started_at'))}</td><td class=\"last-used\">{_cell(row.get('last_used'))}</td>"
             f"<td class=\"leases\">{held}</td><td>{_cell(', '.join(row.get('pipelines', [])))}</td>"
             f"<td><button class=\"logs\" data-action=\"logs\" data-sid=\"{sid}\">Logs</button> "

@@ -102,6 +102,7 @@ class ServiceRecord:
     requests: dict[str, int]
     started_at: str
     last_used: str
+    devices: list[str] = field(default_factory=list)  # the host's GPUs it holds (Docker with [clara] gpus)
     schema: int = SCHEMA
 
     @property
@@ -183,6 +184,7 @@ def write_record(svc: ServicePlan, instance: ServiceInstance, *, backend: str, l
         volumes=dict(instance.volumes),
         requests={"cpu": svc.requests.cpu, "memory": svc.requests.memory, "gpu": svc.requests.gpu},
         started_at=iso_seconds(instance.started_at) if instance.started_at else now(), last_used=now(),
+        devices=list(instance.devices),
     )
     store.set(variable_key(svc.id), json.dumps(asdict(record), sort_keys=True))
     return record
@@ -260,6 +262,7 @@ class ServiceView:
             "location": rec.location if rec else {}, "host": rec.host if rec else service_name(self.id),
             "container": service_name(self.id), "ports": rec.ports if rec else [],
             "volumes": rec.volumes if rec else {}, "requests": rec.requests if rec else {},
+            "devices": rec.devices if rec else [],
             "started_at": rec.started_at if rec else "", "last_used": self.last_used,
             "idle_ttl": self.idle_ttl, "connections": connections,
             "names": sorted({n for u in self.uses for n in u.names}),

@@ -103,6 +103,36 @@ def _access_mode(raw: str) -> str:
     return raw.strip()
 
 
+_GPU = re.compile(r"[0-9]{1,3}|(GPU|MIG)-[0-9A-Za-z./-]{1,80}")
+
+
+def _gpus(raw: str) -> tuple[str, ...]:
+    text = raw.strip()
+    if text.lower() == "auto":
+        return ("auto",)
+    found = tuple(item.strip() for item in text.split(",")) if text else ()
+    bad = [item for item in found if not _GPU.fullmatch(item)]
+    if bad:
+        raise ValueError(f"must be 'auto' or GPU indices or UUIDs separated by commas, like 0,1 or GPU-8f2c...; "
+                         f"not {', '.join(map(repr, bad))}")
+    if len(set(found)) != len(found):
+        raise ValueError("lists a GPU twice")
+    return found
+
+
+def _assignment(raw: str) -> str:
+    if raw.strip() not in ("device_requests", "visible_devices"):
+        raise ValueError("must be device_requests (Docker's --gpus) or visible_devices (NVIDIA_VISIBLE_DEVICES, "
+                         "for engines whose default runtime is nvidia)")
+    return raw.strip()
+
+
+def _absolute(raw: str) -> str:
+    if not raw.strip().startswith("/"):
+        raise ValueError("must be an absolute folder path")
+    return raw.strip()
+
+
 DEPLOYMENT_ID = re.compile(r"[a-z0-9]([a-z0-9._-]{0,38}[a-z0-9])?")  # a label value on Docker and Kubernetes
 
 
@@ -129,7 +159,7 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
     "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
     "service_data_size": _quantity, "dicom_config": _optional, "deployment_id": _deployment_id,
-    "step_grace": _grace,
+    "step_grace": _grace, "gpus": _gpus, "gpu_assignment": _assignment, "gpu_state_dir": _absolute,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)
 

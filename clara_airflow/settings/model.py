@@ -93,6 +93,7 @@ class PipelineSettings:
     allow_host_paths: bool = False
     startup_timeout: int | None = None  # Kubernetes: seconds to start a step pod (default 120, GPU steps 600)
     schedule_timeout: int | None = None  # Kubernetes: seconds to schedule it (default: startup_timeout)
+    gpu_wait: int | None = None  # Docker: seconds a step waits for free GPUs of its host (default: timeout)
     payload: Payload = Payload()
     services: ServiceSettings = ServiceSettings()
     batch: BatchSettings = BatchSettings()
@@ -149,6 +150,9 @@ class Deployment:
     volume_size: str = "1Gi"
     service_data_claim: str = "clara-service-data"  # the services' data folder (NVIDIA_CLARA_SERVICE_DATA_PATH)
     service_data_size: str = "10Gi"
+    gpus: tuple[str, ...] = ()  # this Docker host's GPUs (indices or UUIDs), ("auto",): found through NVML
+    gpu_assignment: str = "device_requests"  # or "visible_devices" (NVIDIA_VISIBLE_DEVICES, nvidia default runtime)
+    gpu_state_dir: str = "/var/lib/clara-airflow/gpus"  # who holds which GPU of this host, and its lock
     dicom_config: str | None = None  # the DICOM receiver's dicom.yaml: its destinations are register-results' targets
     # who owns a container or record on a shared engine: unset, one is made once per metadata database
     # (the Variable clara_deployment_id, clara_airflow.services.identity)

@@ -151,7 +151,7 @@ SCHEMA: Schema = {
     "tags": _tags, "owner": _string, "retries": _int(0), "retry_delay": _int(0),
     "timeout": _int(1), "run_timeout": _optional_int(1), "parameters": _parameter_rules,
     "backend": _choice("docker", "kubernetes"), "namespace": _k8s_name(False), "allow_host_paths": _bool,
-    "startup_timeout": _optional_int(1), "schedule_timeout": _optional_int(1),
+    "startup_timeout": _optional_int(1), "schedule_timeout": _optional_int(1), "gpu_wait": _optional_int(0),
     "payload": {"input": _abs_path(True), "output_root": _abs_path(False), "claim": _k8s_name(True)},
     "services": {"idle_ttl": _int(60), "start_timeout": _int(1), "data_dir": _abs_path(False)},
     "batch": {"inbox": _abs_path(True), "quiet_seconds": _int(0, 86_400), "max_studies": _int(1, MAX_STUDIES)},

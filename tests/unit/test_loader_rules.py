@@ -131,7 +131,7 @@ def test_an_internal_error_is_a_broken_dag_asking_for_a_report(tmp_path: Path, m
     path = write(tmp_path, "a.yaml", BASE)
     write(tmp_path, "b.yaml", named("other"))
 
-    def compile_or_fail(where: Path, deployment: dict[str, Any], destinations: Any = None) -> Any:
+    def compile_or_fail(where: Path, deployment: dict[str, Any], destinations: Any = None, gpus: Any = None) -> Any:
         if where == path:
             raise KeyError("boom")
         return real(where, deployment)

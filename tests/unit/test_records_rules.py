@@ -33,7 +33,7 @@ def svc() -> Any:
 
 
 def instance() -> ServiceInstance:
-    return ServiceInstance(SID, f"clara-svc-{SID}", True, "c1", "2026-01-02T03:04:05.678Z", {"/d": "vol-1"})
+    return ServiceInstance(SID, f"clara-svc-{SID}", True, "c1", "2026-01-02T03:04:05.678Z", {"/d": "vol-1"}, ("1",))
 
 
 def test_the_record_written_is_exactly_the_instance_facts(monkeypatch: Any) -> None:
@@ -43,7 +43,7 @@ def test_the_record_written_is_exactly_the_instance_facts(monkeypatch: Any) -> N
     expected = {"id": SID, "identity": {"image": "clara-airflow/busybox", "tag": "1", "command": ["/bin/sh", "-c", "serve"]},
                 "backend": "docker", "location": {"network": "n"}, "host": f"clara-svc-{SID}", "ports": [8080],
                 "volumes": {"/d": "vol-1"}, "requests": {"cpu": 1, "memory": 64, "gpu": 0},
-                "started_at": "2026-01-02T03:04:05+00:00", "last_used": "NOW", "schema": 1}
+                "started_at": "2026-01-02T03:04:05+00:00", "last_used": "NOW", "devices": ["1"], "schema": 1}
     assert store.data[f"clara_service_{SID}"] == json.dumps(expected, sort_keys=True)
     write_record(svc(), dataclasses.replace(instance(), started_at=""), backend="docker", location={}, store=store)
     assert json.loads(store.data[f"clara_service_{SID}"])["started_at"] == "NOW"
@@ -79,7 +79,7 @@ def test_the_joined_row(monkeypatch: Any) -> None:
         "id": SID, "identity": {"image": "clara-airflow/busybox", "tag": "1", "command": ["/bin/sh", "-c", "serve"]},
         "image": "clara-airflow/busybox", "tag": "1", "backend": "kubernetes", "location": {"namespace": "ns"},
         "host": f"clara-svc-{SID}", "container": f"clara-svc-{SID}", "ports": [8080], "volumes": {"/d": "vol-1"},
-        "requests": {"cpu": 1, "memory": 64, "gpu": 0}, "started_at": "2026-01-02T03:04:05+00:00",
+        "requests": {"cpu": 1, "memory": 64, "gpu": 0}, "devices": ["1"], "started_at": "2026-01-02T03:04:05+00:00",
         "last_used": "2026-01-01T00:00:09+00:00", "idle_ttl": 100, "connections": {"ALT": "x:2", "WEB_URI": "x:1"},
         "names": ["alt", "web"], "pipelines": ["a", "b"]}
 
@@ -90,7 +90,7 @@ def test_a_row_with_no_record_and_a_bad_one() -> None:
     row = service_view(SID, store).as_row()
     assert row == {"id": SID, "identity": {}, "image": "?", "tag": "?", "backend": "docker", "location": {},
                    "host": f"clara-svc-{SID}", "container": f"clara-svc-{SID}", "ports": [], "volumes": {},
-                   "requests": {}, "started_at": "", "last_used": "", "idle_ttl": 3600, "connections": {},
+                   "requests": {}, "devices": [], "started_at": "", "last_used": "", "idle_ttl": 3600, "connections": {},
                    "names": [], "pipelines": [],
                    "bad": [f"clara_service_{SID}: not a JSON object but list"]}
 
