@@ -6,6 +6,9 @@ cannot show, because there one run is all there is and a task's run state comes 
 - A run whose worker was killed (kill -9) and which was then marked failed, as an operator does in the
   UI, never runs its teardown: the reaper (every minute here) releases its lease on the shared service
   and removes the step container the dead worker left behind.
+- GPUs of one Docker host (``[clara] gpus = 0,1`` in ``visible_devices`` mode, so no GPU is needed): four
+  one-GPU steps run at most two at a time and never share a device; a service holds its device while its
+  steps share the other; a killed step's device is free once its container is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FIXTURES = REPO / "tests" / "fixtures" / "scheduler"
+ARTIFACTS = REPO / "artifacts" / "scheduler"
 
 
 def wait(check: Callable[[], Any], seconds: float, what: str) -> Any:
@@ -55,19 +59,22 @@ def airflow() -> Iterator[Standalone]:
     sources.mkdir()
     for fixture in FIXTURES.glob("*.yaml"):
         (sources / fixture.name).write_text(fixture.read_text().replace("@INBOX@", str(inbox)))
+    gpus = {"AIRFLOW__CLARA__GPUS": "0,1", "AIRFLOW__CLARA__GPU_ASSIGNMENT": "visible_devices",
+            "AIRFLOW__CLARA__GPU_STATE_DIR": str(home / "gpus")}
     airflow = start(home / "airflow", sorted(sources.glob("*.yaml")), dict(os.environ),
-                    overrides={"AIRFLOW__CLARA__REAPER_SCHEDULE": "* * * * *", "AIRFLOW__CLARA__STEP_GRACE": "0"})
+                    overrides={"AIRFLOW__CLARA__REAPER_SCHEDULE": "* * * * *", "AIRFLOW__CLARA__STEP_GRACE": "0", **gpus})
+    airflow.env = {**os.environ, "AIRFLOW_HOME": str(airflow.home), "AIRFLOW__CORE__UNIT_TEST_MODE": "False",  # type: ignore[attr-defined]
+                   **gpus}
     inbox.mkdir(parents=True)
     try:
-        for dag_id in ("it-overlap", "it-abandon", "clara_service_reaper"):
+        for dag_id in ("it-overlap", "it-abandon", "it-gpu", "it-gpu-service", "it-gpu-kill", "clara_service_reaper"):
             wait(lambda d=dag_id: _parsed(airflow, d), 90, f"{dag_id} was not parsed; see {airflow.home}")
         yield airflow
     finally:
         airflow.stop()
-        artifacts = REPO / "artifacts" / "scheduler"
-        artifacts.mkdir(parents=True, exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
-            shutil.copy(airflow.home / "standalone.log", artifacts / "standalone.log")
+            shutil.copy(airflow.home / "standalone.log", ARTIFACTS / "standalone.log")
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -186,3 +193,101 @@ def test_the_reaper_frees_what_a_killed_run_marked_failed_held(airflow: Standalo
     assert time.monotonic() - marked < 180
     reaped = airflow.api("/api/v2/dags/clara_service_reaper/dagRuns?state=success&limit=5")["dag_runs"]
     assert reaped, "no reaper run succeeded"
+
+
+# -- GPUs of one Docker host ------------------------------------------------------------------------------
+def gpus_now(airflow: Standalone) -> list[dict[str, Any]]:
+    """``clara-airflow gpus --json``, as an operator runs it on the worker's host."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "gpus", "--json"], capture_output=True,
+                          text=True, env=airflow.env, timeout=60)  # type: ignore[attr-defined]
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def timeline(airflow: Standalone, dag_id: str, run_id: str, steps: list[str]) -> list[dict[str, Any]]:
+    root = airflow.output / dag_id / run_id
+    return [{"step": step, "gpu": (root / step / "gpu").read_text().strip(),
+             "start": int((root / step / "start").read_text()), "end": int((root / step / "end").read_text())}
+            for step in steps]
+
+
+def assert_exclusive(spans: list[dict[str, Any]]) -> None:
+    """No two steps held one GPU at the same time (times in whole seconds: one may start as another ends)."""
+    for a in spans:
+        for b in spans:
+            if a is not b and a["gpu"] == b["gpu"]:
+                assert a["end"] <= b["start"] or b["end"] <= a["start"], f"{a} and {b} shared GPU {a['gpu']}"
+
+
+def test_four_one_gpu_steps_run_two_at_a_time_each_on_its_own_gpu(airflow: Standalone) -> None:
+    run_id = "manual__gpus"
+    trigger(airflow, "it-gpu", run_id)
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 240
+    while run_of(airflow, "it-gpu", run_id)["state"] not in ("success", "failed") and time.monotonic() < deadline:
+        held = [row for row in gpus_now(airflow) if row["holder"]]
+        if len(held) == 2 and not seen:
+            seen = held  # both GPUs taken, while two more steps wait
+        time.sleep(1)
+    assert run_of(airflow, "it-gpu", run_id)["state"] == "success"
+    spans = timeline(airflow, "it-gpu", run_id, ["seg-a", "seg-b", "seg-c", "seg-d"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "gpu-timeline.json").write_text(json.dumps({"steps": spans, "gpus --json while running": seen},
+                                                            indent=1))
+    assert sorted({s["gpu"] for s in spans}) == ["0", "1"], spans  # each step saw exactly one of the two
+    assert_exclusive(spans)
+    for moment in range(min(s["start"] for s in spans), max(s["end"] for s in spans)):
+        assert sum(s["start"] <= moment < s["end"] for s in spans) <= 2, spans
+    assert {row["holder"]["dag_id"] for row in seen} == {"it-gpu"} and len(seen) == 2
+    logs = "".join(p.read_text(errors="replace") for p in (airflow.home / "logs").rglob("*")
+                   if p.is_file() and "it-gpu/" in str(p) and "run_id=manual__gpus" in str(p))
+    assert "waiting for 1 GPU(s): 0 of 2 free; held by: GPU 0: it-gpu / manual__gpus / seg-" in logs
+    assert gpus_now(airflow) == [{"device": "0", "holder": None}, {"device": "1", "holder": None}]
+
+
+def test_a_service_holds_its_gpu_while_its_steps_share_the_other(airflow: Standalone, docker_cli: Any) -> None:
+    run_id = "manual__gpu_service"
+    trigger(airflow, "it-gpu-service", run_id)
+
+    def both_held() -> list[dict[str, Any]] | None:
+        rows = gpus_now(airflow)
+        return rows if all(r["holder"] for r in rows) else None
+
+    during = wait(both_held, 240, "the service and a step never held both GPUs")
+    assert finished(airflow, "it-gpu-service", run_id)["state"] == "success"
+    spans = timeline(airflow, "it-gpu-service", run_id, ["infer-a", "infer-b"])
+    root = airflow.output / "it-gpu-service" / run_id
+    service_gpu = (root / "infer-a" / "service-gpu").read_text().strip()
+    (ARTIFACTS / "gpu-service-timeline.json").write_text(json.dumps(
+        {"service": service_gpu, "steps": spans, "gpus --json while running": during}, indent=1))
+    assert service_gpu in ("0", "1") and (root / "infer-b" / "service-gpu").read_text().strip() == service_gpu
+    assert {s["gpu"] for s in spans} == {"1" if service_gpu == "0" else "0"}, spans
+    assert_exclusive(spans)
+    holders = {row["device"]: row["holder"] for row in gpus_now(airflow)}
+    assert holders[service_gpu]["service"] and holders[service_gpu]["container"].startswith("clara-svc-")
+    (service,) = docker_cli.containers.list(filters={"name": holders[service_gpu]["container"]})
+    service.remove(force=True)  # stopped: its GPU is free again
+    assert gpus_now(airflow) == [{"device": "0", "holder": None}, {"device": "1", "holder": None}]
+
+
+def test_a_killed_steps_gpu_is_free_once_its_container_is_gone(airflow: Standalone, docker_cli: Any) -> None:
+    from clara_airflow.backends.docker import LABEL_RUN_ID
+
+    run_id = "manual__gpu_kill"
+    trigger(airflow, "it-gpu-kill", run_id)
+    step = wait(lambda: next((t for t in tasks_of(airflow, "it-gpu-kill", run_id)
+                              if t["task_id"] == "hold" and t["state"] == "running"), None), 180, "the step never ran")
+    (container,) = wait(lambda: docker_cli.containers.list(filters={"label": f"{LABEL_RUN_ID}={run_id}"}), 60,
+                        "the step's container never started")
+    held = [row for row in gpus_now(airflow) if row["holder"]]
+    assert [(r["holder"]["task_id"], r["holder"]["container"]) for r in held] == [("hold", container.name)]
+    assert _kill_worker_of(step["id"]), "the task process was not found"
+    time.sleep(2)
+    after_kill = [row for row in gpus_now(airflow) if row["holder"]]
+    assert [r["holder"]["container"] for r in after_kill] == [container.name], "the container still runs on it"
+    container.remove(force=True)  # as the reaper does once the run has ended
+    assert gpus_now(airflow) == [{"device": "0", "holder": None}, {"device": "1", "holder": None}]
+    airflow.api(f"/api/v2/dags/it-gpu-kill/dagRuns/{run_id}", {"state": "failed"}, method="PATCH")
