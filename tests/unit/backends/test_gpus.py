@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from clara_airflow.backends.gpus import POLL, GpuPool, GpuWaitTimeout, Holder, process_alive, start_time
+from clara_airflow.backends.gpus import POLL, GpuPool, GpuWaitTimeout, Holder, detect, process_alive, start_time
 from clara_airflow.errors import ClaraAirflowError
 
 FORK = multiprocessing.get_context("fork")
@@ -175,3 +175,29 @@ def test_a_device_no_longer_listed_is_forgotten(tmp_path: Path) -> None:
     GpuPool(["0", "1"], tmp_path, no_containers).take(2, mine("a"), wait=0)
     assert GpuPool(["1"], tmp_path, no_containers).holders()["1"] is not None
     assert "0" not in json.loads((tmp_path / "holders.json").read_text())
+
+
+def test_auto_finds_every_gpu_nvml_names_and_none_without_a_driver(monkeypatch: Any) -> None:
+    import sys
+    import types
+
+    from clara_airflow.backends.docker_gpus import inventory
+    from clara_airflow.settings import Deployment
+
+    assert detect() == ()  # nvidia-ml-py is installed here, the driver's library is not
+    fake = types.SimpleNamespace(NVMLError=RuntimeError, nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+                                 nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
+                                 nvmlDeviceGetUUID=lambda h: [b"GPU-aaaa", "GPU-bbbb"][h])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert inventory(Deployment(gpus=("auto",))) == ("GPU-aaaa", "GPU-bbbb")
+    assert inventory(Deployment(gpus=("0", "1"))) == ("0", "1") and inventory(Deployment()) is None
+
+
+def test_the_gpu_check_skips_cleanly_without_gpus(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SKIP part 1" in done.stdout and "SKIP part 2: part 1 found no GPU" in done.stdout
