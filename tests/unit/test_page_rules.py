@@ -98,6 +98,11 @@ def test_each_value_of_a_record_lands_in_its_column() -> None:
     assert table.classes == [[None, None, None, "state-running", None, None, "last-used", "leases", None, None]]
 
 
+def test_a_services_gpus_show_under_its_backend_escaped() -> None:
+    assert read([{**FULL, "devices": ["0", "GPU-8f2c<b>"]}]).rows[0][2] == "docker\nGPU 0, GPU-8f2c<b>"
+    assert "<b>" not in render_page([{**FULL, "devices": ["<b>"]}])
+
+
 def test_missing_values_show_placeholders_and_a_stopped_service_is_red() -> None:
     table = read([{"id": "0123456789ab", "state": "exited"}])
     assert table.rows == [["clara-svc-0123456789ab\n—", "—:—\n(image default)", "—", "exited", "—", "—", "—",
