@@ -150,6 +150,12 @@ MUTANTS = [
     Mutant("clara_airflow/services/leases.py", "if written_age > STOP_INTENT_STALE + CLOCK_SKEW or",
            "if written_age > STOP_INTENT_STALE or", ("tests/unit/test_leases_rules.py",),
            "a live stop on a host whose clock is ahead is taken for a dead one"),
+    Mutant("clara_airflow/backends/gpus.py", "            fcntl.flock(lock, fcntl.LOCK_EX)\n", "            pass\n",
+           ("tests/unit/backends/test_gpus.py",), "two task processes of one host take the same GPU at once"),
+    Mutant("clara_airflow/backends/gpus.py", "return state not in ENDED", "return False",
+           ("tests/unit/backends/test_gpus.py",), "a GPU is handed out while a killed task's container still runs on it"),
+    Mutant("clara_airflow/backends/gpus.py", "return pid > 0 and start_time(pid) == started != 0", "return pid > 0",
+           ("tests/unit/backends/test_gpus.py",), "a reused process id keeps a dead holder's GPU forever"),
 ]
 
 
