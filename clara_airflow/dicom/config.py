@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clara_airflow.errors import Problem, SpecError
 from clara_airflow.spec.positions import Where
 from clara_airflow.spec.source import read_document
 
-__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Source", "configured_destinations", "folder_aet",
+__all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Rule", "Source", "configured_destinations", "folder_aet",
            "load_config", "valid_aet"]
 
 _AET = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash, 1-16 characters
@@ -62,19 +62,72 @@ class AirflowApi(_Model):
         return value.rstrip("/")
 
 
+def _pipeline(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name):
+        raise ValueError(f"{name!r} is not a pipeline (DAG) name")
+    return name
+
+
+def _keyword(keyword: str) -> str:
+    """A DICOM keyword of pydicom's dictionary whose value can be matched (not a sequence)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        from difflib import get_close_matches
+
+        from pydicom.datadict import keyword_dict
+
+        close = get_close_matches(keyword, list(keyword_dict), n=1)
+        hint = f"; did you mean {close[0]}?" if close else " (keywords are CamelCase, like Modality or BodyPartExamined)"
+        raise ValueError(f"{keyword!r} is not a DICOM keyword{hint}")
+    if dictionary_VR(tag) == "SQ":
+        raise ValueError(f"{keyword!r} is a sequence; a rule matches the value of a plain element")
+    return keyword
+
+
+def _pattern(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+    return pattern
+
+
+Pipeline = Annotated[str, AfterValidator(_pipeline)]
+Keyword = Annotated[str, AfterValidator(_keyword)]
+Pattern = Annotated[str, AfterValidator(_pattern)]
+Priority = Literal["lower", "normal", "higher", "immediate"]
+
+
+class Rule(_Model):
+    """Pipelines for the groups of which at least one instance matches every condition of ``when``
+    (keyword: regular expression, full match, case-insensitive)."""
+
+    when: dict[Keyword, Pattern] = Field(min_length=1)
+    pipelines: list[Pipeline] = Field(min_length=1)
+    priority: Priority | None = None  # unset: the AE title's
+
+
 class Route(_Model):
-    pipelines: list[str] = Field(min_length=1)
+    pipelines: list[Pipeline] = []  # every group
+    rules: list[Rule] = []  # in order: every rule that matches (the first only, with first_match)
+    default: list[Pipeline] = []  # when no rule matches
+    first_match: bool = False
     group_by: Literal["study", "series"] = "study"
     timeout: float = Field(default=5.0, gt=0, le=3600)
-    priority: Literal["lower", "normal", "higher", "immediate"] = "normal"
+    priority: Priority = "normal"
 
-    @field_validator("pipelines")
-    @classmethod
-    def _names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name):
-                raise ValueError(f"{name!r} is not a pipeline (DAG) name")
-        return value
+    @model_validator(mode="after")
+    def _routes_something(self) -> Route:
+        if not self.pipelines and not self.rules:
+            raise ValueError("routes no pipeline: give it pipelines (every group) or rules (groups by their tags)")
+        return self
+
+    def every_pipeline(self) -> list[str]:
+        """Every pipeline this AE title may start."""
+        names = [*self.pipelines, *(p for rule in self.rules for p in rule.pipelines), *self.default]
+        return list(dict.fromkeys(names))
 
 
 class Source(_Model):
@@ -138,7 +191,7 @@ def load_config(path: str | Path) -> DicomConfig:
         for error in exc.errors():
             keys = tuple(error["loc"])
             line, col = _position(where, keys)
-            dotted = ".".join(str(k) for k in keys) or "the file"
+            dotted = ".".join(str(k) for k in keys if k != "[key]") or "the file"
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = f"unknown key '{keys[-1]}'; see docs/dicom.md for the keys"

@@ -66,6 +66,7 @@ class Folders:
         self.work = self.inbox / ".clara-receiver"
         self.incoming, self.gathering = self.work / "incoming", self.work / "groups"
         self.quarantine, self.tmp, self.spool = self.work / "quarantine", self.work / "tmp", self.work / "pending"
+        self.unrouted_root = self.work / "unrouted"  # groups no rule matched (and no default caught)
 
     def merge(self, source: Path, target: Path) -> int:
         """Move every instance of ``source`` into ``target`` (created); returns how many. A name already in
@@ -115,6 +116,14 @@ class Folders:
         log.error("group %s was sent to %s, which is no longer in ae_titles; it is kept in %s and starts no run. "
                   "Route %s again and move the folder back to %s, or delete it", group, called, target, called,
                   self.gathering / called)
+        return target
+
+    def unrouted(self, called: str, group: str) -> Path:
+        """Keep a group that starts no run apart (``dicom status`` lists it; retention deletes it in time)."""
+        target = unique(self.unrouted_root / called / group)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.gathering / called / group, target)
+        fsync_folder(target.parent)
         return target
 
     def complete(self, called: str, group: str, add_triggers: Callable[[Path], list[str]]) -> tuple[Path, int, list[str]]:

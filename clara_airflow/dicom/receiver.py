@@ -28,6 +28,7 @@ from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
+from clara_airflow.dicom.routing import decide
 from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
 
@@ -239,18 +240,28 @@ class Receiver:
                         group, called, count, late)
             return
 
+        began = time.perf_counter()
+        decision = decide(route, folders.gathering / called / group)
+        routing_ms = (time.perf_counter() - began) * 1000
+        if not decision.runs:
+            kept = folders.unrouted(called, group)
+            log.warning("group %s of %s matches no rule and %s has no default: kept in %s, no run started "
+                        "(routing %.1f ms, %d instances read)", group, called, called, kept, routing_ms, decision.read)
+            return
+
         def add_triggers(target: Path) -> list[str]:
             runs = []
-            for pipeline in route.pipelines:
-                runs.append(run_id_for(pipeline, called, group, route.priority))
-                self.triggers.add(pipeline, runs[-1], {"clara_payload": str(target), "clara_priority": route.priority},
-                                  route.priority)
+            for pipeline, priority in decision.runs:
+                runs.append(run_id_for(pipeline, called, group, priority))
+                self.triggers.add(pipeline, runs[-1], {"clara_payload": str(target), "clara_priority": priority},
+                                  priority)
             return runs
 
         target, count, runs = folders.complete(called, group, add_triggers)
         self.triggers.wake()
-        log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s", called, route.group_by, group,
-                 count, target, ",".join(runs))
+        rules = f" rules={','.join(str(i + 1) for i in decision.rules) or 'default'}" if route.rules else ""
+        log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s%s routing_ms=%.1f", called,
+                 route.group_by, group, count, target, ",".join(runs), rules, routing_ms)
 
 
 def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: float = 0.2,
@@ -277,7 +288,7 @@ def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: flo
                               daemon=True)
     server = ae.start_server((config.listen.host, config.listen.port), block=False, evt_handlers=handlers)
     log.info("listening: ae_title=%s address=%s:%d inbox=%s routes=%s", config.listen.ae_title, config.listen.host,
-             config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.pipelines)}"
+             config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.every_pipeline())}"
                                                           for k, v in config.ae_titles.items()))
     assert server is not None  # start_server(block=False) returns the running server
     sender.start()

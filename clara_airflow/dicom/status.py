@@ -29,7 +29,8 @@ def _group(called: str, folder: Path, state: str, now: float) -> dict[str, Any]:
 
 def _groups(folders: Folders, now: float) -> list[dict[str, Any]]:
     found = []
-    for root, state in ((folders.gathering, "gathering"), (folders.quarantine, "quarantined")):
+    for root, state in ((folders.gathering, "gathering"), (folders.quarantine, "quarantined"),
+                        (folders.unrouted_root, "unrouted")):
         for called in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
             found += [_group(called.name, g, state, now) for g in sorted(called.iterdir()) if g.is_dir()]
     # instances of associations still open (or left by a killed receiver): their groups are gathering too
@@ -101,7 +102,7 @@ def check_dags(config: DicomConfig, client: AirflowClient) -> dict[str, str]:
     """The state of every routed DAG in Airflow (``active``, ``paused``, ``missing``, ``unknown: ...``);
     logs each one that cannot start runs."""
     states = {}
-    for pipeline in sorted({p for route in config.ae_titles.values() for p in route.pipelines}):
+    for pipeline in sorted({p for route in config.ae_titles.values() for p in route.every_pipeline()}):
         states[pipeline] = state = client.dag_state(pipeline)
         if state == "missing":
             log.error("routed DAG %s does not exist in Airflow: its triggers will fail (HTTP 404); deploy the "

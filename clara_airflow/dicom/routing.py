@@ -1,0 +1,84 @@
+"""Which pipelines a complete group starts: its AE title's ``pipelines`` (every group), then its ``rules``
+matched on the DICOM tags of the group's instances, else its ``default``. No pynetdicom, no Airflow.
+
+A rule matches a group when at least one instance matches every condition of its ``when``: the
+element's value (each value of a multi-valued element; a missing element reads as the empty string)
+matches the regular expression in full, ignoring case. Only the headers are read (never pixel data),
+and reading stops as soon as the answer cannot change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from clara_airflow.dicom.config import Route
+
+__all__ = ["Decision", "decide", "instance_values"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a group starts: (pipeline, priority) pairs, in order; ``rules``: the indices of the rules that
+    matched (for the log); ``read``: how many instances were read."""
+
+    runs: tuple[tuple[str, str], ...]
+    rules: tuple[int, ...] = ()
+    read: int = 0
+
+
+def instance_values(folder: Path, keywords: list[str]) -> Iterator[dict[str, list[str]]]:
+    """Per instance of ``folder`` (sorted by name): keyword -> its values as text. A file pydicom cannot
+    read is skipped (the receiver stored only what it could parse)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            dataset = dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError):
+            continue
+        values = {}
+        for keyword in keywords:
+            value = dataset.get(keyword)
+            if value is None or value == "":
+                values[keyword] = [""]
+            elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+                values[keyword] = [str(v) for v in value] or [""]
+            else:
+                values[keyword] = [str(value)]
+        yield values
+
+
+def _matches(when: dict[str, re.Pattern[str]], values: dict[str, list[str]]) -> bool:
+    return all(any(pattern.fullmatch(v) for v in values[keyword]) for keyword, pattern in when.items())
+
+
+def decide(route: Route, folder: Path) -> Decision:
+    """The runs a complete group in ``folder`` starts under ``route``."""
+    runs = [(name, route.priority) for name in route.pipelines]
+    if not route.rules:
+        return Decision(tuple(runs))
+    compiled = [{k: re.compile(p, re.IGNORECASE) for k, p in rule.when.items()} for rule in route.rules]
+    keywords = sorted({k for rule in route.rules for k in rule.when})
+    pending, matched, read = set(range(len(route.rules))), set(), 0
+    for values in instance_values(folder, keywords):
+        read += 1
+        for index in sorted(pending):
+            if _matches(compiled[index], values):
+                matched.add(index)
+                pending.discard(index)
+        if not pending or (route.first_match and matched and min(matched) < min(pending)):
+            break  # no later instance can change the answer
+    chosen = sorted(matched)[:1] if route.first_match else sorted(matched)
+    for index in chosen:
+        rule = route.rules[index]
+        runs += [(name, rule.priority or route.priority) for name in rule.pipelines]
+    if not chosen:
+        runs += [(name, route.priority) for name in route.default]
+    unique = dict[str, str]()
+    for name, priority in runs:  # one run per pipeline and group: the first rule that names it decides
+        unique.setdefault(name, priority)
+    return Decision(tuple(unique.items()), tuple(chosen), read)
