@@ -45,6 +45,9 @@ class Listen(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=1, le=65535)
     ae_title: str = "CLARA"
+    status_port: int | None = Field(default=None, ge=0, le=65535)  # /health and /metrics; unset: off
+    status_host: str = "127.0.0.1"
+    status_token_env: str = Field(default="CLARA_DICOM_STATUS_TOKEN", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
     _aet = field_validator("ae_title")(valid_aet)
 

@@ -22,12 +22,14 @@ import struct
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
+from clara_airflow.dicom.health import refusal_reason, start_status
 from clara_airflow.dicom.routing import decide
 from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
@@ -90,6 +92,7 @@ class Receiver:
         self._due: dict[tuple[str, str], float] = {}
         self._sending: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
+        self.counts: Counter[str] = Counter()  # for /metrics: instances, bytes, completed, routed, refused:<reason>
         for key in self.folders.recover(self.config.ae_titles):  # groups a previous process was gathering
             self._due[key] = time.monotonic()
 
@@ -120,6 +123,7 @@ class Receiver:
             if refused is None:
                 self._open[id(assoc)] = _Association(f"a{next(self._ids)}", calling, called, host, time.monotonic())
         if refused is not None:
+            self.counts[f"refused:{refusal_reason(refused[0])}"] += 1
             log.warning("association refused: calling=%s host=%s called=%s reason=%s", calling, host, called,
                         refused[0])
             assoc.acse.send_reject(*refused[1])
@@ -165,6 +169,7 @@ class Receiver:
         with self._lock:
             state.instances += 1
             state.bytes += size
+            self.counts.update(instances=1, bytes=size)
             if group not in state.groups:
                 state.groups.add(group)
                 self._sending[(state.called, group)] = self._sending.get((state.called, group), 0) + 1
@@ -208,6 +213,10 @@ class Receiver:
                  ",".join(sorted(state.groups)) or "-")
 
     # -- groups ---------------------------------------------------------------------------------------
+    def pending_groups(self) -> int:
+        with self._lock:
+            return len(set(self._due) | set(self._sending))
+
     def tick(self, now: float | None = None) -> None:
         """Complete every group that has been quiet for its timeout."""
         moment = time.monotonic() if now is None else now
@@ -245,6 +254,7 @@ class Receiver:
         routing_ms = (time.perf_counter() - began) * 1000
         if not decision.runs:
             kept = folders.unrouted(called, group)
+            self.counts["unrouted"] += 1
             log.warning("group %s of %s matches no rule and %s has no default: kept in %s, no run started "
                         "(routing %.1f ms, %d instances read)", group, called, called, kept, routing_ms, decision.read)
             return
@@ -259,6 +269,7 @@ class Receiver:
 
         target, count, runs = folders.complete(called, group, add_triggers)
         self.triggers.wake()
+        self.counts.update(completed=1, routed=1)
         rules = f" rules={','.join(str(i + 1) for i in decision.rules) or 'default'}" if route.rules else ""
         log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s%s routing_ms=%.1f", called,
                  route.group_by, group, count, target, ",".join(runs), rules, routing_ms)
@@ -273,6 +284,10 @@ def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: flo
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     rx = receiver or Receiver(config)
+    done = stop or threading.Event()
+    sender = threading.Thread(target=_send_loop, args=(config, rx.triggers, done), name="clara-triggers",
+                              daemon=True)
+    status_port = start_status(config, rx, sender)  # first: a missing token stops the start, not a running receiver
     _config.STORE_RECV_CHUNKED_DATASET = True  # every instance goes to a file as it arrives
     before, tempfile.tempdir = tempfile.tempdir, str(rx.folders.tmp)  # that file: on the inbox's filesystem
     ae = AE(ae_title=config.listen.ae_title)
@@ -283,9 +298,6 @@ def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: flo
     handlers: list[Any] = [(evt.EVT_REQUESTED, rx.on_requested), (evt.EVT_C_STORE, rx.on_store),
                            (evt.EVT_RELEASED, rx.on_released), (evt.EVT_ABORTED, rx.on_aborted),
                            (evt.EVT_C_ECHO, lambda event: _SUCCESS)]
-    done = stop or threading.Event()
-    sender = threading.Thread(target=_send_loop, args=(config, rx.triggers, done), name="clara-triggers",
-                              daemon=True)
     server = ae.start_server((config.listen.host, config.listen.port), block=False, evt_handlers=handlers)
     log.info("listening: ae_title=%s address=%s:%d inbox=%s routes=%s", config.listen.ae_title, config.listen.host,
              config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.every_pipeline())}"
@@ -297,6 +309,8 @@ def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: flo
             rx.tick()
     finally:
         server.shutdown()
+        if status_port is not None:
+            status_port.close()
         rx.triggers.wake()
         sender.join(15)
         tempfile.tempdir = before

@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ class Triggers:
         self.client = client
         self.clock = clock
         self._known: dict[str, _State] = {}
+        self.counts: Counter[str] = Counter()  # for /metrics: sent, failed, retried
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._scanned: float | None = None
@@ -220,10 +222,13 @@ class Triggers:
             log.info("run started: dag_id=%s run_id=%s priority=%s http=%d%s", record["dag_id"], record["run_id"],
                      record.get("priority"), status, " (it existed already)" if status == 409 else "")
             self._forget(state)
+            self.counts["sent"] += 1
             return 1
         if status in PERMANENT:
             self._fail(state, f"HTTP {status}: {_detail(text)}")
+            self.counts["failed"] += 1
             return 0
+        self.counts["retried"] += 1
         record["attempts"] = int(record.get("attempts", 0)) + 1
         record["last_error"] = f"HTTP {status}: {_detail(text)}" if status else text[:300]
         state.due, state.delay = moment + state.delay, min(MAX_BACKOFF, state.delay * 2)

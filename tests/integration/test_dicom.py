@@ -80,6 +80,9 @@ def receiver_config(path: Path, *, inbox: Path, port: int, airflow_url: str, ort
         "ae_titles": {
             "STUDY_AI": {"pipelines": ["dicom-roundtrip"], "group_by": "study", "timeout": 5},
             "SERIES_AI": {"pipelines": ["dicom-count"], "group_by": "series", "timeout": 5, "priority": "immediate"},
+            "ROUTED_AI": {"group_by": "study", "timeout": 3, "rules": [  # by what a study is (issue 24)
+                {"when": {"Modality": "CT"}, "pipelines": ["dicom-count"], "priority": "higher"},
+                {"when": {"Modality": "MR"}, "pipelines": ["dicom-count"]}]},
         },
         "sources": [{"ae_title": "MODALITY", "host": "127.0.0.1"}, {"ae_title": "ORTHANC", "host": "127.0.0.1"}],
         "destinations": {"MYPACS": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": "ORTHANC"}},
@@ -93,7 +96,8 @@ def rig() -> Iterator[Rig]:
     home = Path(tempfile.mkdtemp(prefix="clara-dicom-"))
     home.chmod(0o755)  # step containers (not root) read the received studies
     port = free_port()
-    orthanc = start_orthanc(home / "orthanc", {"clara": ["STUDY_AI", "127.0.0.1", port]})
+    orthanc = start_orthanc(home / "orthanc", {"clara": ["STUDY_AI", "127.0.0.1", port],
+                                               "routed": ["ROUTED_AI", "127.0.0.1", port]})
     config = home / "dicom.yaml"
     receiver_config(config, inbox=home / "inbox", port=port, airflow_url="http://127.0.0.1:1", orthanc=orthanc)
     (home / "inbox").mkdir()
@@ -244,6 +248,34 @@ def test_orthanc_sends_a_study_to_the_receiver(rig: Rig) -> None:
     (found,) = rig.orthanc.find_study(study)
     rig.orthanc.post("/modalities/clara/store", json.dumps({"Resources": [found["ID"]]}).encode())
     assert rig.finished("dicom-roundtrip", run_id_for("dicom-roundtrip", "STUDY_AI", study))["state"] == "success"
+
+
+def test_orthanc_sends_ct_mr_and_us_to_one_ae_title_and_the_rules_start_ct_and_mr(rig: Rig) -> None:
+    studies = {modality: generate_uid() for modality in ("CT", "MR", "US")}
+    for modality, study in studies.items():
+        for path in ct_series(rig.home / "routed" / modality, study=study, series=generate_uid(), count=2,
+                              modality=modality):
+            rig.orthanc.post("/instances", path.read_bytes())
+        (found,) = rig.orthanc.find_study(study)
+        rig.orthanc.post("/modalities/routed/store", json.dumps({"Resources": [found["ID"]]}).encode())
+    expected = [run_id_for("dicom-count", "ROUTED_AI", studies["CT"], "higher"),
+                run_id_for("dicom-count", "ROUTED_AI", studies["MR"])]
+    runs = {run_id: rig.finished("dicom-count", run_id)["state"] for run_id in expected}
+    unrouted = wait(lambda: [line for line in rig.log.read_text().splitlines() if "matches no rule" in line], 30,
+                    "the US study was not reported as unrouted")
+    status = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "dicom", "status", "--config",
+                             str(rig.config), "--json", "--offline"], capture_output=True, text=True, timeout=60)
+    groups = [g for g in json.loads(status.stdout)["groups"] if g["ae_title"] == "ROUTED_AI"]
+    started = sorted(r for r in rig.runs("dicom-count") if any(s in r for s in studies.values()))
+    completed = [line for line in rig.log.read_text().splitlines() if "group complete: called=ROUTED_AI" in line]
+    (REPO / "artifacts" / "dicom").mkdir(parents=True, exist_ok=True)
+    (REPO / "artifacts" / "dicom" / "routing.json").write_text(json.dumps(
+        {"studies": studies, "runs started": started, "run states": runs, "receiver log": completed + unrouted,
+         "dicom status groups": groups}, indent=1))
+    assert started == sorted(expected) and set(runs.values()) == {"success"}, runs
+    assert [(g["uid"], g["state"], g["instances"]) for g in groups] == [(studies["US"], "unrouted", 2)]
+    assert len(unrouted) == 1 and studies["US"] in unrouted[0]
+    assert all("routing_ms=" in line for line in completed) and len(completed) == 2
 
 
 def test_a_receiver_killed_with_a_pending_trigger_starts_the_run_once(rig: Rig) -> None:
