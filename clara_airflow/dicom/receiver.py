@@ -30,7 +30,7 @@ from typing import Any
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
 from clara_airflow.dicom.health import refusal_reason, start_status
-from clara_airflow.dicom.routing import decide
+from clara_airflow.dicom.routing import Values, decide, header_values, keywords_of
 from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
 
@@ -93,7 +93,10 @@ class Receiver:
         self._sending: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
         self.counts: Counter[str] = Counter()  # for /metrics: instances, bytes, completed, routed, refused:<reason>
-        for key in self.folders.recover(self.config.ae_titles):  # groups a previous process was gathering
+        self._keywords = {called: keywords_of(route) for called, route in config.ae_titles.items()}
+        self._seen: dict[tuple[str, str], set[Values]] = {}  # routing values read at reception, per group
+        self._recovered = set(self.folders.recover(self.config.ae_titles))  # groups a previous process gathered
+        for key in self._recovered:  # (their instances' values were never seen here: routing reads the files)
             self._due[key] = time.monotonic()
 
     # -- associations ---------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class Receiver:
                 log.warning("instance refused: calling=%s sent %d MiB in one instance, above max_instance_mb %d",
                             state.calling, size // 2**20, self.config.max_instance_mb)
                 return _OUT_OF_RESOURCES
-            group = _header_uid(handle, received, key)
+            group, values = self._header(state.called, handle, received, key)
             if group is None or sop is None:
                 log.warning("instance refused: calling=%s no valid %s or SOP Instance UID", state.calling,
                             "Study Instance UID" if route.group_by == "study" else "Series Instance UID")
@@ -170,11 +173,22 @@ class Receiver:
             state.instances += 1
             state.bytes += size
             self.counts.update(instances=1, bytes=size)
+            if values is not None:
+                self._seen.setdefault((state.called, group), set()).add(values)
             if group not in state.groups:
                 state.groups.add(group)
                 self._sending[(state.called, group)] = self._sending.get((state.called, group), 0) + 1
             self._due[(state.called, group)] = time.monotonic() + route.timeout
         return _SUCCESS
+
+    def _header(self, called: str, handle: int, received: Path, key: str) -> tuple[str | None, Values | None]:
+        """The group UID of a received instance, and its routing values when its AE title has rules (read
+        with the UID, from the whole header)."""
+        keywords = self._keywords[called]
+        if not keywords:
+            return _header_uid(handle, received, key), None
+        found, values = header_values(received, key, keywords)
+        return valid_uid(found), values
 
     def on_released(self, event: Any) -> None:
         self._close(event.assoc, keep=True)
@@ -213,6 +227,11 @@ class Receiver:
                  ",".join(sorted(state.groups)) or "-")
 
     # -- groups ---------------------------------------------------------------------------------------
+    def _forget(self, called: str, group: str) -> None:
+        with self._lock:
+            self._seen.pop((called, group), None)
+            self._recovered.discard((called, group))
+
     def pending_groups(self) -> int:
         with self._lock:
             return len(set(self._due) | set(self._sending))
@@ -247,14 +266,17 @@ class Receiver:
             late, count = folders.late(called, group)
             log.warning("group %s of %s was complete already; %d late instances kept in %s, not processed again",
                         group, called, count, late)
+            self._forget(called, group)
             return
 
         began = time.perf_counter()
-        decision = decide(route, folders.gathering / called / group)
+        seen = None if (called, group) in self._recovered else self._seen.get((called, group))
+        decision = decide(route, folders.gathering / called / group, seen)
         routing_ms = (time.perf_counter() - began) * 1000
         if not decision.runs:
             kept = folders.unrouted(called, group)
             self.counts["unrouted"] += 1
+            self._forget(called, group)
             log.warning("group %s of %s matches no rule and %s has no default: kept in %s, no run started "
                         "(routing %.1f ms, %d instances read)", group, called, called, kept, routing_ms, decision.read)
             return
@@ -270,6 +292,7 @@ class Receiver:
         target, count, runs = folders.complete(called, group, add_triggers)
         self.triggers.wake()
         self.counts.update(completed=1, routed=1)
+        self._forget(called, group)
         rules = f" rules={','.join(str(i + 1) for i in decision.rules) or 'default'}" if route.rules else ""
         log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s%s routing_ms=%.1f", called,
                  route.group_by, group, count, target, ",".join(runs), rules, routing_ms)

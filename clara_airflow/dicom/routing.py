@@ -10,13 +10,16 @@ and reading stops as soon as the answer cannot change.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clara_airflow.dicom.config import Route
 
-__all__ = ["Decision", "decide", "instance_values"]
+__all__ = ["Decision", "decide", "header_values", "instance_values", "keywords_of"]
+Values = tuple[tuple[str, tuple[str, ...]], ...]  # keyword -> its values, hashable: one instance's routing facts
 
 
 @dataclass(frozen=True)
@@ -29,42 +32,66 @@ class Decision:
     read: int = 0
 
 
-def instance_values(folder: Path, keywords: list[str]) -> Iterator[dict[str, list[str]]]:
-    """Per instance of ``folder`` (sorted by name): keyword -> its values as text. A file pydicom cannot
-    read is skipped (the receiver stored only what it could parse)."""
+def keywords_of(route: Route) -> tuple[str, ...]:
+    return tuple(sorted({k for rule in route.rules for k in rule.when}))
+
+
+def _values(dataset: Any, keywords: Sequence[str]) -> Values:
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for keyword in keywords:
+        value = dataset.get(keyword)
+        if value is None or value == "":
+            found.append((keyword, ("",)))
+        elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            found.append((keyword, tuple(str(v) for v in value) or ("",)))
+        else:
+            found.append((keyword, (str(value),)))
+    return tuple(found)
+
+
+def header_values(path: Path, uid: str, keywords: Sequence[str]) -> tuple[str | None, Values | None]:
+    """At reception: the ``uid`` element and the routing values of one instance, from its whole header
+    (read from the file up to the pixel data, so no element is cut off); (None, None) if unreadable."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = dcmread(path, stop_before_pixels=True, specific_tags=[uid, *keywords])
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, struct.error):
+        return None, None
+    value = dataset.get(uid)
+    return (None if value is None else str(value)), _values(dataset, keywords)
+
+
+def instance_values(folder: Path, keywords: Sequence[str]) -> Iterator[Values]:
+    """Per instance of ``folder`` (sorted by name), its routing values. A file pydicom cannot read is
+    skipped (the receiver stored only what it could parse)."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
     for path in sorted(folder.glob("*.dcm")):
         try:
             dataset = dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError):
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, struct.error):
             continue
-        values = {}
-        for keyword in keywords:
-            value = dataset.get(keyword)
-            if value is None or value == "":
-                values[keyword] = [""]
-            elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-                values[keyword] = [str(v) for v in value] or [""]
-            else:
-                values[keyword] = [str(value)]
-        yield values
+        yield _values(dataset, keywords)
 
 
-def _matches(when: dict[str, re.Pattern[str]], values: dict[str, list[str]]) -> bool:
+def _matches(when: dict[str, re.Pattern[str]], values: dict[str, tuple[str, ...]]) -> bool:
     return all(any(pattern.fullmatch(v) for v in values[keyword]) for keyword, pattern in when.items())
 
 
-def decide(route: Route, folder: Path) -> Decision:
-    """The runs a complete group in ``folder`` starts under ``route``."""
+def decide(route: Route, folder: Path, seen: Iterable[Values] | None = None) -> Decision:
+    """The runs a complete group in ``folder`` starts under ``route``; ``seen``: its instances' routing
+    values as read at reception (then no file is read), None: read them from the files."""
     runs = [(name, route.priority) for name in route.pipelines]
     if not route.rules:
         return Decision(tuple(runs))
     compiled = [{k: re.compile(p, re.IGNORECASE) for k, p in rule.when.items()} for rule in route.rules]
-    keywords = sorted({k for rule in route.rules for k in rule.when})
+    keywords = keywords_of(route)
     pending, matched, read = set(range(len(route.rules))), set(), 0
-    for values in instance_values(folder, keywords):
+    for found in instance_values(folder, keywords) if seen is None else seen:
+        values = dict(found)
         read += 1
         for index in sorted(pending):
             if _matches(compiled[index], values):

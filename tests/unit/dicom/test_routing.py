@@ -156,3 +156,42 @@ def test_dicom_check_puts_each_rule_problem_at_its_line(tmp_path: Path) -> None:
         f"{path}:12:7: ae_titles.A.rules.0.priority: Input should be 'lower', 'normal', 'higher' or 'immediate'",
         f"{path}:13:3: ae_titles.B: routes no pipeline: give it pipelines (every group) or rules (groups by their tags)",
     ]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom: a 100 kB ImageComments is longer than LT allows
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_received_group_is_routed_from_the_values_read_at_reception(tmp_path: Path, airflow: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No file is read at completion (reading them would cost ~0.25 ms an instance), and an element far
+    behind a 100 kB one is still seen: the reception reads the whole header, not its first 64 KiB."""
+    from clara_airflow.dicom import routing
+    from clara_airflow.dicom.trigger import run_id_for
+    from tests.unit.dicom.test_receiver import Running, config, send, wait_for
+
+    def no_reading(*_: Any) -> Any:
+        raise AssertionError("the files were read again at completion")
+
+    cfg = config(tmp_path, airflow, ae_titles={"CLARA_AI": {"timeout": 0.5, "rules": [
+        {"when": {"Modality": "CT", "PhotometricInterpretation": "MONOCHROME2"}, "pipelines": ["ct"]},
+        {"when": {"Modality": "MR"}, "pipelines": ["mr"]}]}})
+    study = "1.2.826.0.1.3680043.8.498.77"
+    files = ct_series(tmp_path / "big", study=study, series=f"{study}.1", count=2, size=256,
+                      tags={"ImageComments": "x" * 100_000})  # (0020,4000): before (0028,0004)
+    monkeypatch.setattr(routing, "instance_values", no_reading)
+    running = Running(cfg)
+    try:
+        assert send(cfg, files, called="CLARA_AI") == [0, 0]
+        wait_for(lambda: airflow.runs, 10)
+    finally:
+        running.close()
+    assert set(airflow.runs) == {run_id_for("ct", "CLARA_AI", study)}
+
+
+def test_a_group_gathered_before_a_restart_is_routed_from_its_files(tmp_path: Path) -> None:
+    from clara_airflow.dicom.receiver import Receiver
+
+    first = _receiver(tmp_path, {"rules": RULES})
+    group(first.folders.gathering / "CLARA_AI" / UID, {"modality": "MR"})
+    again = Receiver(first.config, first.triggers)  # a new process: nothing seen at reception
+    again.tick(time.monotonic() + 10)
+    assert [p for p, _, _ in first.triggers.added] == ["mr-brain", "archive-check", "ct-triage"]
