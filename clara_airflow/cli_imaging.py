@@ -132,7 +132,7 @@ def _dicom_listen(args: argparse.Namespace) -> int:
     import threading
 
     from clara_airflow.dicom.config import load_config
-    from clara_airflow.dicom.receiver import serve
+    from clara_airflow.dicom.listen import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -29,14 +28,13 @@ from typing import Any
 
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
-from clara_airflow.dicom.health import refusal_reason, start_status
+from clara_airflow.dicom.health import refusal_reason
 from clara_airflow.dicom.routing import Values, decide, header_values, keywords_of
-from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
 
 log = logging.getLogger("clara_airflow.dicom")
 
-__all__ = ["Receiver", "serve", "valid_uid"]
+__all__ = ["Receiver", "valid_uid"]
 
 _SUCCESS, _CANNOT_UNDERSTAND, _OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
 HEAD = 65536  # bytes read at once for a received instance's group UID
@@ -296,50 +294,3 @@ class Receiver:
         rules = f" rules={','.join(str(i + 1) for i in decision.rules) or 'default'}" if route.rules else ""
         log.info("group complete: called=%s %s=%s instances=%d folder=%s runs=%s%s routing_ms=%.1f", called,
                  route.group_by, group, count, target, ",".join(runs), rules, routing_ms)
-
-
-def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: float = 0.2,
-          receiver: Receiver | None = None) -> Receiver:
-    """Listen until ``stop`` is set (forever without one): the SCP in pynetdicom's threads, group
-    completion in this one, triggers in their own."""
-    from pynetdicom import AE, _config, evt
-    from pynetdicom.presentation import AllStoragePresentationContexts
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    rx = receiver or Receiver(config)
-    done = stop or threading.Event()
-    sender = threading.Thread(target=_send_loop, args=(config, rx.triggers, done), name="clara-triggers",
-                              daemon=True)
-    status_port = start_status(config, rx, sender)  # first: a missing token stops the start, not a running receiver
-    _config.STORE_RECV_CHUNKED_DATASET = True  # every instance goes to a file as it arrives
-    before, tempfile.tempdir = tempfile.tempdir, str(rx.folders.tmp)  # that file: on the inbox's filesystem
-    ae = AE(ae_title=config.listen.ae_title)
-    ae.supported_contexts = AllStoragePresentationContexts
-    ae.add_supported_context(Verification)
-    ae.maximum_pdu_size = config.max_pdu
-    ae.maximum_associations = config.max_associations + 8  # the receiver refuses first, and logs why
-    handlers: list[Any] = [(evt.EVT_REQUESTED, rx.on_requested), (evt.EVT_C_STORE, rx.on_store),
-                           (evt.EVT_RELEASED, rx.on_released), (evt.EVT_ABORTED, rx.on_aborted),
-                           (evt.EVT_C_ECHO, lambda event: _SUCCESS)]
-    server = ae.start_server((config.listen.host, config.listen.port), block=False, evt_handlers=handlers)
-    log.info("listening: ae_title=%s address=%s:%d inbox=%s routes=%s", config.listen.ae_title, config.listen.host,
-             config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.every_pipeline())}"
-                                                          for k, v in config.ae_titles.items()))
-    assert server is not None  # start_server(block=False) returns the running server
-    sender.start()
-    try:
-        while not done.wait(tick):
-            rx.tick()
-    finally:
-        server.shutdown()
-        if status_port is not None:
-            status_port.close()
-        rx.triggers.wake()
-        sender.join(15)
-        tempfile.tempdir = before
-    return rx
-
-
-def _send_loop(config: DicomConfig, triggers: Triggers, stop: threading.Event) -> None:
-    check_dags(config, triggers.client)
-    triggers.run(stop)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from clara_airflow.errors import ClaraAirflowError
 
 __all__ = ["BatchSettings", "Deployment", "ModelSettings", "Options", "Payload", "PipelineSettings", "Resources",
-           "ServiceSettings"]
+           "Retention", "ServiceSettings"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,15 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long what runs leave behind is kept, in seconds (None: forever): ``outputs``, a run's output
+    folder after the run ended; ``studies``, a processed study (batch inbox, DICOM receiver group)."""
+
+    outputs: int | None = None
+    studies: int | None = None
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """The implicit inference server of pipelines that list ``models`` (api-version 0.6.0+)."""
 
@@ -98,6 +107,7 @@ class PipelineSettings:
     services: ServiceSettings = ServiceSettings()
     batch: BatchSettings = BatchSettings()
     resources: Resources = Resources()
+    retention: Retention = Retention()
     models: ModelSettings = ModelSettings()
 
     @classmethod

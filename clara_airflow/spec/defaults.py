@@ -128,6 +128,22 @@ def _tags(c: Checker, node: Node, key: str) -> Any:
     return tuple(item for item in items if item) if None not in items else _MISSING
 
 
+_DURATION = re.compile(r"([0-9]{1,6})([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(c: Checker, node: Node, key: str) -> Any:
+    """``90d``, ``12h``, ``30m``, ``45s`` -> seconds; null: keep forever."""
+    if is_null(node):
+        return None
+    value = _string(c, node, key)
+    found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None or int(found.group(1)) == 0:
+        return _bad(c, node, key, f"must be a duration like 30d, 12h, 30m or 45s (or null: keep forever), not "
+                                  f"'{value}'")
+    return int(found.group(1)) * _UNIT[found.group(2)]
+
+
 def _image(c: Checker, node: Node, key: str) -> Any:
     value = _string(c, node, key)
     if isinstance(value, str) and valid_image(value):
@@ -156,6 +172,7 @@ SCHEMA: Schema = {
     "services": {"idle_ttl": _int(60), "start_timeout": _int(1), "data_dir": _abs_path(False)},
     "batch": {"inbox": _abs_path(True), "quiet_seconds": _int(0, 86_400), "max_studies": _int(1, MAX_STUDIES)},
     "resources": _REQUESTS,
+    "retention": {"outputs": _duration, "studies": _duration},
     "models": {"image": _image, "tag": _string, "repository": _abs_path(False), "requests": _REQUESTS},
 }
 

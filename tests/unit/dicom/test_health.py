@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from clara_airflow.dicom import receiver as receiver_module
+from clara_airflow.dicom import listen as receiver_module
 from clara_airflow.dicom.trigger import Triggers
 from clara_airflow.errors import ClaraAirflowError
 from tests.dicom_data import ct_series

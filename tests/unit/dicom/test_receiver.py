@@ -22,7 +22,8 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from clara_airflow.dicom.config import DicomConfig
-from clara_airflow.dicom.receiver import Receiver, serve
+from clara_airflow.dicom.listen import serve
+from clara_airflow.dicom.receiver import Receiver
 from clara_airflow.dicom.trigger import run_id_for
 from tests.dicom_data import ct_series
 
