@@ -276,7 +276,7 @@ class Receiver:
             self.counts["unrouted"] += 1
             self._forget(called, group)
             log.warning("group %s of %s matches no rule and %s has no default: kept in %s, no run started "
-                        "(routing %.1f ms, %d instances read)", group, called, called, kept, routing_ms, decision.read)
+                        "(routing %.1f ms)", group, called, called, kept, routing_ms)
             return
 
         def add_triggers(target: Path) -> list[str]:
