@@ -177,6 +177,33 @@ def run_state(dag_id: str, run_id: str) -> str:
         return UNKNOWN
 
 
+def run_end(dag_id: str, run_id: str) -> tuple[str, float | None]:
+    """(state as :func:`run_state` reads it, the run's end date as epoch seconds or None) from Airflow,
+    for retention: only an ended run with an end date Airflow gives may lose its outputs.
+
+    Why internal: inside a task, the supervisor's ``GetDagRun`` message (Task SDK 1.2+, Airflow 3.2+;
+    older ones answer without the end date, so nothing is deleted from inside a task there); outside,
+    ``DagRun.find`` (core model).
+    """
+    state = run_state(dag_id, run_id)
+    if state not in ENDED_STATES or state == GONE:
+        return state, None
+    try:
+        if in_task():
+            from airflow.sdk.execution_time.comms import GetDagRun
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+            ended = getattr(SUPERVISOR_COMMS.send(GetDagRun(dag_id=dag_id, run_id=run_id)), "end_date", None)
+        else:
+            from airflow.models.dagrun import DagRun
+
+            runs = DagRun.find(dag_id=dag_id, run_id=run_id)
+            ended = runs[0].end_date if runs else None
+    except Exception:
+        return UNKNOWN, None
+    return state, (ended.timestamp() if ended is not None else None)
+
+
 def _sdk_run_state(dag_id: str, run_id: str) -> str:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     gc = svc_sub.add_parser("gc", help="stop idle services; report orphans")
     gc.add_argument("--dry-run", action="store_true")
     gc.set_defaults(func=_services_gc)
+    clean = sub.add_parser("cleanup", help="apply x-airflow.retention: delete old run outputs and processed studies")
+    clean.add_argument("--dry-run", action="store_true", help="only say what would be deleted and kept")
+    clean.add_argument("--json", action="store_true", help='{"delete": [...], "keep": [...], "bytes": N}')
+    clean.set_defaults(func=_cleanup)
     gpus = sub.add_parser("gpus", help="this Docker host's GPUs ([clara] gpus) and which step or service holds each")
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
     gpus.set_defaults(func=_gpus)
@@ -256,6 +260,25 @@ def _services_stop(args: argparse.Namespace) -> int:
 
     print(stop_service(args.service, force=args.force, volumes=args.volumes))
     return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from clara_airflow.services.cleanup import cleanup
+
+    plan, problems = cleanup(dry_run=args.dry_run)
+    found = plan.as_dict()
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        for item in plan.delete:
+            print(f"{verb} {item.kind:<8} {item.path} ({item.bytes} bytes): {item.reason}")
+        for item in plan.keep:
+            print(f"keep    {item.kind:<8} {item.path}: {item.reason}")
+        print(f"{len(plan.delete)} {verb}, {found['bytes']} bytes; {len(plan.keep)} kept", file=sys.stderr)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _gpus(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clara_airflow.errors import ClaraAirflowError
 
-__all__ = ["COMPLETE_MARKER", "MAX_NAME_BYTES", "SUMMARY_FILE", "Study", "safe_study_name", "scan_inbox"]
+__all__ = ["COMPLETE_MARKER", "MAX_NAME_BYTES", "SUMMARY_FILE", "Study", "fingerprint", "safe_study_name", "scan_inbox"]
 
 COMPLETE_MARKER = ".complete"
 SUMMARY_FILE = "batch-summary.json"  # what a batch run writes beside its studies' folders
@@ -30,6 +30,25 @@ class Study:
 
     name: str
     folder: str
+
+
+def fingerprint(folder: str | Path) -> str:
+    """What a study held, for the tombstone retention leaves in the ledger: a digest of every regular
+    file's relative path and size (symbolic links are not followed). Names and sizes, not bytes: a study
+    of gigabytes is fingerprinted in milliseconds, and a study sent again changes its names or sizes
+    unless it is the same study (an edit that keeps every size is offered again with ``studies --retry``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for here, dirs, names in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(here) / name
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                digest.update(f"{path.relative_to(root)}\0{info.st_size}\n".encode("utf-8", "surrogateescape"))
+    return f"sha256:{digest.hexdigest()}"
 
 
 def safe_study_name(name: str) -> str | None:

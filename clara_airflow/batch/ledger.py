@@ -30,9 +30,10 @@ from clara_airflow.batch.inbox import safe_study_name
 from clara_airflow.durable import create_file
 from clara_airflow.errors import ClaraAirflowError
 
-__all__ = ["CORRUPT", "LIVE_STATES", "Entry", "Ledger"]
+__all__ = ["CORRUPT", "DELETED", "LIVE_STATES", "Entry", "Ledger"]
 
 CORRUPT = "corrupt"
+DELETED = "deleted"  # done, then deleted by retention; ``detail`` holds what the study held (inbox.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,15 @@ class Ledger:
         return found
 
     # -- the protocol ---------------------------------------------------------------------------------
-    def claim(self, study: str, run_id: str, run_state: Callable[[str], str]) -> bool:
-        """Take ``study`` for ``run_id``; False when it is done, given up, or held by a live run."""
+    def claim(self, study: str, run_id: str, run_state: Callable[[str], str],
+              fingerprint: Callable[[], str] | None = None) -> bool:
+        """Take ``study`` for ``run_id``; False when it is done, given up, or held by a live run, or when
+        retention deleted it after it was done and the same content (``fingerprint()``) arrived again."""
         version, entry = self.current(study)
+        if entry is not None and entry.state == DELETED:
+            if fingerprint is None or fingerprint() == entry.detail:
+                return False
+            entry = None  # the same name with other content: a new study
         if entry is not None:
             if entry.state in ("done", "given-up", CORRUPT):
                 return False
@@ -130,10 +137,19 @@ class Ledger:
         new = Entry("waiting", run_id, entry.failures, at=time.time(), detail=reason)
         return new if self._write(study, version + 1, new) else None
 
-    def offer_again(self, study: str) -> Entry:
-        """A given-up, failed or corrupt study is offered to the next run with a fresh count of attempts."""
+    def tombstone(self, study: str, fingerprint: str) -> bool:
+        """Retention deleted the done study's folder: a one-line entry remembers what it held."""
         version, entry = self.current(study)
-        if entry is None or entry.state not in ("given-up", "failed", CORRUPT):
+        if entry is None or entry.state != "done":
+            return False
+        return self._write(study, version + 1, Entry(DELETED, entry.run_id, entry.failures, entry.seconds,
+                                                     entry.output, time.time(), fingerprint))
+
+    def offer_again(self, study: str) -> Entry:
+        """A given-up, failed or corrupt study (or one retention deleted) is offered to the next run with a
+        fresh count of attempts."""
+        version, entry = self.current(study)
+        if entry is None or entry.state not in ("given-up", "failed", CORRUPT, DELETED):
             state = "unknown" if entry is None else entry.state
             raise ValueError(f"study {study!r} is {state}; only a failed, given-up or corrupt study can be offered "
                              "again")

@@ -13,12 +13,13 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clara_airflow.airflow_compat import ENDED_STATES, plain_state
-from clara_airflow.batch.inbox import SUMMARY_FILE, safe_study_name, scan_inbox
-from clara_airflow.batch.ledger import CORRUPT, Ledger
+from clara_airflow.batch.inbox import SUMMARY_FILE, fingerprint, safe_study_name, scan_inbox
+from clara_airflow.batch.ledger import CORRUPT, DELETED, Ledger
 from clara_airflow.durable import write_file
 from clara_airflow.settings import BatchSettings
 
@@ -65,12 +66,14 @@ def select_studies(batch: BatchSettings, ledger: Ledger, run_id: str, run_state:
                 why = f"max_studies ({batch.max_studies})" if most == batch.max_studies else \
                     f"the {most} branches Airflow maps per run ([core] max_map_length)"
                 skipped[study.name] = f"over {why}: left for the next run"
-            elif ledger.claim(study.name, run_id, run_state):
+            elif ledger.claim(study.name, run_id, run_state, fingerprint=partial(fingerprint, study.folder)):
                 taken.append({"study": study.name, "folder": study.folder})
             else:
                 _, entry = ledger.current(study.name)
                 state = entry.state if entry is not None else "unknown"
                 skipped[study.name] = (f"claimed by run {entry.run_id}" if entry and state == "claimed" else
+                                       f"done by run {entry.run_id}, deleted by retention; the same files arrived "
+                                       "again (studies --retry offers it again)" if entry and state == DELETED else
                                        f"corrupt ledger entry {entry.output} ({entry.detail})" if entry and
                                        state == CORRUPT else state)
     except Exception:

@@ -126,9 +126,11 @@ class Folders:
         fsync_folder(target.parent)
         return target
 
-    def complete(self, called: str, group: str, add_triggers: Callable[[Path], list[str]]) -> tuple[Path, int, list[str]]:
-        """Complete a quiet group: its triggers (``add_triggers(target)`` writes them and returns the run
-        ids), its ``.complete``, then the rename into the inbox. Returns (inbox folder, instances, run ids).
+    def complete(self, called: str, group: str, add_triggers: Callable[[Path], list[tuple[str, str]]]
+                 ) -> tuple[Path, int, list[str]]:
+        """Complete a quiet group: its triggers (``add_triggers(target)`` writes them and returns their
+        (DAG id, run id) pairs), its ``.complete`` (which names the runs, for retention), then the rename
+        into the inbox. Returns (inbox folder, instances, run ids).
 
         :raises OSError: a step failed; the group is still gathering and a later try does it again.
         """
@@ -136,11 +138,20 @@ class Folders:
         files = instances(source)
         target = self.inbox / called / group
         runs = add_triggers(target)
-        write_file(source / ".complete", f"{len(files)} instances\n")
+        write_file(source / ".complete", f"{len(files)} instances\n" + "".join(f"run {d} {r}\n" for d, r in runs))
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
         fsync_folder(target.parent)
-        return target, len(files), runs
+        return target, len(files), [r for _, r in runs]
+
+    @staticmethod
+    def runs_of(folder: Path) -> list[tuple[str, str]] | None:
+        """The (DAG id, run id) pairs a complete group started, from its ``.complete``; None if unreadable."""
+        try:
+            lines = (folder / ".complete").read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return [(parts[1], parts[2]) for line in lines if len(parts := line.split()) == 3 and parts[0] == "run"]
 
     def late(self, called: str, group: str) -> tuple[Path, int]:
         """Instances that arrived for a group already complete: kept apart, never processed twice."""

@@ -279,11 +279,11 @@ class Receiver:
                         "(routing %.1f ms)", group, called, called, kept, routing_ms)
             return
 
-        def add_triggers(target: Path) -> list[str]:
+        def add_triggers(target: Path) -> list[tuple[str, str]]:
             runs = []
             for pipeline, priority in decision.runs:
-                runs.append(run_id_for(pipeline, called, group, priority))
-                self.triggers.add(pipeline, runs[-1], {"clara_payload": str(target), "clara_priority": priority},
+                runs.append((pipeline, run_id_for(pipeline, called, group, priority)))
+                self.triggers.add(pipeline, runs[-1][1], {"clara_payload": str(target), "clara_priority": priority},
                                   priority)
             return runs
 

@@ -33,9 +33,10 @@ def test_completion_counts_instances_only_and_reports_what_it_did(tmp_path: Path
     folders.recover(["CT"])
     fill(folders.gathering / "CT" / "1.2", ["a.dcm", "b.dcm", ".hidden.dcm", "notes.txt"])
     seen: list[Path] = []
-    target, count, runs = folders.complete("CT", "1.2", lambda t: seen.append(t) or ["run-1"])
-    assert (target, count, runs, seen) == (tmp_path / "CT" / "1.2", 2, ["run-1"], [tmp_path / "CT" / "1.2"])
-    assert (target / ".complete").read_text() == "2 instances\n"
+    target, count, runs = folders.complete("CT", "1.2", lambda t: seen.append(t) or [("p", "run-1"), ("q", "run-2")])
+    assert (target, count, runs, seen) == (tmp_path / "CT" / "1.2", 2, ["run-1", "run-2"], [tmp_path / "CT" / "1.2"])
+    assert (target / ".complete").read_text() == "2 instances\nrun p run-1\nrun q run-2\n"
+    assert Folders.runs_of(target) == [("p", "run-1"), ("q", "run-2")] and Folders.runs_of(tmp_path) is None
     assert not (folders.gathering / "CT" / "1.2").exists()
 
 
