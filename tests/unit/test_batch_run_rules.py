@@ -99,7 +99,7 @@ def test_airflow_s_map_limit_bounds_a_run_below_max_studies(tmp_path: Path, limi
 
 def test_a_study_the_ledger_refuses_without_an_entry_is_skipped_as_unknown(tmp_path: Path) -> None:
     inbox = inbox_with(tmp_path, "a")
-    ledger = SimpleNamespace(claim=lambda *a: False, current=lambda study: (0, None))
+    ledger = SimpleNamespace(claim=lambda *a, **k: False, current=lambda study: (0, None))
     assert select_studies(BatchSettings(str(inbox)), ledger, "r", live).skipped == {"a": "unknown"}  # type: ignore[arg-type]
 
 
@@ -108,7 +108,7 @@ def test_claims_made_before_an_error_go_back_with_the_reason(tmp_path: Path) -> 
     ledger = Ledger(tmp_path / "l")
     real = ledger.claim
 
-    def claim(study: str, run_id: str, run_state: Any) -> bool:
+    def claim(study: str, run_id: str, run_state: Any, fingerprint: Any = None) -> bool:
         if study == "b":
             raise OSError("disk gone")
         return real(study, run_id, run_state)

@@ -21,9 +21,13 @@ def test_the_reaper_runs_on_the_configured_schedule_one_run_at_a_time_and_unpaus
     assert dag.description == "Stops Clara services idle past their TTL and reports orphaned service instances."
     assert dag.doc_md == ("Stops every shared Clara service whose `last_used` is older than its idle TTL "
                           "(`services.idle_ttl`) and that no running DAG run holds a lease on. Services without a "
-                          "Variable record are reported, and removed when `[clara] remove_orphans = True`.")
-    (task,) = dag.tasks
+                          "Variable record are reported, and removed when `[clara] remove_orphans = True`. "
+                          "`clara_cleanup` applies `x-airflow.retention`: run outputs and processed studies older "
+                          "than it are deleted (`clara-airflow cleanup --dry-run` shows what would go).")
+    task, cleanup = dag.tasks
     assert task.task_id == "reap" and task.python_callable is reaper.reap
+    assert cleanup.task_id == "clara_cleanup" and cleanup.python_callable is reaper.clara_cleanup
+    assert not task.downstream_task_ids and not cleanup.downstream_task_ids  # one failing never stops the other
 
 
 def test_reap_logs_each_line_of_the_collection_and_returns_them(monkeypatch: pytest.MonkeyPatch,
