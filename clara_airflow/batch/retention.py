@@ -73,13 +73,13 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
 
 
-def _folders(root: Path) -> Iterable[Path]:
-    """The real sub-folders of ``root`` (no hidden ones, no symbolic links)."""
+def _folders(root: Path, skip: tuple[str, ...] = (".",)) -> Iterable[Path]:
+    """The real sub-folders of ``root``: no symbolic links, none whose name starts with ``skip``."""
     try:
         names = sorted(os.listdir(root))
     except OSError:
         return []
-    return [root / n for n in names if not n.startswith((".", "_")) and stat.S_ISDIR(os.lstat(root / n).st_mode)]
+    return [root / n for n in names if not n.startswith(skip) and stat.S_ISDIR(os.lstat(root / n).st_mode)]
 
 
 def _by_age(plan: Plan, path: Path, kind: str, age: float, keep: int, what: str) -> None:
@@ -133,7 +133,7 @@ def plan_groups(plan: Plan, inbox: Path, routes: dict[str, list[str]], keep_of: 
     from clara_airflow.dicom.groups import Folders
 
     folders = Folders(inbox)
-    for called in _folders(inbox):
+    for called in _folders(inbox, (".", "_late")):  # _late: instances after completion, never processed
         for group in _folders(called):
             runs = Folders.runs_of(group)
             if runs is None:

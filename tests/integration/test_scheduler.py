@@ -64,10 +64,12 @@ def airflow() -> Iterator[Standalone]:
     airflow = start(home / "airflow", sorted(sources.glob("*.yaml")), dict(os.environ),
                     overrides={"AIRFLOW__CLARA__REAPER_SCHEDULE": "* * * * *", "AIRFLOW__CLARA__STEP_GRACE": "0", **gpus})
     airflow.env = {**os.environ, "AIRFLOW_HOME": str(airflow.home), "AIRFLOW__CORE__UNIT_TEST_MODE": "False",  # type: ignore[attr-defined]
-                   **gpus}
+                   "AIRFLOW__CLARA__OUTPUT_ROOT": str(airflow.output), "AIRFLOW__CLARA__PAYLOAD_ROOT": str(airflow.payload),
+                   "AIRFLOW__CORE__DAGS_FOLDER": str(airflow.home / "dags"), **gpus}
     inbox.mkdir(parents=True)
     try:
-        for dag_id in ("it-overlap", "it-abandon", "it-gpu", "it-gpu-service", "it-gpu-kill", "clara_service_reaper"):
+        for dag_id in ("it-overlap", "it-abandon", "it-gpu", "it-gpu-service", "it-gpu-kill", "it-retention",
+                       "it-retention-busy", "clara_service_reaper"):
             wait(lambda d=dag_id: _parsed(airflow, d), 90, f"{dag_id} was not parsed; see {airflow.home}")
         yield airflow
     finally:
@@ -196,15 +198,19 @@ def test_the_reaper_frees_what_a_killed_run_marked_failed_held(airflow: Standalo
 
 
 # -- GPUs of one Docker host ------------------------------------------------------------------------------
-def gpus_now(airflow: Standalone) -> list[dict[str, Any]]:
-    """``clara-airflow gpus --json``, as an operator runs it on the worker's host."""
+def cli_json(airflow: Standalone, *args: str) -> Any:
+    """``clara-airflow <args> --json``, as an operator runs it on the worker's host."""
     import subprocess
     import sys
 
-    done = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "gpus", "--json"], capture_output=True,
-                          text=True, env=airflow.env, timeout=60)  # type: ignore[attr-defined]
+    done = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), *args, "--json"], capture_output=True,
+                          text=True, env=airflow.env, timeout=120)  # type: ignore[attr-defined]
     assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
+    return json.loads(done.stdout)
+
+
+def gpus_now(airflow: Standalone) -> list[dict[str, Any]]:
+    return list(cli_json(airflow, "gpus"))
 
 
 def timeline(airflow: Standalone, dag_id: str, run_id: str, steps: list[str]) -> list[dict[str, Any]]:
@@ -291,3 +297,35 @@ def test_a_killed_steps_gpu_is_free_once_its_container_is_gone(airflow: Standalo
     container.remove(force=True)  # as the reaper does once the run has ended
     assert gpus_now(airflow) == [{"device": "0", "holder": None}, {"device": "1", "holder": None}]
     airflow.api(f"/api/v2/dags/it-gpu-kill/dagRuns/{run_id}", {"state": "failed"}, method="PATCH")
+
+
+# -- retention ------------------------------------------------------------------------------------------
+def test_cleanup_takes_only_the_outputs_of_runs_that_ended_longer_ago_than_their_retention(airflow: Standalone) -> None:
+    from clara_airflow.backends.layout import run_folder
+
+    reaper = "/api/v2/dags/clara_service_reaper"
+    airflow.api(reaper, {"is_paused": True}, method="PATCH")  # nothing deletes while the dry run looks
+    try:
+        trigger(airflow, "it-retention", "manual__old")
+        assert finished(airflow, "it-retention", "manual__old")["state"] == "success"
+        trigger(airflow, "it-retention-busy", "manual__busy")
+        wait(lambda: [t for t in tasks_of(airflow, "it-retention-busy", "manual__busy") if t["state"] == "running"],
+             180, "the busy run's step never ran")
+        old = run_folder(str(airflow.output), "it-retention", "manual__old")
+        busy = run_folder(str(airflow.output), "it-retention-busy", "manual__busy")
+        wait(lambda: (busy / "work" / "partial.txt").exists(), 60, "the busy step wrote nothing")
+        time.sleep(6)  # the old run ended more than its 5 s ago
+        dry = cli_json(airflow, "cleanup", "--dry-run")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "cleanup-dry-run.json").write_text(json.dumps(dry, indent=1))
+        assert [(i["path"], i["kind"]) for i in dry["delete"]] == [(str(old), "outputs")]
+        assert dry["delete"][0]["reason"].startswith("run manual__old success, ended ")
+        assert dry["bytes"] == dry["delete"][0]["bytes"] > 0
+        assert [(i["path"], i["reason"]) for i in dry["keep"]] == [(str(busy), "run manual__busy is running")]
+        assert old.is_dir(), "a dry run deletes nothing"
+    finally:
+        airflow.api(reaper, {"is_paused": False}, method="PATCH")
+    trigger(airflow, "clara_service_reaper", "manual__cleanup")  # its clara_cleanup reads end dates in a task
+    assert finished(airflow, "clara_service_reaper", "manual__cleanup")["state"] == "success"
+    assert not old.exists() and (busy / "work" / "partial.txt").exists()
+    airflow.api("/api/v2/dags/it-retention-busy/dagRuns/manual__busy", {"state": "failed"}, method="PATCH")
