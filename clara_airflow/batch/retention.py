@@ -70,7 +70,10 @@ def size_of(path: Path) -> int:
 
 
 def _days(seconds: float) -> str:
-    return f"{seconds / 86400:.1f} d" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _folders(root: Path, skip: tuple[str, ...] = (".",)) -> Iterable[Path]:
