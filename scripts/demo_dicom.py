@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,11 +64,21 @@ def pipeline(folder: Path) -> Path:
     return path
 
 
-def write_config(path: Path, inbox: Path, port: int, airflow_url: str, pacs_port: int) -> None:
+def metrics(port: int, token: str) -> dict[str, float]:
+    """The receiver's /metrics samples, by name with labels."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("clara_dicom_")}
+
+
+def write_config(path: Path, inbox: Path, port: int, airflow_url: str, pacs_port: int, status_port: int = 0) -> None:
     path.write_text(json.dumps({  # JSON is YAML
-        "listen": {"host": "127.0.0.1", "port": port, "ae_title": "CLARA"}, "inbox": str(inbox),
-        "airflow": {"url": airflow_url},
-        "ae_titles": {"CT_AI": {"pipelines": [DAG_ID], "group_by": "study", "timeout": 3}},
+        "listen": {"host": "127.0.0.1", "port": port, "ae_title": "CLARA", "status_port": status_port or None},
+        "inbox": str(inbox), "airflow": {"url": airflow_url},
+        "ae_titles": {"CT_AI": {"group_by": "study", "timeout": 3,  # routed by what the study is
+                                "rules": [{"when": {"Modality": "CT"}, "pipelines": [DAG_ID]}]}},
         "sources": [{"ae_title": "ORTHANC", "host": "127.0.0.1"}],
         "destinations": {"MYPACS": {"host": "127.0.0.1", "port": pacs_port, "ae_title": "ORTHANC"}},
         "min_free_disk_mb": 100}, indent=2))
@@ -89,13 +101,16 @@ def run_dicom(env: dict[str, str], payload: Path, began: float) -> int:
         airflow = start(home / "airflow", [pipeline(home)], env, overrides={
             "AIRFLOW__CLARA__PAYLOAD_ROOT": str(inbox), "AIRFLOW__CLARA__DICOM_CONFIG": str(config)})
         processes.append(airflow.stop)
-        write_config(config, inbox, port, airflow.url, orthanc.dicom_port)
-        step(f"starting the receiver: clara-airflow dicom listen --config {config} (log: {home / 'receiver.log'})")
-        receiver = start_receiver(config, {**env, "CLARA_AIRFLOW_USER": "admin",
+        status_port, token = free_port(), secrets.token_urlsafe(24)
+        write_config(config, inbox, port, airflow.url, orthanc.dicom_port, status_port)
+        step(f"starting the receiver: clara-airflow dicom listen --config {config} (log: {home / 'receiver.log'}); "
+             f"CT_AI routes a study by rule (Modality CT); /metrics on 127.0.0.1:{status_port}")
+        receiver = start_receiver(config, {**env, "CLARA_AIRFLOW_USER": "admin", "CLARA_DICOM_STATUS_TOKEN": token,
                                            "CLARA_AIRFLOW_PASSWORD": airflow.password}, home / "receiver.log")
         processes.append(lambda: stop(receiver))
         wait(lambda: _parsed(airflow), 120, f"{DAG_ID} was not parsed; see {airflow.home}")
         wait(lambda: "listening:" in (home / "receiver.log").read_text(), 30, "the receiver did not start")
+        before = metrics(status_port, token)
         step(f"uploading the demo CT series ({len(list(payload.glob('*.dcm')))} slices) to Orthanc")
         for path in sorted(payload.glob("*.dcm")):
             orthanc.post("/instances", path.read_bytes())
@@ -109,6 +124,13 @@ def run_dicom(env: dict[str, str], payload: Path, began: float) -> int:
         run = wait(lambda: (r := _run(airflow, run_id)) and r["state"] in ("success", "failed") and r, 600,
                    f"the run did not finish; see {airflow.home / 'logs'}")
         step(f"run {run['state']} {time.monotonic() - sent:.0f} s after Orthanc started sending")
+        routed = [line for line in (home / "receiver.log").read_text().splitlines() if "group complete" in line]
+        print("\n" + "\n".join(routed))
+        after = metrics(status_port, token)
+        print("\nthe receiver's /metrics lines that moved:")
+        for name, value in after.items():
+            if value != before.get(name, 0.0):
+                print(f"  {name} {before.get(name, 0.0):g} -> {value:g}")
         series = [orthanc.get(f"/series/{s}")["MainDicomTags"] for s in orthanc.get(f"/studies/{study}")["Series"]]
         print(f"\nstudy {uid} in Orthanc now has {len(series)} series:")
         for tags in series:
