@@ -181,9 +181,9 @@ def run_end(dag_id: str, run_id: str) -> tuple[str, float | None]:
     """(state as :func:`run_state` reads it, the run's end date as epoch seconds or None) from Airflow,
     for retention: only an ended run with an end date Airflow gives may lose its outputs.
 
-    Why internal: inside a task, the supervisor's ``GetDagRun`` message (Task SDK 1.2+, Airflow 3.2+;
-    older ones answer without the end date, so nothing is deleted from inside a task there); outside,
-    ``DagRun.find`` (core model).
+    Why internal: inside a task, the supervisor's ``GetDagRun`` message (there on Airflow 3.3; Airflow
+    3.1's Task SDK has none: the import fails, the end date is unknown and nothing is deleted from inside a
+    task there); outside, ``DagRun.find`` (core model).
     """
     state = run_state(dag_id, run_id)
     if state not in ENDED_STATES or state == GONE:
