@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,16 @@ class Rig:
     port: int
     receiver: subprocess.Popen[bytes]
     env: dict[str, str]
+    status_port: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """The receiver's /metrics samples (name with labels -> value)."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.status_port}/metrics",
+                                         headers={"Authorization": f"Bearer {self.env['CLARA_DICOM_STATUS_TOKEN']}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("clara_dicom_")}
 
     @property
     def inbox(self) -> Path:
@@ -72,9 +84,10 @@ class Rig:
                     seconds, f"{run_id} did not finish; see {self.log} and {self.airflow.home / 'logs'}")
 
 
-def receiver_config(path: Path, *, inbox: Path, port: int, airflow_url: str, orthanc: Orthanc) -> None:
+def receiver_config(path: Path, *, inbox: Path, port: int, airflow_url: str, orthanc: Orthanc,
+                    status_port: int | None = None) -> None:
     path.write_text(yaml.safe_dump({
-        "listen": {"host": "127.0.0.1", "port": port, "ae_title": "CLARA"},
+        "listen": {"host": "127.0.0.1", "port": port, "ae_title": "CLARA", "status_port": status_port},
         "inbox": str(inbox),
         "airflow": {"url": airflow_url},
         "ae_titles": {
@@ -104,10 +117,13 @@ def rig() -> Iterator[Rig]:
     airflow = start(home / "airflow", [FIXTURES / "dicom-roundtrip.yaml", FIXTURES / "dicom-count.yaml"],
                     dict(os.environ), overrides={"AIRFLOW__CLARA__PAYLOAD_ROOT": str(home / "inbox"),
                                                  "AIRFLOW__CLARA__DICOM_CONFIG": str(config)})
-    receiver_config(config, inbox=home / "inbox", port=port, airflow_url=airflow.url, orthanc=orthanc)
-    env = {**os.environ, "CLARA_AIRFLOW_USER": "admin", "CLARA_AIRFLOW_PASSWORD": airflow.password}
+    status_port = free_port()
+    receiver_config(config, inbox=home / "inbox", port=port, airflow_url=airflow.url, orthanc=orthanc,
+                    status_port=status_port)
+    env = {**os.environ, "CLARA_AIRFLOW_USER": "admin", "CLARA_AIRFLOW_PASSWORD": airflow.password,
+           "CLARA_DICOM_STATUS_TOKEN": secrets.token_urlsafe(24)}
     receiver = start_receiver(config, env, home / "receiver.log")
-    rig = Rig(home, airflow, orthanc, config, port, receiver, env)
+    rig = Rig(home, airflow, orthanc, config, port, receiver, env, status_port)
     try:
         for dag_id in ("dicom-roundtrip", "dicom-count"):
             wait(lambda d=dag_id: _parsed(airflow, d), 90, f"{dag_id} was not parsed; see {airflow.home}")
@@ -251,6 +267,7 @@ def test_orthanc_sends_a_study_to_the_receiver(rig: Rig) -> None:
 
 
 def test_orthanc_sends_ct_mr_and_us_to_one_ae_title_and_the_rules_start_ct_and_mr(rig: Rig) -> None:
+    before = rig.metrics()
     studies = {modality: generate_uid() for modality in ("CT", "MR", "US")}
     for modality, study in studies.items():
         for path in ct_series(rig.home / "routed" / modality, study=study, series=generate_uid(), count=2,
@@ -276,6 +293,12 @@ def test_orthanc_sends_ct_mr_and_us_to_one_ae_title_and_the_rules_start_ct_and_m
     assert [(g["uid"], g["state"], g["instances"]) for g in groups] == [(studies["US"], "unrouted", 2)]
     assert len(unrouted) == 1 and studies["US"] in unrouted[0]
     assert all("routing_ms=" in line for line in completed) and len(completed) == 2
+    after = rig.metrics()
+    moved = {name: after[name] - before.get(name, 0.0) for name in after if after[name] != before.get(name, 0.0)}
+    (REPO / "artifacts" / "dicom" / "routing-metrics.json").write_text(json.dumps(moved, indent=1))
+    assert moved["clara_dicom_instances_stored_total"] == 6 and moved["clara_dicom_groups_unrouted_total"] == 1
+    assert moved["clara_dicom_groups_routed_total"] == moved["clara_dicom_groups_completed_total"] == 2
+    assert moved["clara_dicom_triggers_sent_total"] == 2 and moved["clara_dicom_bytes_received_total"] > 0
 
 
 def test_a_receiver_killed_with_a_pending_trigger_starts_the_run_once(rig: Rig) -> None:
