@@ -156,6 +156,14 @@ MUTANTS = [
            ("tests/unit/backends/test_gpus.py",), "a GPU is handed out while a killed task's container still runs on it"),
     Mutant("clara_airflow/backends/gpus.py", "return pid > 0 and start_time(pid) == started != 0", "return pid > 0",
            ("tests/unit/backends/test_gpus.py",), "a reused process id keeps a dead holder's GPU forever"),
+    Mutant("clara_airflow/dicom/routing.py", "return all(any(pattern.fullmatch(v)", "return all(any(pattern.match(v)",
+           ("tests/unit/dicom/test_routing.py",), "a routing rule matches a prefix (CHEST routes CHESTWALL)"),
+    Mutant("clara_airflow/batch/retention.py",
+           "if state in LIVE_STATES or state not in ENDED_STATES or state == GONE or ended is None:",
+           "if state in LIVE_STATES:", ("tests/unit/test_retention.py",),
+           "retention deletes the outputs of a run whose end date (or the run itself) Airflow cannot give"),
+    Mutant("clara_airflow/dicom/health.py", "if not hmac.compare_digest(given, expected):", "if not given:",
+           ("tests/unit/dicom/test_health.py",), "the status port answers any bearer token"),
 ]
 
 
