@@ -35,6 +35,9 @@ from clara_airflow.settings import Options
 # Seconds a step pod may take to be scheduled and started (x-airflow startup_timeout): a GPU node that
 # scales up from zero and pulls a multi-GB image takes minutes, past the provider's 120 s.
 CPU_STARTUP, GPU_STARTUP = 120, 600
+# A step pod's activeDeadlineSeconds is the step's timeout plus this: the kubelet stops a pod whose task
+# died with its worker (nothing is left to delete it), never one whose task still waits on it.
+DEADLINE_MARGIN = 60
 
 
 class ClaraKubernetesPodOperator(KubernetesPodOperator):
@@ -76,6 +79,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             init_container_logs=[PREPARE], startup_timeout_seconds=startup,
             schedule_timeout_seconds=options.pipeline.schedule_timeout or startup,
             deferrable=False,  # the triggerer would need the same RBAC; Clara steps are short (docs/kubernetes.md)
+            active_deadline_seconds=options.pipeline.timeout + DEADLINE_MARGIN,
             **kwargs,
         )
         self.step = plan
@@ -92,9 +96,20 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         try:
             with ServiceHeartbeat(self.service_ids, self.options.deployment.service_heartbeat, self.log,
                                   dag_id=context["dag"].dag_id):
-                return super().execute(context)
-        except Exception as exc:
+                result = super().execute(context)
+        except BaseException as exc:
+            # A timeout: the provider's cleanup raises in its `finally` and replaces AirflowTaskTimeout, so the
+            # task runner's on_kill never runs and the pod would run on (apache/airflow#49466).
+            self._stop_pod()
+            if not isinstance(exc, Exception):
+                raise
             raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
+        if getattr(self, "_killed", False):
+            # SIGTERM: on_kill deleted the pod, the provider's cleanup returns early on _killed and execute
+            # returns as if the step had succeeded (apache/airflow#73006, #71202). A killed step never did.
+            raise AirflowException(f"operator '{self.task_id}' was stopped (SIGTERM: its worker was shut down or the "
+                                   "task was marked failed) before its pod finished; its outputs are incomplete")
+        return result
 
     def prepare(self, context: Any) -> None:
         """Fill in what depends on the run: image, args, env, volumes, init container, labels."""
@@ -110,6 +125,24 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         self.image, self.arguments, self.env_vars = run.image, run.args, run.env
         self.volumes, self.volume_mounts, self.init_containers = run.volumes, run.volume_mounts, run.init_containers
         self.labels = run.labels
+
+    def _stop_pod(self) -> None:
+        """Delete this try's pod if it is still pending or running; a pod that ended stays as on_finish_action
+        says (a failed one is kept for a look with keep_failed_pods). Drop this (and the _killed check) once
+        the provider fails a killed or timed-out pod itself."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self.pod is None:
+            return
+        name, namespace = self.pod.metadata.name, self.pod.metadata.namespace
+        try:
+            phase = self.client.read_namespaced_pod(name, namespace).status.phase
+            if phase in ("Pending", "Running"):
+                self.log.warning("deleting pod %s (%s): its task did not end normally", name, phase)
+                self.client.delete_namespaced_pod(name, namespace, grace_period_seconds=30)
+        except ApiException as exc:
+            if exc.status != 404:
+                self.log.error("cannot delete pod %s: %s %s", name, exc.status, exc.reason)
 
     def _tail(self) -> str:
         return kpo_log_tail(self, 20)

@@ -158,3 +158,72 @@ def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:
     repaired = manager.ensure(svc, timeout=60, log=logging.getLogger("repair"))
     assert not repaired.created and manager.status(token) == "running"
     assert manager.stop(token) and manager.status(token) == "missing"
+
+
+def pods_left(cluster: Any, namespace: str) -> list[str]:
+    """Pods of ``namespace`` that are not gone (any phase), as name:phase."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    return [f"{p.metadata.name}:{p.status.phase}" for p in api.list_namespaced_pod(namespace).items]
+
+
+def running_pod(cluster: Any, namespace: str) -> bool:
+    return any(p.endswith(":Running") for p in pods_left(cluster, namespace))
+
+
+def wait_for(check: Any, seconds: float, what: str) -> Any:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(what)
+
+
+def test_a_step_that_times_out_fails_and_leaves_no_pod_running(kube_env: Any, airflow_db: None, capfd: Any) -> None:
+    """x-airflow timeout 20 s, a step that sleeps 600 s: the pod carries activeDeadlineSeconds, and the
+    task's timeout deletes it (the provider's own cleanup raises first and would leave it running)."""
+    from clara_airflow.airflow_compat import dagbag
+
+    dag = dagbag(dag_folder=str(DAGS)).dags["it-kube-slow"]
+    assert dag.get_task("slow").active_deadline_seconds == 20 + 60
+    run = dag.test(run_conf={"clara_payload": payload(kube_env, "study-slow")})
+    assert run.state == "failed"
+    wait_for(lambda: not any(":Running" in p or ":Pending" in p for p in pods_left(kube_env, "clara-e2e-slow")), 60,
+             f"the timed-out step's pod is still running: {pods_left(kube_env, 'clara-e2e-slow')}")
+    out, err = capfd.readouterr()
+    assert "deleting pod" in out + err and "its task did not end normally" in out + err
+
+
+def test_a_step_stopped_with_sigterm_fails_and_leaves_no_pod(kube_env: Any, airflow_db: None, capfd: Any) -> None:
+    """The worker is shut down (SIGTERM) while the step's pod runs: the task runner calls on_kill, which
+    deletes the pod; the task must fail, not succeed on partial output."""
+    import os
+    import signal
+    import time
+
+    from clara_airflow.airflow_compat import dagbag
+
+    dag = dagbag(dag_folder=str(DAGS)).dags["it-kube-slow"]
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # the task runner installs its own while it runs
+
+    def stop_when_running() -> None:
+        wait_for(lambda: running_pod(kube_env, "clara-e2e-slow"), 60, "the step's pod never ran")
+        time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    began = time.monotonic()
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    try:
+        run = dag.test(run_conf={"clara_payload": payload(kube_env, "study-sigterm")})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out, err = capfd.readouterr()
+    assert run.state == "failed", "a step stopped by SIGTERM was recorded as a success"
+    assert "was stopped (SIGTERM" in out + err
+    assert time.monotonic() - began < 20, "failed by the SIGTERM, not by the step timeout"
+    wait_for(lambda: not any(":Running" in p or ":Pending" in p for p in pods_left(kube_env, "clara-e2e-slow")), 60,
+             "the stopped step's pod is still running")
