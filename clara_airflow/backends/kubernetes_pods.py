@@ -62,7 +62,9 @@ def scheduling(deployment: Deployment, gpus: int) -> tuple[dict[str, str] | None
     from kubernetes.client import models as k8s
 
     selector = dict(deployment.gpu_node_selector if gpus else deployment.node_selector) or None
-    tolerations = [k8s.V1Toleration(**t) for t in deployment.tolerations] if gpus else None
+    tolerations = [k8s.V1Toleration(key=t.get("key"), operator=t.get("operator"), value=t.get("value"),
+                                    effect=t.get("effect"), toleration_seconds=t.get("tolerationSeconds"))
+                   for t in deployment.tolerations] if gpus else None
     return selector, tolerations or None
 
 

@@ -74,10 +74,24 @@ def _selector(raw: str) -> dict[str, str]:
     return value
 
 
+_TOLERATION = {"key": str, "operator": str, "value": str, "effect": str, "tolerationSeconds": int}
+
+
 def _tolerations(raw: str) -> tuple[dict[str, Any], ...]:
     value = _json(raw, "[]")
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ValueError('must be a JSON list of objects, like [{"key": "nvidia.com/gpu", "operator": "Exists"}]')
+    for item in value:  # as a pod spec spells them: a wrong key would break every GPU DAG at parse time
+        for key, given in item.items():
+            if key not in _TOLERATION:
+                raise ValueError(f"a toleration has the key {key!r}; allowed: {', '.join(_TOLERATION)}")
+            if not isinstance(given, _TOLERATION[key]) or isinstance(given, bool):
+                raise ValueError(f"a toleration's {key} must be a {_TOLERATION[key].__name__}, not {given!r}")
+        if item.get("operator", "Equal") not in ("Equal", "Exists"):
+            raise ValueError(f"a toleration's operator must be Equal or Exists, not {item['operator']!r}")
+        if item.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(f"a toleration's effect must be NoSchedule, PreferNoSchedule or NoExecute, not "
+                             f"{item['effect']!r}")
     return tuple(value)
 
 

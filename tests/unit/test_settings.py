@@ -138,3 +138,22 @@ def test_a_recorded_location_replaces_network_and_namespace_only() -> None:
     moved = options.located(network="n2", namespace="b")
     assert (moved.deployment.network, moved.pipeline.namespace, moved.deployment.strict) == ("n2", "b", True)
     assert options.located() == options
+
+
+def test_tolerations_are_checked_as_a_pod_spec_spells_them_and_reach_the_pod() -> None:
+    """tolerationSeconds once broke DAG parsing (a TypeError from V1Toleration); a wrong key or type is
+    now an error naming the option, and the seconds reach the pod."""
+    from clara_airflow.backends.kubernetes_pods import scheduling
+
+    given = '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]'
+    found, problems = parse_deployment({"tolerations": given})
+    assert problems == []
+    _, (toleration,) = scheduling(found, 1)  # type: ignore[misc]
+    assert (toleration.key, toleration.operator, toleration.effect, toleration.toleration_seconds) == (
+        "nvidia.com/gpu", "Exists", "NoExecute", 300)
+    for bad, message in (('[{"key": "a", "toleration_seconds": 5}]', "has the key 'toleration_seconds'"),
+                         ('[{"key": "a", "tolerationSeconds": "5"}]', "tolerationSeconds must be a int"),
+                         ('[{"key": "a", "operator": "In"}]', "operator must be Equal or Exists"),
+                         ('[{"key": "a", "effect": "NoRun"}]', "effect must be NoSchedule")):
+        _, problems = parse_deployment({"tolerations": bad})
+        assert len(problems) == 1 and message in problems[0], problems
