@@ -47,6 +47,23 @@ class KubernetesBackend:
         return KubernetesServiceManager(self.options)
 
 
+_CREATE_HINTS = {
+    403: "; the worker's service account may not do this (RBAC, docs/kubernetes.md) or an admission policy refused it",
+    404: "; the namespace does not exist (create it, or fix x-airflow namespace)",
+    422: "; the cluster refused the object as invalid",
+}
+
+
+def api_message(exc: Any) -> str:
+    """The Kubernetes API's own message of an ApiException (its Status body), else its reason."""
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
 class KubernetesServiceManager:
     """Finds or creates a service's Deployment and Service, and waits until its pod is ready."""
 
@@ -130,8 +147,8 @@ class KubernetesServiceManager:
             if exc.status == 409:
                 return False
             raise ServiceError(f"cannot create {body.kind} {body.metadata.name} in namespace {self.namespace}: "
-                               f"{exc.status} {exc.reason}; check the RBAC of the worker's service account "
-                               "(docs/kubernetes.md)") from None
+                               f"{exc.status} {exc.reason}: {api_message(exc)}{_CREATE_HINTS.get(exc.status, '')}"
+                               ) from None
 
     def _add_ports(self, svc: ServicePlan, log: Any) -> None:
         """Section 7.4: new ports of a running identity are added to its Service object."""

@@ -50,9 +50,20 @@ def test_crash_loop_is_reported_with_events_and_logs(manager: KubernetesServiceM
     assert "model repository not found" in text
 
 
-def test_forbidden_create_names_the_rbac(manager: KubernetesServiceManager) -> None:
-    manager.hook.apps_v1_client.create_namespaced_deployment.side_effect = ApiException(status=403, reason="Forbidden")
-    with pytest.raises(ServiceError, match="403 Forbidden; check the RBAC"):
+def test_a_refused_create_keeps_the_apis_own_message(manager: KubernetesServiceManager) -> None:
+    import json
+
+    forbidden = ApiException(status=403, reason="Forbidden")
+    forbidden.body = json.dumps({"kind": "Status", "message": 'deployments.apps is forbidden: User "system:serviceaccount:'
+                                 'airflow:worker" cannot create resource "deployments" in API group "apps"'})
+    manager.hook.apps_v1_client.create_namespaced_deployment.side_effect = forbidden
+    with pytest.raises(ServiceError, match=r'403 Forbidden: deployments.apps is forbidden: User "system:serviceaccount:'
+                                           r'airflow:worker" cannot create .*; the worker\'s service account may not'):
+        manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+    missing = ApiException(status=404, reason="Not Found")
+    missing.body = "not json"
+    manager.hook.apps_v1_client.create_namespaced_deployment.side_effect = missing
+    with pytest.raises(ServiceError, match="404 Not Found: Not Found; the namespace does not exist"):
         manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
 
 
