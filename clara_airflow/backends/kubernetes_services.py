@@ -41,6 +41,21 @@ def _readiness(svc: ServicePlan) -> Any:
                        failure_threshold=3) if ports else None
 
 
+def _liveness(svc: ServicePlan) -> tuple[Any, Any]:
+    """(startup probe, liveness probe) for a service with a port: a hung server is restarted by the kubelet,
+    and a slow start (an inference server loading models, up to 10 min) is not mistaken for a hang."""
+    from kubernetes.client import models as k8s
+
+    if not svc.ports:
+        return None, None
+    if svc.models:
+        check: dict[str, Any] = {"http_get": k8s.V1HTTPGetAction(path="/v2/health/live", port=8000)}
+    else:
+        check = {"tcp_socket": k8s.V1TCPSocketAction(port=svc.ports[0])}
+    return (k8s.V1Probe(period_seconds=10, failure_threshold=60, **check),
+            k8s.V1Probe(period_seconds=10, failure_threshold=6, timeout_seconds=5, **check))
+
+
 def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deployment) -> Any:
     """The Deployment of one identity (deterministic: a golden test pins it)."""
     from kubernetes.client import models as k8s
@@ -59,12 +74,14 @@ def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deploym
         volumes.append(k8s.V1Volume(name=f"host-{index}", host_path=k8s.V1HostPathVolumeSource(path=host)))
         mounts.append(k8s.V1VolumeMount(name=f"host-{index}", mount_path=path, read_only=True))
     probe = _readiness(svc)
+    startup, liveness = _liveness(svc)
     selector, tolerations = scheduling(options, svc.requests.gpu)
     labels = {LABEL_ID: svc.id, LABEL_MANAGED: "true", **owned(options)}
     container = k8s.V1Container(
         name=CONTAINER, image=f"{svc.image}:{svc.tag}", args=list(svc.command) or None, env=env,
         ports=[k8s.V1ContainerPort(container_port=p, name=f"p{p}") for p in ports] or None,
-        readiness_probe=probe, resources=resources(svc.requests), volume_mounts=mounts,
+        readiness_probe=probe, startup_probe=startup, liveness_probe=liveness, resources=resources(svc.requests),
+        volume_mounts=mounts,
         security_context=container_security(), termination_message_policy="FallbackToLogsOnError")
     pod = k8s.V1PodSpec(
         containers=[container], volumes=volumes, node_selector=selector, tolerations=tolerations,
@@ -78,8 +95,9 @@ def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deploym
                                   annotations={"clara-airflow/identity": json.dumps(
                                       [svc.image, svc.tag, list(svc.command)]),
                                       SPEC_HASH: spec_hash(template)}),
+        # Recreate: a rollout never needs a second GPU or a second attach of a ReadWriteOnce volume
         spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(match_labels={LABEL_ID: svc.id}),
-                                  template=template))
+                                  template=template, strategy=k8s.V1DeploymentStrategy(type="Recreate")))
 
 def owned(options: Deployment) -> dict[str, str]:
     """The deployment label of what clara-airflow creates ({} when no identity was resolved: tools, goldens)."""
