@@ -24,8 +24,8 @@ from clara_airflow.backends.base import (
     foreign_error,
     foreign_owner,
 )
+from clara_airflow.backends.kubernetes_pods import CREATE_HINTS, api_message, hook_kwargs
 from clara_airflow.backends.kubernetes_pods import age as _age
-from clara_airflow.backends.kubernetes_pods import hook_kwargs
 from clara_airflow.backends.kubernetes_services import SPEC_HASH
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
@@ -45,23 +45,6 @@ class KubernetesBackend:
 
     def service_manager(self) -> KubernetesServiceManager:
         return KubernetesServiceManager(self.options)
-
-
-_CREATE_HINTS = {
-    403: "; the worker's service account may not do this (RBAC, docs/kubernetes.md) or an admission policy refused it",
-    404: "; the namespace does not exist (create it, or fix x-airflow namespace)",
-    422: "; the cluster refused the object as invalid",
-}
-
-
-def api_message(exc: Any) -> str:
-    """The Kubernetes API's own message of an ApiException (its Status body), else its reason."""
-    import json
-
-    try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
 
 
 class KubernetesServiceManager:
@@ -147,7 +130,7 @@ class KubernetesServiceManager:
             if exc.status == 409:
                 return False
             raise ServiceError(f"cannot create {body.kind} {body.metadata.name} in namespace {self.namespace}: "
-                               f"{exc.status} {exc.reason}: {api_message(exc)}{_CREATE_HINTS.get(exc.status, '')}"
+                               f"{exc.status} {exc.reason}: {api_message(exc)}{CREATE_HINTS.get(exc.status, '')}"
                                ) from None
 
     def _add_ports(self, svc: ServicePlan, log: Any) -> None:
@@ -293,8 +276,26 @@ class KubernetesServiceManager:
             d.metadata.labels.get(LABEL_DEPLOYMENT, "")) for d in items if LABEL_ID in (d.metadata.labels or {})}
 
     def list_steps(self) -> list[StepContainer]:
-        """Step pods are deleted by KubernetesPodOperator itself, and re-attached after a worker crash."""
-        return []
+        """Step pods of this namespace that name their run (the annotations clara-airflow writes): a pod
+        whose worker died, or that a failed step left for a look, is the reaper's once its run ended."""
+        from clara_airflow.backends.kubernetes_steps import ANNOTATION_DAG, ANNOTATION_RUN, STEP_LABEL
+
+        found = []
+        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=STEP_LABEL).items:
+            notes = pod.metadata.annotations or {}
+            if ANNOTATION_DAG in notes and ANNOTATION_RUN in notes:  # else: not ours to judge, left alone
+                found.append(StepContainer(
+                    ref=pod.metadata.name, name=pod.metadata.name, dag_id=notes[ANNOTATION_DAG],
+                    run_id=notes[ANNOTATION_RUN], state=(pod.status.phase or "Unknown") if pod.status else "Unknown",
+                    age=_age(pod.metadata.creation_timestamp),
+                    deployment=(pod.metadata.labels or {}).get(LABEL_DEPLOYMENT, "")))
+        return found
 
     def remove_step(self, ref: str) -> None:
-        raise NotImplementedError("step pods are cleaned up by KubernetesPodOperator")
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(ref, self.namespace, grace_period_seconds=30)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -11,7 +11,7 @@ from clara_airflow.compiler.plan import Requests
 from clara_airflow.errors import ClaraAirflowError
 from clara_airflow.settings import Deployment
 
-__all__ = ["DEFAULT_USER", "age", "container_security", "hook_kwargs", "pod_security", "pod_user", "resources",
+__all__ = ["CREATE_HINTS", "DEFAULT_USER", "age", "api_message", "container_security", "hook_kwargs", "pod_security", "pod_user", "resources",
            "scheduling"]
 
 # Pods run as this UID:GID unless [clara] step_user says otherwise: Pod Security "restricted" admits no root.
@@ -85,3 +85,20 @@ def age(created: Any) -> float:
         return float("inf")
     moment = created if created.tzinfo else created.replace(tzinfo=_dt.UTC)
     return (_dt.datetime.now(_dt.UTC) - moment).total_seconds()
+
+
+CREATE_HINTS = {
+    403: "; the worker's service account may not do this (RBAC, docs/kubernetes.md) or an admission policy refused it",
+    404: "; the namespace does not exist (create it, or fix x-airflow namespace)",
+    422: "; the cluster refused the object as invalid",
+}
+
+
+def api_message(exc: Any) -> str:
+    """The Kubernetes API's own message of an ApiException (its Status body), else its reason."""
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)

@@ -54,6 +54,11 @@ class PodRun:
     volume_mounts: list[Any]
     init_containers: list[Any]
     labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+ANNOTATION_DAG, ANNOTATION_RUN = "clara-airflow/dag-id", "clara-airflow/run-id"  # on step pods, unabridged
+STEP_LABEL = "clara-airflow/operator"  # every step pod has it
 
 
 def label_value(text: str) -> str:
@@ -87,7 +92,8 @@ def pod_run(step: StepPlan, env: dict[str, str], payload: str, *, dag_id: str, r
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()], volumes=volumes, volume_mounts=mounts,
         init_containers=[_prepare_container(step, run_id, run_dir, claim, output_root, init_image, payload)],
         labels={"clara-airflow/dag-id": label_value(dag_id), "clara-airflow/operator": label_value(step.name),
-                "clara-airflow/run": label_value(run_folder_name(run_id))})
+                "clara-airflow/run": label_value(run_folder_name(run_id))},
+        annotations={ANNOTATION_DAG: dag_id, ANNOTATION_RUN: run_id})  # exact: the reaper asks Airflow by them
 
 
 def _storage(step: StepPlan, payload: str, run_dir: str, claim: str | None,

@@ -124,7 +124,7 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
                       output_root=settings.payload.output_root, init_image=self.options.deployment.init_image)
         self.image, self.arguments, self.env_vars = run.image, run.args, run.env
         self.volumes, self.volume_mounts, self.init_containers = run.volumes, run.volume_mounts, run.init_containers
-        self.labels = run.labels
+        self.labels, self.annotations = run.labels, run.annotations
 
     def _stop_pod(self) -> None:
         """Delete this try's pod if it is still pending or running; a pod that ended stays as on_finish_action

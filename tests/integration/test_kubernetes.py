@@ -227,3 +227,36 @@ def test_a_step_stopped_with_sigterm_fails_and_leaves_no_pod(kube_env: Any, airf
     assert time.monotonic() - began < 20, "failed by the SIGTERM, not by the step timeout"
     wait_for(lambda: not any(":Running" in p or ":Pending" in p for p in pods_left(kube_env, "clara-e2e-slow")), 60,
              "the stopped step's pod is still running")
+
+
+def test_the_reaper_collects_step_pods_of_ended_runs_and_leaves_the_rest(kube_env: Any, monkeypatch: Any) -> None:
+    """A step pod a dead worker left (its run gone or ended) is deleted after the grace, through the real
+    API; a pod of a live run, a pod without clara-airflow's run annotations, and a young pod stay."""
+    from kubernetes import client, config
+
+    from clara_airflow.services import admin
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kube_env.kubeconfig)))
+    namespace = "clara-e2e-reap"
+
+    def make(name: str, annotations: dict[str, str] | None) -> None:
+        api.create_namespaced_pod(namespace, client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name, labels={"clara-airflow/operator": "seg"}, annotations=annotations),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="base", image="clara-airflow/busybox:1",
+                                                                 args=["sleep", "600"])])))
+
+    make("left-by-dead-worker", {"clara-airflow/dag-id": "p", "clara-airflow/run-id": "manual__ended"})
+    make("still-running", {"clara-airflow/dag-id": "p", "clara-airflow/run-id": "manual__live"})
+    make("not-annotated", None)
+    monkeypatch.setenv("AIRFLOW__CLARA__NAMESPACE", namespace)
+    monkeypatch.setenv("AIRFLOW__CLARA__BACKEND", "kubernetes")
+    states = {"manual__ended": "failed", "manual__live": "running"}
+    young = admin.collect_steps(grace=3600, state_of=lambda dag, run: states[run])
+    assert not [line for line in young if "pod" in line or "left-by" in line]
+    report = admin.collect_steps(grace=0, state_of=lambda dag, run: states[run])
+    (removed,) = [line for line in report if "left-by-dead-worker" in line]
+    assert removed.startswith("removed step container left-by-dead-worker (") and removed.endswith(
+        ") of p/manual__ended (run failed)"), report
+    assert not [line for line in report if "still-running" in line or "not-annotated" in line], report
+    wait_for(lambda: "left-by-dead-worker" not in " ".join(pods_left(kube_env, namespace)), 60, "not deleted")
+    assert sorted(p.split(":")[0] for p in pods_left(kube_env, namespace)) == ["not-annotated", "still-running"]
