@@ -103,13 +103,18 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
             self._stop_pod()
             if not isinstance(exc, Exception):
                 raise
+            if getattr(self, "_killed", False):
+                raise self._stopped() from exc
             raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
         if getattr(self, "_killed", False):
             # SIGTERM: on_kill deleted the pod, the provider's cleanup returns early on _killed and execute
             # returns as if the step had succeeded (apache/airflow#73006, #71202). A killed step never did.
-            raise AirflowException(f"operator '{self.task_id}' was stopped (SIGTERM: its worker was shut down or the "
-                                   "task was marked failed) before its pod finished; its outputs are incomplete")
+            raise self._stopped()
         return result
+
+    def _stopped(self) -> AirflowException:
+        return AirflowException(f"operator '{self.task_id}' was stopped (SIGTERM: its worker was shut down or the "
+                                "task was marked failed) before its pod finished; its outputs are incomplete")
 
     def prepare(self, context: Any) -> None:
         """Fill in what depends on the run: image, args, env, volumes, init container, labels."""

@@ -12,6 +12,7 @@ Security gets the ``ReplicaFailure`` condition a ReplicaSet would report. Test c
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from kubernetes import client, config
 
 LABEL = "clara-airflow/test"
@@ -128,12 +130,46 @@ class FakeKubelet:
             group_add=groups, labels={LABEL: "pod"},
             name=f"kube-{pod.metadata.namespace}-{pod.metadata.name}-{spec.name}")
         try:
-            code = int(container.wait(timeout=300)["StatusCode"])
-            return code, container.logs()
+            if spec is pod.spec.containers[0]:  # the main container runs: the pod is Running, as a kubelet says
+                self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": {
+                    "phase": "Running", "startTime": now(), "conditions": [{"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": [{"name": spec.name, "ready": True, "restartCount": 0, "image": "",
+                                           "imageID": "", "state": {"running": {"startedAt": now()}}}]}})
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                try:
+                    return int(container.wait(timeout=1)["StatusCode"]), container.logs()
+                except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):  # still running
+                    if self._deleted(pod):  # a deleted pod's containers are stopped, as a kubelet does
+                        return 137, container.logs()
+            return 137, container.logs()
+        except docker.errors.APIError:  # removed under it (the kubelet stopping at the end of the tests)
+            return 137, b""
         finally:
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+    def _deleted(self, pod: Any) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+        except Exception:  # the fake API server is gone: the tests are over
+            return self.stopping.is_set()
 
     def _run_pod(self, pod: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._run(pod)
+        except ApiException as exc:
+            if exc.status != 404:  # a pod deleted while it ran is simply gone
+                raise
+
+    def _run(self, pod: Any) -> None:
         started = now()
         code, output = 0, b""
         self._apply_fs_group(pod)
@@ -154,6 +190,8 @@ class FakeKubelet:
         status = {"phase": "Succeeded" if code == 0 else "Failed", "startTime": started,
                   "conditions": [{"type": "PodScheduled", "status": "True"}],
                   "initContainerStatuses": inits, "containerStatuses": [state]}
+        if self._deleted(pod):
+            return
         self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     # -- deployments -----------------------------------------------------------------------------------
