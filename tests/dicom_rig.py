@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.browser.standalone import free_port
+from tests.helpers import wait
 
 
 @dataclass
@@ -80,10 +80,3 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         process.wait(timeout=20)
 
 
-def wait(check: Any, seconds: float, message: str) -> Any:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if found := check():
-            return found
-        time.sleep(0.5)
-    raise AssertionError(message)

@@ -65,3 +65,15 @@ def make_options(values: dict[str, object] | None = None) -> Any:
     values = dict(values or {})
     deployment = {k: values.pop(k) for k in list(values) if k in DEPLOYMENT_OPTIONS}
     return Options(pipeline_settings(values), Deployment(**deployment))  # type: ignore[arg-type]
+
+
+def wait(check: Any, seconds: float, message: str) -> Any:
+    """``check()``'s first truthy answer, looking every 0.5 s; AssertionError(message) after ``seconds``."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(message)

@@ -17,6 +17,7 @@ from clara_airflow.compiler.compiler import compile_pipeline
 from clara_airflow.spec.load import load_pipeline
 from tests.conftest import DAGS, TEST_NETWORK
 from tests.helpers import busybox_service, make_options
+from tests.helpers import wait as wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.slow]
 DAG_ID = "it-kube-shared"
@@ -170,17 +171,6 @@ def pods_left(cluster: Any, namespace: str) -> list[str]:
 
 def running_pod(cluster: Any, namespace: str) -> bool:
     return any(p.endswith(":Running") for p in pods_left(cluster, namespace))
-
-
-def wait_for(check: Any, seconds: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.5)
-    raise AssertionError(what)
 
 
 def test_a_step_that_times_out_fails_and_leaves_no_pod_running(kube_env: Any, airflow_db: None, capfd: Any) -> None:
