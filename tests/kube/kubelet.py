@@ -64,7 +64,8 @@ class FakeKubelet:
         self.stopping.set()
         self.thread.join(timeout=10)
         for container in self.docker.containers.list(all=True, filters={"label": LABEL}):
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):  # a pod's own thread may remove it first
+                container.remove(force=True)
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
