@@ -178,30 +178,25 @@ def run_state(dag_id: str, run_id: str) -> str:
 
 
 def run_end(dag_id: str, run_id: str) -> tuple[str, float | None]:
-    """(state as :func:`run_state` reads it, the run's end date as epoch seconds or None) from Airflow,
-    for retention: only an ended run with an end date Airflow gives may lose its outputs.
-
-    Why internal: inside a task, the supervisor's ``GetDagRun`` message (there on Airflow 3.3; Airflow
-    3.1's Task SDK has none: the import fails, the end date is unknown and nothing is deleted from inside a
-    task there); outside, ``DagRun.find`` (core model).
-    """
-    state = run_state(dag_id, run_id)
-    if state not in ENDED_STATES or state == GONE:
-        return state, None
+    """(state as :func:`run_state` gives it, end date in epoch seconds or None), in one read, for retention.
+    Why internal: in a task the supervisor's ``GetDagRun`` (Airflow 3.3; 3.1 has none: UNKNOWN, nothing is
+    deleted); outside, ``DagRun.find``."""
     try:
         if in_task():
             from airflow.sdk.execution_time.comms import GetDagRun
             from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
 
-            ended = getattr(SUPERVISOR_COMMS.send(GetDagRun(dag_id=dag_id, run_id=run_id)), "end_date", None)
+            run: Any = SUPERVISOR_COMMS.send(GetDagRun(dag_id=dag_id, run_id=run_id))
         else:
             from airflow.models.dagrun import DagRun
 
-            runs = DagRun.find(dag_id=dag_id, run_id=run_id)
-            ended = runs[0].end_date if runs else None
-    except Exception:
-        return UNKNOWN, None
-    return state, (ended.timestamp() if ended is not None else None)
+            run = next(iter(DagRun.find(dag_id=dag_id, run_id=run_id)), None)
+    except Exception as exc:
+        return (GONE if _status_of(exc) == 404 else UNKNOWN), None
+    if run is None:
+        return GONE, None
+    ended = getattr(run, "end_date", None)
+    return plain_state(run.state), (ended.timestamp() if ended is not None else None)
 
 
 def _sdk_run_state(dag_id: str, run_id: str) -> str:

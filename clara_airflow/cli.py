@@ -282,20 +282,11 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 
 def _gpus(args: argparse.Namespace) -> int:
-    from clara_airflow.backends.docker_gpus import gpu_rows
+    from clara_airflow.backends.docker_gpus import gpu_lines, gpu_rows
     from clara_airflow.backends.registry import deployment_options
 
     deployment = deployment_options()[1]
-    rows = gpu_rows(deployment)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not deployment.gpus:
-        print("[clara] gpus is not set: GPU containers are not assigned devices (the engine gives each the first ones)")
-    for row in [] if args.json else rows:
-        who = row["holder"]
-        what = "free" if who is None else (f"service {who['service']}" if who.get("service") else
-                                           f"{who.get('dag_id')} / {who.get('run_id')} / {who.get('task_id')}")
-        print(f"GPU {row['device']}: {what}" + (f" (container {who['container']})" if who else ""))
+    print(json.dumps(gpu_rows(deployment), indent=2) if args.json else "\n".join(gpu_lines(deployment)))
     return 0
 
 

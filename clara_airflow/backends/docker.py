@@ -26,7 +26,7 @@ from clara_airflow.backends.base import (
 )
 from clara_airflow.backends.docker_engine import accepts as _accepts
 from clara_airflow.backends.docker_engine import created_epoch as _created_epoch
-from clara_airflow.backends.docker_engine import docker_client, ensure_network, missing_model, model_ready
+from clara_airflow.backends.docker_engine import docker_client, ensure_network, missing_model, model_ready, pull_image
 from clara_airflow.backends.docker_gpus import LABEL_GPUS, service_gpus
 from clara_airflow.backends.docker_steps import LABEL_DAG, LABEL_RUN_ID, LABEL_STEP
 from clara_airflow.compiler.identity import service_name, volume_name
@@ -144,60 +144,47 @@ class DockerServiceManager:
         from docker.errors import APIError, ImageNotFound
         from docker.types import Mount
 
-        pool, devices, gpu_env, gpu_labels = service_gpus(self.settings, self.cli, service_name(svc.id), svc.id,
-                                                          svc.requests.gpu, wait=max(wait, 0), log=log)
-        env = {**dict(svc.variables), DATA_PATH_VAR: self.data_dir, **gpu_env}
+        gpus = service_gpus(self.settings, self.cli, service_name(svc.id), svc.id, svc.requests.gpu,
+                            wait=max(wait, 0), log=log)
+        env = {**dict(svc.variables), DATA_PATH_VAR: self.data_dir, **gpus.env}
         os.makedirs(self.data_dir, exist_ok=True)
         mounts = [Mount(target=self.data_dir, source=self.data_dir, type="bind")]
         mounts += [Mount(target=path, source=volume_name(svc.id, path), type="volume") for _, path in svc.volumes]
         mounts += [Mount(target=c, source=h, type="bind", read_only=True) for h, c in svc.host_mounts]
         host_config = self.cli.create_host_config(
             network_mode=self.network, mounts=mounts, nano_cpus=svc.requests.cpu * 10**9,
-            mem_limit=f"{svc.requests.memory}m", device_requests=devices,
+            mem_limit=f"{svc.requests.memory}m", device_requests=gpus.requests,
             security_opt=["no-new-privileges"], init=True,
         )
         image = f"{svc.image}:{svc.tag}"
         kwargs = dict(image=image, name=service_name(svc.id), environment=env, host_config=host_config,
                       command=[expand_references(c, env) for c in svc.command] or None, detach=True,
-                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image, **gpu_labels,
+                      labels={LABEL_ID: svc.id, LABEL_MANAGED: "true", "clara-airflow/image": image, **gpus.labels,
                               **({LABEL_DEPLOYMENT: self.deployment} if self.deployment else {})})
         try:
             try:
                 container = self.cli.create_container(**kwargs)
             except ImageNotFound:
-                self._pull(image, log)
+                pull_image(self.cli, image, log)
                 container = self.cli.create_container(**kwargs)
         except APIError as exc:
             if exc.status_code == 409:
                 log.info("service %s is being started by another task; waiting for it", service_name(svc.id))
                 return False
-            if pool is not None:
-                pool.release(service_name(svc.id))
+            gpus.release()
             raise ServiceError(f"cannot create service {service_name(svc.id)} ({image}): {exc.explanation}") from None
-        if pool is not None:
-            pool.hand_over(service_name(svc.id))
+        gpus.hand_over()
         log.info("starting service %s from %s", service_name(svc.id), image)
         try:
             self.cli.start(container["Id"])
         except APIError as exc:
             self.cli.remove_container(container["Id"], force=True)
-            if pool is not None:
-                pool.release(service_name(svc.id))
+            gpus.release()
             hint = (" (the Docker engine has no GPU runtime; install nvidia-container-toolkit or lower "
                     "requests.gpu)") if "device driver" in str(exc.explanation) else ""
             raise ServiceError(f"cannot start service {service_name(svc.id)} ({image}): "
                                f"{exc.explanation}{hint}") from None
         return True
-
-    def _pull(self, image: str, log: Any) -> None:
-        from docker.errors import APIError
-
-        log.info("image %s is not present locally; pulling it", image)
-        try:
-            self.cli.pull(image)
-        except APIError as exc:
-            raise ServiceError(f"image {image} is not present on the Docker engine and could not be pulled: "
-                               f"{exc.explanation}; build or load it first (see docker/build.sh)") from None
 
     def _check_config(self, svc: ServicePlan, info: dict[str, Any], log: Any) -> None:
         """Section 7.4: a running instance keeps its start configuration."""

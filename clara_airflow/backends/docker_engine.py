@@ -13,7 +13,7 @@ from typing import Any
 from clara_airflow.backends.base import LABEL_MANAGED
 from clara_airflow.errors import ServiceError
 
-__all__ = ["accepts", "created_epoch", "docker_client", "engine_down", "ensure_network"]
+__all__ = ["accepts", "created_epoch", "docker_client", "engine_down", "ensure_network", "pull_image"]
 
 
 def docker_client(url: str) -> Any:
@@ -24,6 +24,17 @@ def docker_client(url: str) -> Any:
         return DockerHook(docker_conn_id=None, base_url=url).get_conn()
     except Exception as exc:
         raise ServiceError(engine_down(url, exc)) from None
+
+
+def pull_image(cli: Any, image: str, log: Any) -> None:
+    from docker.errors import APIError
+
+    log.info("image %s is not present locally; pulling it", image)
+    try:
+        cli.pull(image)
+    except APIError as exc:
+        raise ServiceError(f"image {image} is not present on the Docker engine and could not be pulled: "
+                           f"{exc.explanation}; build or load it first (see docker/build.sh)") from None
 
 
 def engine_down(url: object, exc: object) -> str:

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from clara_airflow.backends.gpus import GpuPool, Holder, detect, start_time
@@ -70,27 +71,57 @@ def container_gpus(deployment: Deployment, devices: Sequence[str] | None, count:
     return ([DeviceRequest(device_ids=list(devices), capabilities=[["gpu"]])] if devices else []), {}, labels
 
 
+@dataclass
+class ServiceGpus:
+    """A service container's devices: what the container is created with, and the hold on them."""
+
+    pool: GpuPool | None
+    container: str
+    requests: list[Any]
+    env: dict[str, str]
+    labels: dict[str, str]
+
+    def hand_over(self) -> None:
+        if self.pool is not None:
+            self.pool.hand_over(self.container)
+
+    def release(self) -> None:
+        if self.pool is not None:
+            self.pool.release(self.container)
+
+
 def service_gpus(deployment: Deployment, cli: Any, name: str, sid: str, count: int, *, wait: float, log: Any
-                 ) -> tuple[GpuPool | None, list[Any], dict[str, str], dict[str, str]]:
-    """(pool, device requests, environment, labels) of the service container ``name``: its own devices,
-    held until it is stopped (the pool's record hands them to the container once it exists)."""
+                 ) -> ServiceGpus:
+    """The devices of the service container ``name``, held until it is stopped (the pool's record hands
+    them to the container once it exists)."""
     pool = gpu_pool(deployment, cli) if count and deployment.gpus else None
     devices: list[str] | None = [] if deployment.gpus else None
     if pool is not None:
         devices = pool.take(count, holder(name, service=sid), wait=wait, log=log)
         log.info("GPU(s) %s of this host are service %s's until it is stopped", ",".join(devices), name)
-    return (pool, *container_gpus(deployment, devices, count))
+    return ServiceGpus(pool, name, *container_gpus(deployment, devices, count))
 
 
-def gpu_rows(deployment: Deployment) -> list[dict[str, Any]]:
-    """``clara-airflow gpus``: each GPU of this host with its live holder (None: free)."""
-    from dataclasses import asdict
-
+def _holders(deployment: Deployment) -> dict[str, Holder | None]:
     from clara_airflow.backends.docker_engine import docker_client
 
     pool = gpu_pool(deployment, docker_client(deployment.docker_url))
-    if pool is None:
-        return []
+    return {} if pool is None else pool.holders()
+
+
+def gpu_rows(deployment: Deployment) -> list[dict[str, Any]]:
+    """``clara-airflow gpus --json``: each GPU of this host with its live holder (None: free)."""
+    from dataclasses import asdict
+
     return [{"device": device, "holder": None if who is None else
              {k: v for k, v in asdict(who).items() if v not in ("", 0, {}) or k == "container"}}
-            for device, who in pool.holders().items()]
+            for device, who in _holders(deployment).items()]
+
+
+def gpu_lines(deployment: Deployment) -> list[str]:
+    """``clara-airflow gpus``: one line per GPU of this host."""
+    if not deployment.gpus:
+        return ["[clara] gpus is not set: GPU containers are not assigned devices (the engine gives each the "
+                "first ones)"]
+    return [f"GPU {device}: {'free' if who is None else who.describe()}"
+            for device, who in _holders(deployment).items()]
