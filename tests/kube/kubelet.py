@@ -64,8 +64,11 @@ class FakeKubelet:
         self.stopping.set()
         self.thread.join(timeout=10)
         for container in self.docker.containers.list(all=True, filters={"label": LABEL}):
-            with contextlib.suppress(docker.errors.NotFound):  # a pod's own thread may remove it first
+            try:
                 container.remove(force=True)
+            except docker.errors.APIError as exc:  # a pod's own thread may be removing it, or be done
+                if exc.status_code not in (404, 409):
+                    raise
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
