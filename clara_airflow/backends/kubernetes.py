@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from clara_airflow.backends import kubernetes_services as objects
+from clara_airflow.backends import kubernetes_watch as watch
 from clara_airflow.backends.base import (
     LABEL_DEPLOYMENT,
     LABEL_ID,
@@ -103,6 +104,7 @@ class KubernetesServiceManager:
     def _ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
         name = service_name(svc.id)
         deadline = time.monotonic() + timeout
+        self._check_storage(svc, log)
         for _, path in svc.volumes:
             self._create(self.core.create_namespaced_persistent_volume_claim, self.claim(svc.id, path))
         self._create(self.core.create_namespaced_persistent_volume_claim, self.data_claim())
@@ -145,8 +147,14 @@ class KubernetesServiceManager:
             ports += [{"name": f"p{p}", "port": p, "targetPort": p} for p in wanted]
             self.core.patch_namespaced_service(service_name(svc.id), self.namespace, {"spec": {"ports": ports}})
 
+    def _check_storage(self, svc: ServicePlan, log: Any) -> None:
+        refusal = watch.storage_check(self.hook.api_client, self.deployment_options, bool(svc.volumes), log)
+        if refusal:
+            raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}): {refusal}")
+
     def _wait_ready(self, svc: ServicePlan, deadline: float, log: Any) -> Any:
         name = service_name(svc.id)
+        reported: set[str] = set()
         while True:
             deployment = self.apps.read_namespaced_deployment(name, self.namespace)
             if (deployment.spec.replicas or 0) == 0:
@@ -154,34 +162,40 @@ class KubernetesServiceManager:
                 self.apps.patch_namespaced_deployment(name, self.namespace, {"spec": {"replicas": 1}})
             elif (deployment.status.ready_replicas or 0) >= 1:
                 return deployment
-            self._fail_if_refused(svc, deployment)
-            self._fail_if_crashing(svc)
+            passing = self._diagnose(svc, deployment, log, reported)
             if time.monotonic() > deadline:
+                waited = "".join(f"\n{text}" for text in passing)
                 raise ServiceError(f"service {name} ({svc.image}:{svc.tag}) was not ready in time "
-                                   f"(services.start_timeout){self._events(svc.id)}", logs=self.logs(svc.id))
+                                   f"(services.start_timeout){waited}{self._events(svc.id)}", logs=self.logs(svc.id))
             time.sleep(self.POLL)
 
     def _pods(self, sid: str) -> list[Any]:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL_ID}={sid}").items
         return [p for p in pods if (p.metadata.labels or {}).get(LABEL_ID) == sid]
 
-    def _fail_if_crashing(self, svc: ServicePlan) -> None:
-        for pod in self._pods(svc.id):
-            for status in (pod.status.container_statuses or []) if pod.status else []:
-                waiting = status.state.waiting if status.state else None
-                if waiting is not None and waiting.reason in ("CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff",
-                                                               "CreateContainerConfigError", "InvalidImageName"):
-                    raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) cannot start: pod "
-                                       f"{pod.metadata.name} is {waiting.reason} ({waiting.message or 'no message'})"
-                                       f"{self._events(svc.id)}", logs=self.logs(svc.id))
+    def _diagnose(self, svc: ServicePlan, deployment: Any, log: Any, reported: set[str]) -> list[str]:
+        """Fail at once on what waiting cannot fix (kubernetes_watch); log what may pass, once each, and
+        return it for the timeout's message."""
+        try:
+            events = self.core.list_namespaced_event(self.namespace).items
+        except Exception:
+            events = []
+        findings = watch.deployment_findings(deployment)
+        findings += [f for pod in self._pods(svc.id) for f in watch.pod_findings(pod, events)]
+        for claim in self._claims(svc):
+            findings += watch.claim_findings(claim, events)
+        for finding in findings:
+            if finding.fatal:
+                raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) cannot start: "
+                                   f"{finding.text}{self._events(svc.id)}", logs=self.logs(svc.id))
+            if finding.text not in reported:
+                reported.add(finding.text)
+                log.warning("service %s is not ready yet: %s", service_name(svc.id), finding.text)
+        return [f.text for f in findings]
 
-    def _fail_if_refused(self, svc: ServicePlan, deployment: Any) -> None:
-        """The Deployment cannot create its pod (Pod Security, a quota, a missing ServiceAccount): its
-        ``ReplicaFailure`` condition says why, at once instead of after the start timeout."""
-        for condition in (deployment.status.conditions or []) if deployment.status else []:
-            if condition.type == "ReplicaFailure" and condition.status == "True":
-                raise ServiceError(f"service {service_name(svc.id)} ({svc.image}:{svc.tag}) cannot create its pod: "
-                                   f"{condition.reason}: {condition.message}{self._events(svc.id)}")
+    def _claims(self, svc: ServicePlan) -> list[Any]:
+        names = [volume_name(svc.id, p) for _, p in svc.volumes] + [self.deployment_options.service_data_claim]
+        return watch.read_claims(self.core, self.namespace, names)
 
     def _compare(self, wanted: Any, log: Any) -> None:
         """A running identity keeps its start configuration (section 7.4): a different one is reported."""
@@ -197,15 +211,11 @@ class KubernetesServiceManager:
                         wanted.metadata.name, wanted.metadata.labels[LABEL_ID])
 
     def _events(self, sid: str) -> str:
-        """Recent events of the service's Deployment, ReplicaSets and pods (all named ``clara-svc-<id>...``)."""
         try:
             events = self.core.list_namespaced_event(self.namespace).items
         except Exception:
             return ""
-        prefix = service_name(sid)
-        lines = [f"{e.reason}: {e.message}" for e in events
-                 if e.involved_object is not None and str(e.involved_object.name or "").startswith(prefix)][-10:]
-        return ("\n--- recent events ---\n" + "\n".join(lines)) if lines else ""
+        return watch.events_text(events, service_name(sid), self.deployment_options.service_data_claim)
 
     # -- administration -------------------------------------------------------------------------------------
     def status(self, sid: str) -> str:

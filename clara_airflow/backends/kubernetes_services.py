@@ -124,7 +124,7 @@ def claim(sid: str, path: str, namespace: str, options: Deployment) -> Any:
         api_version="v1", kind="PersistentVolumeClaim",
         metadata=k8s.V1ObjectMeta(name=volume_name(sid, path), namespace=namespace,
                                   labels={LABEL_ID: sid, LABEL_MANAGED: "true"}),
-        spec=_claim_spec(options.volume_size, options))
+        spec=_claim_spec(options.volume_size, options.volume_access_mode, options))
 
 def data_claim(namespace: str, options: Deployment) -> Any:
     """The service data folder's claim, shared by every service of the namespace (``[clara]
@@ -135,12 +135,12 @@ def data_claim(namespace: str, options: Deployment) -> Any:
         api_version="v1", kind="PersistentVolumeClaim",
         metadata=k8s.V1ObjectMeta(name=options.service_data_claim, namespace=namespace,
                                   labels={LABEL_MANAGED: "true"}),
-        spec=_claim_spec(options.service_data_size, options))
+        spec=_claim_spec(options.service_data_size, options.service_data_access_mode, options))
 
-def _claim_spec(size: str, options: Deployment) -> Any:
+def _claim_spec(size: str, mode: str, options: Deployment) -> Any:
     from kubernetes.client import models as k8s
 
     return k8s.V1PersistentVolumeClaimSpec(
-        access_modes=[options.volume_access_mode],
+        access_modes=[mode],
         storage_class_name=options.storage_class,
         resources=k8s.V1VolumeResourceRequirements(requests={"storage": size}))

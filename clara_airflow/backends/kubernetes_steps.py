@@ -31,9 +31,15 @@ PREPARE_SCRIPT = (
     'set -eu; umask 002; '
     'if [ -n "${CLARA_PAYLOAD_CHECK:-}" ] && [ ! -d "$CLARA_PAYLOAD_CHECK" ]; then '
     'echo "input payload $CLARA_PAYLOAD is not a folder on the claim $CLARA_CLAIM; check clara_payload" >&2; exit 2; fi; '
-    'd="$CLARA_ROOT/$CLARA_RUN_DIR"; mkdir -p "$d"; t="$d/.claim-${HOSTNAME:-x}-$CLARA_STEP"; '
+    'd="$CLARA_ROOT/$CLARA_RUN_DIR"; if ! mkdir -p "$d" 2>/dev/null; then '
+    'echo "cannot create the output folder $d on ${CLARA_CLAIM:-the output volume} as $(id -u):$(id -g): make the '
+    'claim\'s root group-owned by $(id -g), group-writable and setgid, once (chgrp $(id -g); chmod 2775: see '
+    'docs/kubernetes.md, Storage)" >&2; exit 2; fi; t="$d/.claim-${HOSTNAME:-x}-$CLARA_STEP"; '
     'printf "%s" "$CLARA_RUN_ID" > "$t"; '
-    'if ! ln "$t" "$d/' + RUN_MARKER + '" 2>/dev/null; then owner=$(cat "$d/' + RUN_MARKER + '"); '
+    'if ! ln "$t" "$d/' + RUN_MARKER + '" 2>/dev/null; then if [ ! -e "$d/' + RUN_MARKER + '" ]; then rm -f "$t"; '
+    'echo "cannot make a hard link in $d on ${CLARA_CLAIM:-the output volume}: run folders need storage with hard '
+    'links (not Azure Files over SMB: see docs/kubernetes.md, Storage)" >&2; exit 2; fi; '
+    'owner=$(cat "$d/' + RUN_MARKER + '"); '
     'if [ "$owner" != "$CLARA_RUN_ID" ]; then rm -f "$t"; '
     'echo "output folder $d belongs to run $owner, not $CLARA_RUN_ID; refusing to overwrite it" >&2; exit 1; fi; fi; '
     'rm -f "$t"; rm -rf "$d/$CLARA_STEP"; mkdir -p "$d/$CLARA_STEP"; '
@@ -140,9 +146,9 @@ def _prepare_container(step: StepPlan, run_id: str, run_dir: str, claim: str | N
     if claim:
         env["CLARA_ROOT"] = f"{CLAIM_ROOT}/{output_root.strip('/')}".rstrip("/")
         mounts = [k8s.V1VolumeMount(name=PAYLOAD_VOLUME, mount_path=CLAIM_ROOT)]
+        env["CLARA_CLAIM"] = claim
         if any(m.kind == "payload" for m in step.mounts):
-            env.update(CLARA_PAYLOAD=payload, CLARA_CLAIM=claim,
-                       CLARA_PAYLOAD_CHECK=f"{CLAIM_ROOT}/{payload.strip('/')}")
+            env.update(CLARA_PAYLOAD=payload, CLARA_PAYLOAD_CHECK=f"{CLAIM_ROOT}/{payload.strip('/')}")
     else:
         env["CLARA_ROOT"] = WORK_DIR
         mounts = [k8s.V1VolumeMount(name=OUTPUT_VOLUME, mount_path=WORK_DIR)]

@@ -112,8 +112,12 @@ def _k8s_name(raw: str) -> str:
 
 
 def _access_mode(raw: str) -> str:
-    if raw.strip() not in ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"):
-        raise ValueError("must be ReadWriteMany, ReadWriteOnce or ReadWriteOncePod")
+    if raw.strip() == "ReadWriteOncePod":  # a claim is always mounted by more than one pod: it could never work
+        raise ValueError("ReadWriteOncePod cannot work here: a service and the steps that use it (or several "
+                         "services) mount the same claim from different pods; use ReadWriteMany (steps and "
+                         "services on any node) or ReadWriteOnce (all of them on one node)")
+    if raw.strip() not in ("ReadWriteMany", "ReadWriteOnce"):
+        raise ValueError("must be ReadWriteMany or ReadWriteOnce")
     return raw.strip()
 
 
@@ -172,7 +176,7 @@ _DEPLOYMENT: dict[str, Callable[[str], Any]] = {
     "in_cluster": _optional_bool, "service_account": _optional, "node_selector": _selector,
     "gpu_node_selector": _selector, "tolerations": _tolerations, "storage_class": _optional,
     "volume_access_mode": _access_mode, "volume_size": _quantity, "service_data_claim": _k8s_name,
-    "service_data_size": _quantity, "dicom_config": _optional, "deployment_id": _deployment_id,
+    "service_data_size": _quantity, "service_data_access_mode": _access_mode, "dicom_config": _optional, "deployment_id": _deployment_id,
     "step_grace": _grace, "gpus": _gpus, "gpu_assignment": _assignment, "gpu_state_dir": _absolute,
 }
 DEPLOYMENT_OPTIONS = tuple(_DEPLOYMENT)

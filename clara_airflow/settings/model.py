@@ -160,6 +160,7 @@ class Deployment:
     volume_size: str = "1Gi"
     service_data_claim: str = "clara-service-data"  # the services' data folder (NVIDIA_CLARA_SERVICE_DATA_PATH)
     service_data_size: str = "10Gi"
+    service_data_access_mode: str = "ReadWriteMany"  # every service of the namespace mounts it, on any node
     gpus: tuple[str, ...] = ()  # this Docker host's GPUs (indices or UUIDs), ("auto",): found through NVML
     gpu_assignment: str = "device_requests"  # or "visible_devices" (NVIDIA_VISIBLE_DEVICES, nvidia default runtime)
     gpu_state_dir: str = "/var/lib/clara-airflow/gpus"  # who holds which GPU of this host, and its lock

@@ -24,7 +24,7 @@ DAG_ID = "it-kube-shared"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: Any) -> Iterator[Any]:
+def cluster(tmp_path_factory: Any, airflow_db: None) -> Iterator[Any]:  # its teardown clears records
     from tests.kube.cluster import FakeCluster
     from tests.kube.kubelet import FakeKubelet
 
@@ -128,10 +128,94 @@ def test_a_deployment_that_restricted_refuses_is_reported_at_once(kube_env: Any)
     manager = KubernetesServiceManager(make_options({"namespace": "clara-race",
                                                      "kube_config_file": str(kube_env.kubeconfig)}))
     began = time.monotonic()
-    with pytest.raises(ServiceError, match="cannot create its pod: FailedCreate: .*violates PodSecurity.*hostPath"):
+    with pytest.raises(ServiceError, match="cannot create a pod: FailedCreate: .*violates PodSecurity.*hostPath"):
         manager.ensure(svc, timeout=60, log=logging.getLogger("refused"))
     assert time.monotonic() - began < 20, "reported from the Deployment's condition, not after the start timeout"
     manager.stop(token)
+
+
+def test_the_fake_api_refuses_what_a_real_one_refuses(kube_env: Any) -> None:
+    """Pinned: the fake's admission once compared kmock's resource repr with "pods" and refused nothing."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(config.new_client_from_config(str(kube_env.kubeconfig)))
+    container = {"name": "c", "image": "clara-airflow/busybox:1", "securityContext": {"privileged": True}}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod("clara-e2e", {"metadata": {"name": "privileged"}, "spec": {"containers": [container]}})
+    assert refused.value.status == 403 and 'violates PodSecurity' in str(refused.value.body)
+    with pytest.raises(ApiException) as invalid:
+        core.create_namespaced_pod("clara-e2e", {"metadata": {"name": "Not_A_Name"}, "spec": {"containers": [
+            {"name": "c", "image": "clara-airflow/busybox:1"}]}})
+    assert invalid.value.status == 422
+
+
+def test_a_claim_that_never_gets_fsgroup_fails_with_the_fix_and_runs_once_prepared(kube_env: Any, airflow_db: None,
+                                                                                      capfd: Any) -> None:
+    import os
+
+    from clara_airflow.airflow_compat import dagbag
+
+    root = kube_env.claims / "nfs-data"
+    root.mkdir(mode=0o755, parents=True)  # root:root 0755, as an NFS export's root
+    (root / "incoming" / "study-nfs").mkdir(parents=True)
+    dag = dagbag(dag_folder=str(DAGS)).dags["it-kube-nfs"]
+    first = dag.test(run_conf={"clara_payload": "/incoming/study-nfs"})
+    assert first.state == "failed"
+    out, err = capfd.readouterr()
+    assert "make the claim's root group-owned by 1000, group-writable and setgid, once" in out + err
+    os.chown(root, 0, 1000)  # the admin job of docs/kubernetes.md, 'Storage'
+    root.chmod(0o2775)
+    second = dag.test(run_conf={"clara_payload": "/incoming/study-nfs"})
+    assert second.state == "success"
+    (result,) = root.glob("out/it-kube-nfs/*/write/result")
+    assert result.read_text() == "written\n" and root.stat().st_gid == 1000
+
+
+def test_a_claim_its_provisioner_refuses_fails_the_ensure_at_once_with_the_event(kube_env: Any) -> None:
+    import time
+
+    from clara_airflow.errors import ServiceError
+
+    token = uuid.uuid4().hex[:12]
+    svc = busybox_service(token, "exec httpd -f -p 8087 -h /", 8087, "claimed")
+    manager = KubernetesServiceManager(make_options({"namespace": "clara-ebs", "storage_class": "ebs-sc",
+                                                     "kube_config_file": str(kube_env.kubeconfig)}))
+    began = time.monotonic()
+    with pytest.raises(ServiceError, match=r"cannot start: claim clara-service-data cannot be provisioned: failed to "
+                                           r'provision volume with StorageClass "ebs-sc": .*supports only ReadWriteOnce'):
+        manager.ensure(svc, timeout=120, log=logging.getLogger("claims"))
+    assert time.monotonic() - began < 20, "reported from the claim's event, not after the start timeout"
+    manager.stop(token)
+
+
+def test_readwritemany_of_a_readwriteonce_only_default_class_is_refused_before_any_claim(kube_env: Any,
+                                                                                        airflow_db: None) -> None:
+    from kubernetes import client, config
+
+    from clara_airflow.errors import ServiceError
+
+    api = config.new_client_from_config(str(kube_env.kubeconfig))
+    storage, core = client.StorageV1Api(api), client.CoreV1Api(api)
+    storage.create_storage_class({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {
+        "name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "ebs.csi.aws.com"})
+    try:
+        token = uuid.uuid4().hex[:12]
+        options = {"namespace": "clara-store", "kube_config_file": str(kube_env.kubeconfig)}
+        manager = KubernetesServiceManager(make_options(options))
+        with pytest.raises(ServiceError, match=r"storage class gp3 \(the cluster's default\) is provisioned by "
+                                               r"ebs.csi.aws.com, which offers ReadWriteOnce only"):
+            manager.ensure(busybox_service(token, "exec httpd -f -p 8086 -h /", 8086, "gp3"), timeout=60,
+                           log=logging.getLogger("gp3"))
+        assert core.list_namespaced_persistent_volume_claim("clara-store").items == [], "refused before any claim"
+        single = KubernetesServiceManager(make_options({**options, "service_data_access_mode": "ReadWriteOnce"}))
+        found = single.ensure(busybox_service(token, "exec httpd -f -p 8086 -h /", 8086, "gp3"), timeout=60,
+                              log=logging.getLogger("gp3"))
+        assert found.created, "a single-node setting (ReadWriteOnce) passes the check"
+        single.stop(token)
+    finally:
+        storage.delete_storage_class("gp3")
 
 
 def test_concurrent_ensures_create_one_deployment(kube_env: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -27,7 +28,8 @@ def _guess(k8s: Any, method: Any, query: Any) -> Any:
 
 _parsing.guess_k8s = _guess
 RESOURCES = ("v1/pods", "v1/events", "v1/services", "v1/persistentvolumeclaims", "apps/v1/deployments",
-             "v1/namespaces")
+             "v1/namespaces", "storage.k8s.io/v1/storageclasses")
+CLUSTER_SCOPED = ("namespaces", "storageclasses")
 
 
 def _refusal(code: int, reason: str, message: str) -> Any:
@@ -46,7 +48,7 @@ class DefaultingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         from tests.kube.admission import problems_of, restricted_problems
 
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            kind = str(request.resource).rsplit("/", 1)[-1]
+            kind = request.resource.plural  # str() of kmock's resource is its repr, never the plural
             name = (request.data.get("metadata") or {}).get("name", "")
             invalid = problems_of(kind, request.data, restricted=False)
             if invalid:
@@ -60,13 +62,77 @@ class DefaultingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             meta.setdefault("resourceVersion", "1")
-            meta.setdefault("namespace", request.namespace or "default")
-            kind = str(request.resource)
-            if "pods" in kind:
+            if kind not in CLUSTER_SCOPED:
+                meta.setdefault("namespace", request.namespace or "default")
+            if kind == "pods":
                 request.data.setdefault("status", {"phase": "Pending"})
-            elif "deployments" in kind:
+            elif kind == "deployments":
                 request.data.setdefault("status", {"replicas": 0, "readyReplicas": 0})
         return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        """kmock lists every object of the resource: filter by ``labelSelector`` and ``fieldSelector``
+        as the API server does (the provider finds a step's pod by its labels, events by their object)."""
+        answer = await super()._serve_list(request)
+        labels, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
+        if labels:
+            answer["items"] = [o for o in answer["items"]
+                               if labels_match(labels, (o.get("metadata") or {}).get("labels") or {})]
+        if fields:
+            answer["items"] = [o for o in answer["items"] if fields_match(fields, o)]
+        return answer
+
+
+_REQUIREMENT = re.compile(r"\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*")
+
+
+def _requirements(selector: str) -> list[str]:
+    """Split a selector at the commas outside ``( )``."""
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p for p in [*parts, current] if p.strip()]
+
+
+def labels_match(selector: str, labels: dict[str, str]) -> bool:
+    """A label selector as the API server reads it: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
+    ``k in (a,b)``, ``k notin (a,b)``, comma-separated, all must hold."""
+    for text in _requirements(selector):
+        found = _REQUIREMENT.fullmatch(text)
+        if found is None:
+            raise ValueError(f"unable to parse requirement: {text!r}")
+        negated, key, op, value, set_op, values = found.groups()
+        have = labels.get(key)
+        if op in ("=", "=="):
+            ok = have == value
+        elif op == "!=":
+            ok = have != value
+        elif set_op:
+            members = {v.strip() for v in values.split(",")}
+            ok = have in members if set_op == "in" else have not in members
+        else:
+            ok = (have is None) if negated else (have is not None)
+        if not ok:
+            return False
+    return True
+
+
+def fields_match(selector: str, obj: dict[str, Any]) -> bool:
+    """A field selector: ``a.b=v``, ``a.b==v``, ``a.b!=v``, comma-separated (values are strings)."""
+    for text in _requirements(selector):
+        path, op, value = re.fullmatch(r"\s*([\w.]+)\s*(==|=|!=)\s*(.*?)\s*", text).groups()  # type: ignore[union-attr]
+        have: Any = obj
+        for part in path.split("."):
+            have = have.get(part) if isinstance(have, dict) else None
+        have = "" if have is None else str(have)
+        if (have == value) != (op != "!="):
+            return False
+    return True
 
 
 class FakeCluster:

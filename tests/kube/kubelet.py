@@ -3,11 +3,14 @@
 Pods run their init containers, then their first container, with env, command/args and volumes
 (a claim is a folder under ``claims/``, a hostPath the host folder, sub-paths honoured), as the pod's
 ``runAsUser``/``runAsGroup``, with ``fsGroup`` applied to each volume's root as the kubelet does
-(group-owned, setgid, group-writable, only when the root's group differs: ``OnRootMismatch``). Their
+(group-owned, setgid, group-writable, only when the root's group differs: ``OnRootMismatch``), except
+on claims named ``nfs-*``, which behave as NFS does (fsGroup is never applied). Their
 status, termination messages (``FallbackToLogsOnError``) and logs are written back. A Deployment's pod
 template runs detached on the test network with the Service's DNS names as network aliases, and is
 reported ready once its readiness port answers; in a restricted namespace a template that breaks Pod
-Security gets the ``ReplicaFailure`` condition a ReplicaSet would report. Test code only.
+Security gets the ``ReplicaFailure`` condition a ReplicaSet would report, and one whose claim asks a
+ReadWriteOnce-only class (``REFUSING``) for ReadWriteMany never runs: the claim gets the provisioner's
+``ProvisioningFailed`` event. Test code only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import requests
 from kubernetes import client, config
 
 LABEL = "clara-airflow/test"
+# storage classes whose provisioner offers ReadWriteOnce only, as the managed clusters' default ones
+REFUSING = {"ebs-sc": "ebs.csi.aws.com"}
 
 
 def now() -> str:
@@ -53,6 +58,7 @@ class FakeKubelet:
         self.network, self.claims, self.logs = network, claims, logs
         self.seen: set[str] = set()
         self.services: dict[tuple[str, str], str] = {}
+        self.refused_claims: set[tuple[str, str]] = set()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -101,8 +107,8 @@ class FakeKubelet:
         if group is None:
             return
         for volume in pod.spec.volumes or []:
-            if volume.persistent_volume_claim is None:
-                continue  # the kubelet applies fsGroup to volumes that support ownership management
+            if volume.persistent_volume_claim is None or volume.persistent_volume_claim.claim_name.startswith("nfs-"):
+                continue  # the kubelet applies fsGroup to volumes that support ownership management: not NFS
             root = self.claims / volume.persistent_volume_claim.claim_name
             root.mkdir(parents=True, exist_ok=True)
             if root.stat().st_gid == group:
@@ -205,7 +211,7 @@ class FakeKubelet:
             key = (deployment.metadata.namespace, deployment.metadata.name)
             if (deployment.spec.replicas or 0) < 1:
                 continue
-            if self._refused(deployment):
+            if self._refused(deployment) or not self._provisioned(deployment):
                 continue
             live.add(key)
             if key not in self.services:
@@ -232,6 +238,29 @@ class FakeKubelet:
                 "status": {"conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
                                            "message": message}]}})
         return bool(problems)
+
+    def _provisioned(self, deployment: Any) -> bool:
+        """The storage profile: a claim of a class in ``REFUSING`` that asks for ReadWriteMany gets the
+        ``ProvisioningFailed`` event its CSI provisioner reports, and stays Pending, so the pod never runs."""
+        ns = deployment.metadata.namespace
+        for volume in deployment.spec.template.spec.volumes or []:
+            if volume.persistent_volume_claim is None:
+                continue
+            name = volume.persistent_volume_claim.claim_name
+            claim = self.core.read_namespaced_persistent_volume_claim(name, ns)
+            provisioner = REFUSING.get(claim.spec.storage_class_name or "")
+            if provisioner is None or "ReadWriteMany" not in (claim.spec.access_modes or []):
+                continue
+            if (ns, name) not in self.refused_claims:
+                self.refused_claims.add((ns, name))
+                self.core.create_namespaced_event(ns, {
+                    "metadata": {"name": f"{name}.provisioning"}, "type": "Warning", "reason": "ProvisioningFailed",
+                    "involvedObject": {"kind": "PersistentVolumeClaim", "name": name, "namespace": ns},
+                    "message": f'failed to provision volume with StorageClass "{claim.spec.storage_class_name}": '
+                               "rpc error: code = InvalidArgument desc = Volume capabilities not supported: "
+                               f"{provisioner} supports only ReadWriteOnce", "source": {"component": provisioner}})
+            return False
+        return True
 
     def _start_service(self, deployment: Any) -> str:
         name, ns = deployment.metadata.name, deployment.metadata.namespace

@@ -141,8 +141,8 @@ def test_a_pod_the_namespace_refuses_fails_at_once_with_the_reason(manager: Kube
     with pytest.raises(ServiceError) as info:
         manager.ensure(SVC, timeout=300, log=logging.getLogger("t"))
     text = str(info.value)
-    assert text.startswith("service clara-svc-0123456789ab (clara-airflow/busybox:1) cannot create its pod: "
-                           'FailedCreate: pods "clara-svc-x" is forbidden: exceeded quota: gpu')
+    assert text.startswith("service clara-svc-0123456789ab (clara-airflow/busybox:1) cannot start: its Deployment "
+                           'cannot create a pod: FailedCreate: pods "clara-svc-x" is forbidden: exceeded quota: gpu')
     assert "FailedCreate: exceeded quota: gpu" in text and "not ours" not in text
 
 
@@ -151,4 +151,8 @@ def test_the_service_data_claim_is_created_once_with_the_configured_storage(mana
                                                   "service_data_size": "50Gi", "volume_access_mode": "ReadWriteOnce"}))
     claim = made.data_claim()
     assert claim.metadata.name == "clara-service-data" and claim.spec.storage_class_name == "nfs-client"
-    assert claim.spec.resources.requests == {"storage": "50Gi"} and claim.spec.access_modes == ["ReadWriteOnce"]
+    # volume_access_mode is the volume connections' (as the docs say); the data claim has its own setting
+    assert claim.spec.resources.requests == {"storage": "50Gi"} and claim.spec.access_modes == ["ReadWriteMany"]
+    assert made.claim(SVC.id, "/models").spec.access_modes == ["ReadWriteOnce"]
+    single = KubernetesServiceManager(make_options({"namespace": "radiology", "service_data_access_mode": "ReadWriteOnce"}))
+    assert single.data_claim().spec.access_modes == ["ReadWriteOnce"]

@@ -4,6 +4,7 @@ without a cluster or an operator (the golden tests check the same pods through t
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,48 @@ def test_the_run_marker_is_claimed_atomically_by_parallel_steps(tmp_path: object
     _, err = other.communicate()
     assert other.returncode == 1 and "belongs to run run-A, not run-B" in err.decode()
     assert sorted(p.name for p in (tmp_path / "0" / "d" / "run").iterdir())[:3] == [".clara-run-id", "s0", "s1"]  # type: ignore[operator]
+
+
+def test_storage_without_hard_links_is_named_not_a_missing_marker(tmp_path: Any) -> None:
+    """Azure Files over SMB refuses link(): the init container says so, instead of 'cat: no such file'."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ln").write_text("#!/bin/sh\necho 'ln: Operation not permitted' >&2\nexit 1\n")
+    (bin_dir / "ln").chmod(0o755)
+    env = {"CLARA_ROOT": str(tmp_path / "claim"), "CLARA_RUN_DIR": "d/run", "CLARA_RUN_ID": "run-A",
+           "CLARA_STEP": "s", "CLARA_SUBS": "", "CLARA_CLAIM": "clara-data", "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["/bin/sh", "-c", PREPARE_SCRIPT], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "cannot make a hard link in" in done.stderr and "on clara-data: run folders need storage with hard links" \
+        in done.stderr
+    assert [p.name for p in (tmp_path / "claim" / "d" / "run").iterdir()] == [], "its temp file is removed"
+
+
+def test_a_claim_root_the_step_user_cannot_write_names_the_fix(tmp_path: Any) -> None:
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    top = Path(tempfile.mkdtemp(prefix="clara-claim-"))  # pytest's own tmp_path is 0700: UID 1000 could not enter
+    top.chmod(0o755)
+    root = top / "claim"
+    root.mkdir(mode=0o755)  # root:root 0755, as an NFS export's root: fsGroup is never applied to it
+    env = {"CLARA_ROOT": str(root / "out"), "CLARA_RUN_DIR": "d/run", "CLARA_RUN_ID": "run-A", "CLARA_STEP": "s",
+           "CLARA_SUBS": "", "CLARA_CLAIM": "clara-data", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "/bin/sh", "-c", PREPARE_SCRIPT],
+                          env=env, capture_output=True, text=True) if os.geteuid() == 0 else None
+    if done is None:
+        pytest.skip("needs root to run the script as another user")
+    try:
+        assert done.returncode == 2, done.stderr
+        os.chown(root, 0, 1000)  # what the admin job of docs/kubernetes.md does, once
+        root.chmod(0o2775)
+        fixed = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "/bin/sh", "-c",
+                                PREPARE_SCRIPT], env=env, capture_output=True, text=True)
+        assert fixed.returncode == 0, fixed.stderr
+        assert (root / "out" / "d" / "run" / "s").stat().st_gid == 1000
+    finally:
+        shutil.rmtree(top)
+    assert f"cannot create the output folder {root}/out/d/run on clara-data as 1000:1000: make the claim's root " \
+           "group-owned by 1000, group-writable and setgid, once (chgrp 1000; chmod 2775" in done.stderr
