@@ -148,6 +148,10 @@ def test_the_fake_api_refuses_what_a_real_one_refuses(kube_env: Any) -> None:
         core.create_namespaced_pod("clara-e2e", {"metadata": {"name": "Not_A_Name"}, "spec": {"containers": [
             {"name": "c", "image": "clara-airflow/busybox:1"}]}})
     assert invalid.value.status == 422
+    misspelt = {"name": "c", "image": "clara-airflow/busybox:1", "imagePulPolicy": "Never"}
+    with pytest.raises(ApiException) as unknown:
+        core.create_namespaced_pod("default", {"metadata": {"name": "misspelt"}, "spec": {"containers": [misspelt]}})
+    assert unknown.value.status == 422 and "'imagePulPolicy' was unexpected" in str(unknown.value.body)
 
 
 def test_a_claim_that_never_gets_fsgroup_fails_with_the_fix_and_runs_once_prepared(kube_env: Any, airflow_db: None,

@@ -37,6 +37,33 @@ def _refusal(code: int, reason: str, message: str) -> Any:
                                       "message": message, "reason": reason, "code": code}, status=code)
 
 
+# What the API server's own OpenAPI schema says, in strict mode (an unknown field is an error: a real
+# API server drops it silently, or refuses it with fieldValidation=Strict), for the oldest and newest
+# Kubernetes versions we support.
+SCHEMA_VERSIONS = ("1.30.0", "1.37.0")
+_KINDS = {"pods": ("v1", "Pod"), "services": ("v1", "Service"), "persistentvolumeclaims": ("v1", "PersistentVolumeClaim"),
+          "deployments": ("apps/v1", "Deployment"), "events": ("v1", "Event"),
+          "storageclasses": ("storage.k8s.io/v1", "StorageClass"), "namespaces": ("v1", "Namespace")}
+
+
+def schema_problems(kind: str, obj: dict[str, Any]) -> list[str]:
+    """Where ``obj`` (a ``kind``: pods, deployments, ...) breaks the API schema, strictly; [] when nowhere."""
+    import kubernetes_validate
+
+    if kind not in _KINDS:  # the fake refuses what it cannot check
+        return [f"the fake cluster knows no schema of {kind}: add it to tests/kube/cluster.py _KINDS"]
+    api_version, name = _KINDS[kind]
+    body = {"apiVersion": api_version, "kind": name, **obj}
+    problems = []
+    for version in SCHEMA_VERSIONS:
+        try:
+            kubernetes_validate.validate(body, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in getattr(exc, "path", ())) or "(object)"
+            problems.append(f"{where}: {getattr(exc, 'message', exc)} (Kubernetes {version} schema)")
+    return problems
+
+
 class DefaultingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     """Adds what a real API server fills in on create (uid, timestamps, namespace, initial status), and
     refuses what it refuses: invalid objects (422), and pods that break Pod Security "restricted" in
@@ -50,7 +77,7 @@ class DefaultingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             kind = request.resource.plural  # str() of kmock's resource is its repr, never the plural
             name = (request.data.get("metadata") or {}).get("name", "")
-            invalid = problems_of(kind, request.data, restricted=False)
+            invalid = problems_of(kind, request.data, restricted=False) + schema_problems(kind, request.data)
             if invalid:
                 return _refusal(422, "Invalid", f"{kind} {name!r} is invalid: {'; '.join(invalid)}")
             if kind == "pods" and (request.namespace or "default") in self.restricted:

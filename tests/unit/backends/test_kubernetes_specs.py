@@ -186,3 +186,33 @@ def test_step_user_worker_is_refused_on_kubernetes() -> None:
 
     with pytest.raises(ClaraAirflowError, match="'worker' is Docker only"):
         pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="worker"))
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_every_object_passes_the_api_schema_in_strict_mode(path: Path, airflow_db: None) -> None:
+    """Every pod, Deployment, Service and claim of every example, against the OpenAPI schemas of
+    Kubernetes 1.30 and 1.37 (kubernetes-validate, strict: an unknown or misspelt field fails)."""
+    pytest.importorskip("kubernetes_validate")  # not in the Airflow-matrix environments
+    from kubernetes.client import ApiClient
+
+    from clara_airflow.backends.kubernetes import KubernetesServiceManager
+    from clara_airflow.dag import build_dag
+    from tests.kube.cluster import schema_problems
+
+    plain = ApiClient().sanitize_for_serialization
+    plan = compile_pipeline(load_pipeline(path), SETTINGS)
+    dag = build_dag(plan, OPTIONS)
+    problems = []
+    for step in plan.steps:
+        task = dag.get_task(step.name)
+        task.prepare({"params": {"clara_payload": "/incoming/study-0001", **dict(plan.parameters)},
+                      "ti": FakeTI(), "dag": dag, "run_id": RUN_ID})
+        problems += schema_problems("pods", plain(task.build_pod_request_obj(dry_run=True)))
+    manager = KubernetesServiceManager(Options(pipeline_settings(SETTINGS), OPTIONS))
+    for svc in plan.services:
+        problems += schema_problems("deployments", plain(manager.deployment(svc)))
+        problems += schema_problems("services", plain(manager.service(svc)))
+        problems += [p for _, v in svc.volumes for p in schema_problems("persistentvolumeclaims",
+                                                                         plain(manager.claim(svc.id, v)))]
+    problems += schema_problems("persistentvolumeclaims", plain(manager.data_claim()))
+    assert problems == []
