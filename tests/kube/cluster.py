@@ -81,7 +81,8 @@ class DefaultingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             if invalid:
                 return _refusal(422, "Invalid", f"{kind} {name!r} is invalid: {'; '.join(invalid)}")
             if kind == "pods" and (request.namespace or "default") in self.restricted:
-                refused = restricted_problems(request.data.get("spec") or {})
+                refused = restricted_problems(request.data.get("spec") or {},
+                                              (request.data.get("metadata") or {}).get("annotations"))
                 if refused:
                     return _refusal(403, "Forbidden", f'pods "{name}" is forbidden: violates PodSecurity '
                                     f'"restricted:latest": {"; ".join(refused)}')

@@ -230,7 +230,7 @@ class FakeKubelet:
         if deployment.metadata.namespace not in self.restricted:
             return False
         template = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
-        problems = restricted_problems(template.get("spec") or {})
+        problems = restricted_problems(template.get("spec") or {}, (template.get("metadata") or {}).get("annotations"))
         if problems and not (deployment.status and deployment.status.conditions):
             message = (f'pods "{deployment.metadata.name}-x" is forbidden: violates PodSecurity "restricted:latest": '
                        + "; ".join(problems))

@@ -101,3 +101,67 @@ def test_any_text_gives_a_valid_label_value_and_distinct_texts_stay_distinct(tex
 def test_names_of_only_punctuation_are_valid(name: str) -> None:
     assert LABEL_VALUE.fullmatch(label_value(name)) and label_value(name)
     assert DNS_LABEL.fullmatch(pod_name(name))
+
+
+def _ok_container(name: str = "c", **ctx: Any) -> dict[str, Any]:
+    return {"name": name, "image": "i", "securityContext": {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"}, **ctx}}
+
+
+# Cases after upstream pod-security-admission's policy checks (k8s.io/pod-security-admission/policy,
+# check_*.go): each a pod spec change from a compliant pod, and whether "restricted" admits it.
+UPSTREAM_CASES = [
+    ("compliant", {}, True),
+    ("ephemeral container privileged", {"ephemeralContainers": [_ok_container("debug", privileged=True)]}, False),
+    ("ephemeral container without runAsNonRoot", {"ephemeralContainers": [
+        {"name": "debug", "image": "i", "securityContext": {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}}]}, False),
+    ("pod runAsNonRoot false, containers true", {"securityContext": {"runAsNonRoot": False,
+                                                                     "seccompProfile": {"type": "RuntimeDefault"}}}, False),
+    ("pod runAsNonRoot true covers containers", {"securityContext": {"runAsNonRoot": True}, "containers": [
+        {"name": "c", "image": "i", "securityContext": {"allowPrivilegeEscalation": False,
+                                                        "capabilities": {"drop": ["ALL"]},
+                                                        "seccompProfile": {"type": "RuntimeDefault"}}}]}, True),
+    ("container runAsNonRoot false overrides pod true", {"securityContext": {"runAsNonRoot": True}, "containers": [
+        _ok_container(runAsNonRoot=False)]}, False),
+    ("pod runAsUser 0", {"securityContext": {"runAsUser": 0}}, False),
+    ("pod runAsUser 1000", {"securityContext": {"runAsUser": 1000}}, True),
+    ("seccomp Localhost", {"containers": [_ok_container(seccompProfile={"type": "Localhost",
+                                                                         "localhostProfile": "p.json"})]}, True),
+    ("seccomp Unconfined at pod, RuntimeDefault in container", {"securityContext": {
+        "seccompProfile": {"type": "Unconfined"}}}, False),
+    ("add NET_BIND_SERVICE", {"containers": [_ok_container(capabilities={"drop": ["ALL"],
+                                                                         "add": ["NET_BIND_SERVICE"]})]}, True),
+    ("add CHOWN (baseline allows, restricted not)", {"containers": [_ok_container(
+        capabilities={"drop": ["ALL"], "add": ["CHOWN"]})]}, False),
+    ("hostPort", {"containers": [{**_ok_container(), "ports": [{"containerPort": 80, "hostPort": 8080}]}]}, False),
+    ("procMount Unmasked", {"containers": [_ok_container(procMount="Unmasked")]}, False),
+    ("safe sysctl", {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}}, True),
+    ("unsafe sysctl", {"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, False),
+    ("SELinux container_t", {"containers": [_ok_container(seLinuxOptions={"type": "container_t"})]}, True),
+    ("SELinux custom type", {"containers": [_ok_container(seLinuxOptions={"type": "spc_t"})]}, False),
+    ("SELinux user set", {"securityContext": {"seLinuxOptions": {"user": "system_u"}}}, False),
+    ("AppArmor Unconfined field", {"containers": [_ok_container(appArmorProfile={"type": "Unconfined"})]}, False),
+    ("AppArmor RuntimeDefault field", {"containers": [_ok_container(appArmorProfile={"type": "RuntimeDefault"})]}, True),
+    ("windows hostProcess", {"securityContext": {"windowsOptions": {"hostProcess": True}}}, False),
+    ("hostNetwork", {"hostNetwork": True}, False),
+    ("hostPath volume", {"volumes": [{"name": "v", "hostPath": {"path": "/"}}]}, False),
+    ("emptyDir volume", {"volumes": [{"name": "v", "emptyDir": {}}]}, True),
+    ("init container escalates", {"initContainers": [_ok_container("init", allowPrivilegeEscalation=True)]}, False),
+]
+
+
+@pytest.mark.parametrize(("change", "admitted"), [(c[1], c[2]) for c in UPSTREAM_CASES],
+                         ids=[c[0] for c in UPSTREAM_CASES])
+def test_the_admission_checker_agrees_with_upstream_cases(change: dict[str, Any], admitted: bool) -> None:
+    spec = {"containers": [_ok_container()], **change}
+    assert (restricted_problems(spec) == []) is admitted, restricted_problems(spec)
+
+
+def test_apparmor_annotations_are_checked_as_baseline_does() -> None:
+    spec = {"containers": [_ok_container()]}
+    key = "container.apparmor.security.beta.kubernetes.io/c"
+    assert restricted_problems(spec, {key: "runtime/default"}) == []
+    assert restricted_problems(spec, {key: "localhost/my-profile"}) == []
+    assert restricted_problems(spec, {key: "unconfined"}) == [f"AppArmor profile: annotation {key}=unconfined"]
