@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,7 +83,8 @@ class ContainerRun:
 
 
 class ServiceManager(Protocol):
-    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance: ...
+    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any,
+               sole_user: Callable[[], bool] | None = None) -> ServiceInstance: ...
 
     def status(self, sid: str) -> str: ...
 

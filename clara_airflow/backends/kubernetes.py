@@ -11,23 +11,20 @@ folder and volume connections are PersistentVolumeClaims.
 from __future__ import annotations
 
 import time
-from functools import cached_property
+from collections.abc import Callable
 from typing import Any
 
 from clara_airflow.backends import kubernetes_services as objects
 from clara_airflow.backends import kubernetes_watch as watch
 from clara_airflow.backends.base import (
-    LABEL_DEPLOYMENT,
     LABEL_ID,
-    Managed,
     ServiceInstance,
-    StepContainer,
     foreign_error,
     foreign_owner,
 )
-from clara_airflow.backends.kubernetes_pods import CREATE_HINTS, api_message, hook_kwargs
-from clara_airflow.backends.kubernetes_pods import age as _age
-from clara_airflow.backends.kubernetes_services import SPEC_HASH
+from clara_airflow.backends.kubernetes_admin import KubernetesAdmin
+from clara_airflow.backends.kubernetes_pods import CREATE_HINTS, api_message
+from clara_airflow.backends.kubernetes_services import SECRETS, SPEC_HASH
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.errors import ServiceError
@@ -48,29 +45,18 @@ class KubernetesBackend:
         return KubernetesServiceManager(self.options)
 
 
-class KubernetesServiceManager:
+def _rolling(deployment: Any) -> bool:
+    """A rollout is under way: the controller has not yet seen the newest spec (a Recreate rollout's old
+    pod may still count as ready)."""
+    generation = deployment.metadata.generation if deployment.metadata else None
+    observed = deployment.status.observed_generation if deployment.status else None
+    return generation is not None and observed is not None and observed < generation
+
+
+class KubernetesServiceManager(KubernetesAdmin):
     """Finds or creates a service's Deployment and Service, and waits until its pod is ready."""
 
     POLL = 0.5
-
-    def __init__(self, options: Options) -> None:
-        self.deployment_options = options.deployment
-        self.namespace = options.pipeline.namespace
-        self.data_dir = options.pipeline.services.data_dir
-
-    @cached_property
-    def hook(self) -> Any:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-        return KubernetesHook(**hook_kwargs(self.deployment_options))
-
-    @property
-    def core(self) -> Any:
-        return self.hook.core_v1_client
-
-    @property
-    def apps(self) -> Any:
-        return self.hook.apps_v1_client
 
     def host(self, sid: str) -> str:
         """``<name>.<namespace>.svc``: resolves whatever the cluster's DNS domain is."""
@@ -90,18 +76,22 @@ class KubernetesServiceManager:
         return objects.data_claim(self.namespace, self.deployment_options)
 
     # -- find or start ------------------------------------------------------------------------------------
-    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
-        """Return the ready instance of ``svc``, creating its claims, Deployment and Service if needed."""
+    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any,
+               sole_user: Callable[[], bool] | None = None) -> ServiceInstance:
+        """Return the ready instance of ``svc``, creating its claims, Deployment and Service if needed.
+        ``sole_user()`` says whether the caller's run is the only one using the service (a rotated pull
+        secret is then rolled out)."""
         from urllib3.exceptions import HTTPError as TransportError
 
         try:
-            return self._ensure(svc, timeout=timeout, log=log)
+            return self._ensure(svc, timeout=timeout, log=log, sole_user=sole_user)
         except TransportError as exc:
             raise ServiceError(
                 f"the Kubernetes API server does not answer ({exc}); check [clara] kubernetes_conn_id, "
                 "kube_config_file or in_cluster, and that the worker can reach the cluster") from None
 
-    def _ensure(self, svc: ServicePlan, *, timeout: float, log: Any) -> ServiceInstance:
+    def _ensure(self, svc: ServicePlan, *, timeout: float, log: Any,
+                sole_user: Callable[[], bool] | None) -> ServiceInstance:
         name = service_name(svc.id)
         deadline = time.monotonic() + timeout
         self._check_storage(svc, log)
@@ -111,7 +101,7 @@ class KubernetesServiceManager:
         wanted = self.deployment(svc)
         created = self._create(self.apps.create_namespaced_deployment, wanted)
         if not created:
-            self._compare(wanted, log)
+            self._compare(wanted, log, sole_user)
         if not self._create(self.core.create_namespaced_service, self.service(svc)):
             self._add_ports(svc, log)
         log.info("%s Deployment %s in namespace %s", "created" if created else "found", name, self.namespace)
@@ -160,7 +150,7 @@ class KubernetesServiceManager:
             if (deployment.spec.replicas or 0) == 0:
                 log.warning("Deployment %s was scaled to 0; scaling it back to 1", name)
                 self.apps.patch_namespaced_deployment(name, self.namespace, {"spec": {"replicas": 1}})
-            elif (deployment.status.ready_replicas or 0) >= 1:
+            elif (deployment.status.ready_replicas or 0) >= 1 and not _rolling(deployment):
                 return deployment
             passing = self._diagnose(svc, deployment, log, reported)
             if time.monotonic() > deadline:
@@ -168,10 +158,6 @@ class KubernetesServiceManager:
                 raise ServiceError(f"service {name} ({svc.image}:{svc.tag}) was not ready in time "
                                    f"(services.start_timeout){waited}{self._events(svc.id)}", logs=self.logs(svc.id))
             time.sleep(self.POLL)
-
-    def _pods(self, sid: str) -> list[Any]:
-        pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL_ID}={sid}").items
-        return [p for p in pods if (p.metadata.labels or {}).get(LABEL_ID) == sid]
 
     def _diagnose(self, svc: ServicePlan, deployment: Any, log: Any, reported: set[str]) -> list[str]:
         """Fail at once on what waiting cannot fix (kubernetes_watch); log what may pass, once each, and
@@ -197,18 +183,34 @@ class KubernetesServiceManager:
         names = [volume_name(svc.id, p) for _, p in svc.volumes] + [self.deployment_options.service_data_claim]
         return watch.read_claims(self.core, self.namespace, names)
 
-    def _compare(self, wanted: Any, log: Any) -> None:
-        """A running identity keeps its start configuration (section 7.4): a different one is reported."""
-        found = self.apps.read_namespaced_deployment(wanted.metadata.name, self.namespace)
+    def _compare(self, wanted: Any, log: Any, sole_user: Callable[[], bool] | None) -> None:
+        """A running identity keeps its start configuration (section 7.4): a different one is reported.
+        Only rotated image pull secrets are taken, once no other run uses the service (the pod restarts)."""
+        name = wanted.metadata.name
+        found = self.apps.read_namespaced_deployment(name, self.namespace)
         owner = foreign_owner(found.metadata.labels if found.metadata else None, self.deployment_options.deployment_id)
         if owner is not None:
-            raise ServiceError(foreign_error("Deployment", wanted.metadata.name, owner))
-        have = ((found.metadata.annotations or {}) if found.metadata else {}).get(SPEC_HASH)
-        if have != wanted.metadata.annotations[SPEC_HASH]:
+            raise ServiceError(foreign_error("Deployment", name, owner))
+        have = (found.metadata.annotations or {}) if found.metadata else {}
+        notes = wanted.metadata.annotations
+        if have.get(SPEC_HASH) == notes[SPEC_HASH]:
+            return
+        if have.get(SECRETS) != notes[SECRETS]:
             log.warning("service %s runs with another configuration than this pipeline asks for (resources, "
                         "variables, volumes, pull secrets or scheduling differ); it is reused as it is. Stop it "
                         "with 'clara-airflow services stop %s' for the next run to start it with this one",
-                        wanted.metadata.name, wanted.metadata.labels[LABEL_ID])
+                        name, wanted.metadata.labels[LABEL_ID])
+        elif sole_user is None or not sole_user():
+            log.warning("service %s: its image pull secrets changed; they are rolled out (the pod restarts) by the "
+                        "first run that finds no other run using it", name)
+        else:
+            secrets = [{"name": s.name} for s in wanted.spec.template.spec.image_pull_secrets or []]
+            log.info("service %s: rolling out its new image pull secrets %s (no other run uses it)", name,
+                     [s["name"] for s in secrets])
+            path = "/spec/template/spec/imagePullSecrets"
+            patch = [{"op": "add", "path": path, "value": secrets} if secrets else {"op": "remove", "path": path},
+                     {"op": "add", "path": "/metadata/annotations", "value": {**have, **notes}}]
+            self.apps.patch_namespaced_deployment(name, self.namespace, patch)  # a list: a JSON patch
 
     def _events(self, sid: str) -> str:
         try:
@@ -216,96 +218,3 @@ class KubernetesServiceManager:
         except Exception:
             return ""
         return watch.events_text(events, service_name(sid), self.deployment_options.service_data_claim)
-
-    # -- administration -------------------------------------------------------------------------------------
-    def status(self, sid: str) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            deployment = self.apps.read_namespaced_deployment(service_name(sid), self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return "missing"
-            raise
-        if (deployment.spec.replicas or 0) == 0:
-            return "scaled to 0"
-        return "running" if (deployment.status.ready_replicas or 0) >= 1 else "starting"
-
-    def stop(self, sid: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            labels = self.apps.read_namespaced_deployment(service_name(sid), self.namespace).metadata.labels
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            labels = None
-        owner = foreign_owner(labels, self.deployment_options.deployment_id)
-        if owner is not None:
-            raise ServiceError(foreign_error("Deployment", service_name(sid), owner))
-        found = False
-        for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
-            try:
-                delete(service_name(sid), self.namespace)
-                found = True
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        return found
-
-    def remove_volumes(self, sid: str) -> list[str]:
-        """Delete the PersistentVolumeClaims of the service's volume connections (by their service label)."""
-        from kubernetes.client.exceptions import ApiException
-
-        claims = self.core.list_namespaced_persistent_volume_claim(
-            self.namespace, label_selector=f"{LABEL_ID}={sid}").items
-        names = sorted(c.metadata.name for c in claims)
-        for name in names:
-            try:
-                self.core.delete_namespaced_persistent_volume_claim(name, self.namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        return names
-
-    def logs(self, sid: str, lines: int = 50) -> str:
-        try:
-            pods = self._pods(sid)
-            if not pods:
-                return ""
-            answer = self.core.read_namespaced_pod_log(pods[0].metadata.name, self.namespace, container=CONTAINER,
-                                                       tail_lines=lines, _preload_content=False)
-            return str(answer.data.decode("utf-8", "replace")).rstrip()
-        except Exception:
-            return ""
-
-    def list_managed(self) -> dict[str, Managed]:
-        items = self.apps.list_namespaced_deployment(self.namespace, label_selector=LABEL_ID).items
-        return {d.metadata.labels[LABEL_ID]: Managed(
-            "running" if (d.status.ready_replicas or 0) >= 1 else "not ready", _age(d.metadata.creation_timestamp),
-            d.metadata.labels.get(LABEL_DEPLOYMENT, "")) for d in items if LABEL_ID in (d.metadata.labels or {})}
-
-    def list_steps(self) -> list[StepContainer]:
-        """Step pods of this namespace that name their run (the annotations clara-airflow writes): a pod
-        whose worker died, or that a failed step left for a look, is the reaper's once its run ended."""
-        from clara_airflow.backends.kubernetes_steps import ANNOTATION_DAG, ANNOTATION_RUN, STEP_LABEL
-
-        found = []
-        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=STEP_LABEL).items:
-            notes = pod.metadata.annotations or {}
-            if ANNOTATION_DAG in notes and ANNOTATION_RUN in notes:  # else: not ours to judge, left alone
-                found.append(StepContainer(
-                    ref=pod.metadata.name, name=pod.metadata.name, dag_id=notes[ANNOTATION_DAG],
-                    run_id=notes[ANNOTATION_RUN], state=(pod.status.phase or "Unknown") if pod.status else "Unknown",
-                    age=_age(pod.metadata.creation_timestamp),
-                    deployment=(pod.metadata.labels or {}).get(LABEL_DEPLOYMENT, "")))
-        return found
-
-    def remove_step(self, ref: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.core.delete_namespaced_pod(ref, self.namespace, grace_period_seconds=30)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise

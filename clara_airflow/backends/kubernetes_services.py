@@ -12,10 +12,13 @@ from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
 from clara_airflow.settings import Deployment
 
-__all__ = ["CONTAINER", "SPEC_HASH", "claim", "data_claim", "deployment", "service", "spec_hash"]
+__all__ = ["CONTAINER", "SECRETS", "SPEC_HASH", "claim", "data_claim", "deployment", "service", "spec_hash"]
 
 CONTAINER = "service"
 SPEC_HASH = "clara-airflow/spec-hash"
+# the same hash without the image pull secrets: when only these differ, a secret was rotated, and the
+# Deployment can take the new ones (rolled out once no run uses the service)
+SECRETS = "clara-airflow/spec-hash-without-pull-secrets"
 
 
 def spec_hash(template: Any) -> str:
@@ -87,14 +90,16 @@ def deployment(svc: ServicePlan, namespace: str, data_dir: str, options: Deploym
         containers=[container], volumes=volumes, node_selector=selector, tolerations=tolerations,
         service_account_name=options.service_account, automount_service_account_token=False,
         security_context=pod_security(pod_user(options.step_user)),
-        image_pull_secrets=[k8s.V1LocalObjectReference(name=s) for s in svc.pull_secrets] or None)
+        image_pull_secrets=None)
     template = k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod)
+    without_secrets = spec_hash(template)
+    pod.image_pull_secrets = [k8s.V1LocalObjectReference(name=s) for s in svc.pull_secrets] or None
     return k8s.V1Deployment(
         api_version="apps/v1", kind="Deployment",
         metadata=k8s.V1ObjectMeta(name=service_name(svc.id), namespace=namespace, labels=labels,
                                   annotations={"clara-airflow/identity": json.dumps(
                                       [svc.image, svc.tag, list(svc.command)]),
-                                      SPEC_HASH: spec_hash(template)}),
+                                      SPEC_HASH: spec_hash(template), SECRETS: without_secrets}),
         # Recreate: a rollout never needs a second GPU or a second attach of a ReadWriteOnce volume
         spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(match_labels={LABEL_ID: svc.id}),
                                   template=template, strategy=k8s.V1DeploymentStrategy(type="Recreate")))

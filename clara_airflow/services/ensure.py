@@ -13,6 +13,7 @@ from typing import Any
 from clara_airflow.backends.base import ServiceInstance, ServiceManager, connection_values
 from clara_airflow.compiler.identity import service_name, volume_name
 from clara_airflow.compiler.plan import ServicePlan
+from clara_airflow.services import leases
 from clara_airflow.services.leases import take_lease, wait_while_stopping
 from clara_airflow.services.records import VariableStore, variable_store, write_record, write_use
 
@@ -57,7 +58,10 @@ def ensure_service(svc: ServicePlan, manager: ServiceManager, run: RunRef, *, ba
                                   volumes={p: volume_name(svc.id, p) for _, p in svc.volumes})
     write_record(svc, provisional, backend=backend, location=location, store=store)
     began = time.perf_counter()
-    instance = manager.ensure(svc, timeout=max(1.0, deadline - time.monotonic()), log=log)
+    def sole_user() -> bool:  # only this run's lease holds the service
+        return all((h.dag_id, h.run_id) == (run.dag_id, run.run_id) for h in leases.live_leases(svc.id, store))
+
+    instance = manager.ensure(svc, timeout=max(1.0, deadline - time.monotonic()), log=log, sole_user=sole_user)
     seconds = time.perf_counter() - began
     connections = connection_values(svc, instance.host)
     write_record(svc, instance, backend=backend, location=location, store=store)

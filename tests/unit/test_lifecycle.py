@@ -249,7 +249,7 @@ def test_the_ensure_hands_on_what_is_left_of_its_start_timeout_and_times_itself(
     fake = manager()
     seen: dict[str, Any] = {}
 
-    def ensure(svc_: Any, *, timeout: float, log: Any) -> ServiceInstance:
+    def ensure(svc_: Any, *, timeout: float, log: Any, sole_user: Any = None) -> ServiceInstance:
         seen["timeout"] = timeout
         seen["record"] = read_record(SID, store)
         return instance()
@@ -266,3 +266,21 @@ def test_the_ensure_hands_on_what_is_left_of_its_start_timeout_and_times_itself(
     short = ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={}, idle_ttl=60,
                            start_timeout=0.1, log=LOG, store=store)
     assert seen["timeout"] == 1.0 and short.id == SID  # at least a second to look
+
+
+def test_the_ensure_tells_the_manager_whether_its_run_is_the_only_user(store: MemoryStore) -> None:
+    """What lets Kubernetes roll out a rotated pull secret: only when no other run holds a lease."""
+    fake = store.manager  # type: ignore[attr-defined]
+    answers: list[bool] = []
+    fake.ensure.side_effect = lambda *a, **k: (answers.append(k["sole_user"]()), instance())[1]
+    store.states[("dag-a", "run-1")] = "running"  # type: ignore[attr-defined]
+    ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={}, idle_ttl=60,
+                   start_timeout=5, log=LOG, store=store)
+    store.states[("dag-b", "run-9")] = "running"  # type: ignore[attr-defined]
+    leases.take_lease(SID, "dag-b", "run-9", store)
+    ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={}, idle_ttl=60,
+                   start_timeout=5, log=LOG, store=store)
+    store.states[("dag-b", "run-9")] = "success"  # type: ignore[attr-defined]
+    ensure_service(svc(), fake, RunRef("dag-a", "run-1"), backend="docker", location={}, idle_ttl=60,
+                   start_timeout=5, log=LOG, store=store)
+    assert answers == [True, False, True]

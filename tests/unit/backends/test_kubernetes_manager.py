@@ -156,3 +156,58 @@ def test_the_service_data_claim_is_created_once_with_the_configured_storage(mana
     assert made.claim(SVC.id, "/models").spec.access_modes == ["ReadWriteOnce"]
     single = KubernetesServiceManager(make_options({"namespace": "radiology", "service_data_access_mode": "ReadWriteOnce"}))
     assert single.data_claim().spec.access_modes == ["ReadWriteOnce"]
+
+
+def _secrets_case(manager: KubernetesServiceManager, found_secrets: list[str]) -> tuple[Any, Any]:
+    """A found Deployment identical to the wanted one but for its image pull secrets."""
+    import dataclasses
+
+    apps, core = manager.hook.apps_v1_client, manager.hook.core_v1_client
+    apps.create_namespaced_deployment.side_effect = ApiException(status=409, reason="Conflict")
+    core.create_namespaced_service.side_effect = ApiException(status=409, reason="Conflict")
+    core.read_namespaced_service.return_value = k8s.V1Service(spec=k8s.V1ServiceSpec(ports=[k8s.V1ServicePort(port=8080)]))
+    old = manager.deployment(dataclasses.replace(SVC, pull_secrets=tuple(found_secrets))).metadata.annotations
+    apps.read_namespaced_deployment.return_value = _found(dict(old))
+    return apps, dataclasses.replace(SVC, pull_secrets=("registry-2026",))
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_rotated_pull_secret_is_rolled_out_only_when_no_other_run_uses_the_service(
+        manager: KubernetesServiceManager, alone: bool) -> None:
+    apps, svc = _secrets_case(manager, ["registry-2025"])
+    log = MagicMock(spec=logging.Logger)
+    manager.ensure(svc, timeout=5, log=log, sole_user=lambda: alone)
+    if not alone:
+        apps.patch_namespaced_deployment.assert_not_called()
+        assert "its image pull secrets changed; they are rolled out" in log.warning.call_args.args[0]
+        return
+    name, namespace, patch = apps.patch_namespaced_deployment.call_args.args
+    assert (name, namespace) == ("clara-svc-0123456789ab", "radiology")
+    assert patch[0] == {"op": "add", "path": "/spec/template/spec/imagePullSecrets", "value": [{"name": "registry-2026"}]}
+    wanted = manager.deployment(svc).metadata.annotations
+    assert patch[1]["value"]["clara-airflow/spec-hash"] == wanted["clara-airflow/spec-hash"]
+    log.warning.assert_not_called()
+
+
+def test_another_configuration_is_never_rolled_out_even_when_alone(manager: KubernetesServiceManager) -> None:
+    import dataclasses
+
+    apps, _ = _secrets_case(manager, ["registry-2026"])
+    other = dataclasses.replace(SVC, pull_secrets=("registry-2026",), requests=dataclasses.replace(
+        SVC.requests, memory=SVC.requests.memory * 2))
+    log = MagicMock(spec=logging.Logger)
+    manager.ensure(other, timeout=5, log=log, sole_user=lambda: True)
+    apps.patch_namespaced_deployment.assert_not_called()
+    assert "runs with another configuration" in log.warning.call_args.args[0]
+
+
+def test_a_rollout_under_way_is_not_ready_though_the_old_pod_is(manager: KubernetesServiceManager) -> None:
+    rolling = _found({}, ready=1)
+    rolling.metadata.generation, rolling.status.observed_generation = 3, 2
+    done = _found({}, ready=1)
+    done.metadata.generation, done.status.observed_generation = 3, 3
+    manager.hook.apps_v1_client.read_namespaced_deployment.side_effect = [rolling, rolling, done]
+    manager.hook.core_v1_client.list_namespaced_event.return_value = k8s.CoreV1EventList(items=[])
+    manager.POLL = 0.01
+    manager.ensure(SVC, timeout=5, log=logging.getLogger("t"))
+    assert manager.hook.apps_v1_client.read_namespaced_deployment.call_count == 3
