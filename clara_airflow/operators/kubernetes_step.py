@@ -105,7 +105,8 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
                 raise
             if getattr(self, "_killed", False):
                 raise self._stopped() from exc
-            raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}") from exc
+            raise AirflowException(f"operator '{self.task_id}' ({self.image}) failed: {exc}{self._tail()}"
+                                   f"{self._claim_events()}") from exc
         if getattr(self, "_killed", False):
             # SIGTERM: on_kill deleted the pod, the provider's cleanup returns early on _killed and execute
             # returns as if the step had succeeded (apache/airflow#73006, #71202). A killed step never did.
@@ -148,6 +149,21 @@ class ClaraKubernetesPodOperator(KubernetesPodOperator):
         except ApiException as exc:
             if exc.status != 404:
                 self.log.error("cannot delete pod %s: %s %s", name, exc.status, exc.reason)
+
+    def _claim_events(self) -> str:
+        """Warnings about the claims the pod mounts (``ProvisioningFailed``: a class that lacks the access
+        mode, a quota): the provider logs the pod's events, not its claims'."""
+        claims = sorted({v.persistent_volume_claim.claim_name for v in self.volumes or []
+                         if getattr(v, "persistent_volume_claim", None) is not None})
+        lines = []
+        for claim in claims:
+            try:
+                events = self.client.list_namespaced_event(self.namespace, field_selector=(
+                    f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim}")).items
+            except Exception:  # the error is about the step; its claims' events are only a hint
+                continue
+            lines += [f"claim {claim}: {e.reason}: {e.message}" for e in events if e.type == "Warning"][-3:]
+        return ("\n--- warnings about its claims ---\n" + "\n".join(lines)) if lines else ""
 
     def _tail(self) -> str:
         return kpo_log_tail(self, 20)

@@ -176,6 +176,22 @@ def test_a_claim_that_never_gets_fsgroup_fails_with_the_fix_and_runs_once_prepar
     assert result.read_text() == "written\n" and root.stat().st_gid == 1000
 
 
+def test_a_step_whose_claim_cannot_be_provisioned_fails_with_the_claims_event(kube_env: Any, airflow_db: None,
+                                                                               capfd: Any) -> None:
+    from kubernetes import client, config
+
+    from clara_airflow.airflow_compat import dagbag
+
+    core = client.CoreV1Api(config.new_client_from_config(str(kube_env.kubeconfig)))
+    core.create_namespaced_persistent_volume_claim("clara-e2e-ebs", {"metadata": {"name": "ebs-data"}, "spec": {
+        "accessModes": ["ReadWriteMany"], "storageClassName": "ebs-sc", "resources": {"requests": {"storage": "1Gi"}}}})
+    run = dagbag(dag_folder=str(DAGS)).dags["it-kube-ebs"].test(run_conf={"clara_payload": "/incoming/x"})
+    assert run.state == "failed"
+    out, err = capfd.readouterr()
+    assert "--- warnings about its claims ---\nclaim ebs-data: ProvisioningFailed: failed to provision volume with " \
+           'StorageClass "ebs-sc"' in out + err
+
+
 def test_a_claim_its_provisioner_refuses_fails_the_ensure_at_once_with_the_event(kube_env: Any) -> None:
     import time
 

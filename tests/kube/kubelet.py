@@ -182,6 +182,13 @@ class FakeKubelet:
     def _run(self, pod: Any) -> None:
         started = now()
         code, output = 0, b""
+        if not self._claims_bound(pod.metadata.namespace, pod.spec.volumes):
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": {
+                "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                   "message": "0/1 nodes are available: pod has unbound immediate "
+                                                              "PersistentVolumeClaims. preemption: 0/1 nodes are "
+                                                              "available: 1 Preemption is not helpful for scheduling."}]}})
+            return  # never scheduled: the operator's schedule timeout ends it
         self._apply_fs_group(pod)
         inits = []
         for init in pod.spec.init_containers or []:
@@ -240,14 +247,22 @@ class FakeKubelet:
         return bool(problems)
 
     def _provisioned(self, deployment: Any) -> bool:
+        return self._claims_bound(deployment.metadata.namespace, deployment.spec.template.spec.volumes)
+
+    def _claims_bound(self, ns: str, volumes: Any) -> bool:
         """The storage profile: a claim of a class in ``REFUSING`` that asks for ReadWriteMany gets the
-        ``ProvisioningFailed`` event its CSI provisioner reports, and stays Pending, so the pod never runs."""
-        ns = deployment.metadata.namespace
-        for volume in deployment.spec.template.spec.volumes or []:
+        ``ProvisioningFailed`` event its CSI provisioner reports, and stays Pending, so no pod mounting it
+        runs. A claim that is not an API object (a test's folder under ``claims/``) is taken as bound."""
+        from kubernetes.client.exceptions import ApiException
+
+        for volume in volumes or []:
             if volume.persistent_volume_claim is None:
                 continue
             name = volume.persistent_volume_claim.claim_name
-            claim = self.core.read_namespaced_persistent_volume_claim(name, ns)
+            try:
+                claim = self.core.read_namespaced_persistent_volume_claim(name, ns)
+            except ApiException:
+                continue
             provisioner = REFUSING.get(claim.spec.storage_class_name or "")
             if provisioner is None or "ReadWriteMany" not in (claim.spec.access_modes or []):
                 continue
