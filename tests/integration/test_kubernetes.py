@@ -192,6 +192,31 @@ def test_a_step_whose_claim_cannot_be_provisioned_fails_with_the_claims_event(ku
            'StorageClass "ebs-sc"' in out + err
 
 
+def test_a_crash_looping_service_fails_the_ensure_at_once_with_its_log(kube_env: Any) -> None:
+    import time
+
+    from clara_airflow.errors import ServiceError
+
+    token = uuid.uuid4().hex[:12]
+    svc = busybox_service(token, "echo model repository /models/x not found >&2; exit 1", 8085, "crashy")
+    manager = KubernetesServiceManager(make_options({"namespace": "clara-e2e", "kube_config_file": str(kube_env.kubeconfig)}))
+    began = time.monotonic()
+    with pytest.raises(ServiceError, match=r"cannot start: pod clara-svc-\w+-fake is CrashLoopBackOff") as info:
+        manager.ensure(svc, timeout=120, log=logging.getLogger("crashy"))
+    assert time.monotonic() - began < 30, "reported from the pod's state, not after the start timeout"
+    assert "model repository /models/x not found" in info.value.logs
+    manager.stop(token)
+    wait_for(lambda: not any(p.metadata.name.startswith(f"clara-svc-{token}") for p in _pods(kube_env, "clara-e2e")),
+             30, "the Deployment's pod object outlived it")
+
+
+def _pods(cluster: Any, namespace: str) -> list[Any]:
+    from kubernetes import client, config
+
+    return list(client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig))).list_namespaced_pod(
+        namespace).items)
+
+
 def test_a_claim_its_provisioner_refuses_fails_the_ensure_at_once_with_the_event(kube_env: Any) -> None:
     import time
 

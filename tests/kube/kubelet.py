@@ -7,7 +7,8 @@ Pods run their init containers, then their first container, with env, command/ar
 on claims named ``nfs-*``, which behave as NFS does (fsGroup is never applied). Their
 status, termination messages (``FallbackToLogsOnError``) and logs are written back. A Deployment's pod
 template runs detached on the test network with the Service's DNS names as network aliases, and is
-reported ready once its readiness port answers; in a restricted namespace a template that breaks Pod
+reported ready once its readiness port answers (its pod object, named ``<deployment>-fake``, says
+Running, or CrashLoopBackOff with the container's log once it exits); in a restricted namespace a template that breaks Pod
 Security gets the ``ReplicaFailure`` condition a ReplicaSet would report, and one whose claim asks a
 ReadWriteOnce-only class (``REFUSING``) for ReadWriteMany never runs: the claim gets the provisioner's
 ``ProvisioningFailed`` event. Test code only.
@@ -30,6 +31,7 @@ import requests
 from kubernetes import client, config
 
 LABEL = "clara-airflow/test"
+SERVICE_POD = "fake-kubelet/deployment"  # the annotation of the pod object standing for a Deployment's pod
 # storage classes whose provisioner offers ReadWriteOnce only, as the managed clusters' default ones
 REFUSING = {"ebs-sc": "ebs.csi.aws.com"}
 
@@ -59,6 +61,7 @@ class FakeKubelet:
         self.seen: set[str] = set()
         self.services: dict[tuple[str, str], str] = {}
         self.refused_claims: set[tuple[str, str]] = set()
+        self.pod_states: dict[tuple[str, str], dict[str, Any]] = {}  # a Deployment's pod object, as last written
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -89,6 +92,8 @@ class FakeKubelet:
     def _sync_pods(self) -> None:
         for pod in self.core.list_pod_for_all_namespaces(_request_timeout=5).items:
             key = f"{pod.metadata.namespace}/{pod.metadata.name}/{pod.metadata.uid}"
+            if SERVICE_POD in (pod.metadata.annotations or {}):
+                continue  # a Deployment's pod: run by _sync_deployments
             if key not in self.seen and (pod.status is None or pod.status.phase in (None, "Pending")):
                 self.seen.add(key)
                 threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
@@ -218,17 +223,56 @@ class FakeKubelet:
             key = (deployment.metadata.namespace, deployment.metadata.name)
             if (deployment.spec.replicas or 0) < 1:
                 continue
-            if self._refused(deployment) or not self._provisioned(deployment):
+            if self._refused(deployment):
+                continue
+            if not self._provisioned(deployment):
+                self._service_pod(deployment, {"phase": "Pending", "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."}]})
                 continue
             live.add(key)
             if key not in self.services:
                 self.services[key] = self._start_service(deployment)
             ready = self._ready(deployment, self.services[key])
+            self._service_pod(deployment, self._service_status(deployment, self.services[key], ready))
             if ready != (deployment.status.ready_replicas or 0):
                 self.apps.patch_namespaced_deployment_status(key[1], key[0], {"status": {
                     "replicas": 1, "readyReplicas": ready, "availableReplicas": ready}})
         for key in set(self.services) - live:
             self.docker.containers.get(self.services.pop(key)).remove(force=True)
+        for key in set(self.pod_states) - live:
+            self.pod_states.pop(key)
+            with contextlib.suppress(Exception):  # deleted with its Deployment, or never made
+                self.core.delete_namespaced_pod(f"{key[1]}-fake", key[0])
+
+    def _service_status(self, deployment: Any, container_id: str, ready: int) -> dict[str, Any]:
+        """A service pod's status: running (ready or not), or, once its container exited, CrashLoopBackOff
+        with its log kept for ``pods/log``, as a kubelet restarting it with a back-off reports."""
+        info = self.docker.api.inspect_container(container_id)
+        name = f"{deployment.metadata.name}-fake"
+        base = {"name": "service", "ready": bool(ready), "image": "", "imageID": ""}
+        if info["State"]["Status"] == "exited":
+            self.logs[(deployment.metadata.namespace, name)] = self.docker.api.logs(container_id)
+            waiting = {"reason": "CrashLoopBackOff", "message": f"back-off 10s restarting failed container=service "
+                       f"pod={name}_{deployment.metadata.namespace}"}
+            return {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": [{**base, "restartCount": 1, "state": {"waiting": waiting}}]}
+        return {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [{**base, "restartCount": 0, "state": {"running": {"startedAt": now()}}}]}
+
+    def _service_pod(self, deployment: Any, status: dict[str, Any]) -> None:
+        """The Deployment's one pod as an API object (what the service manager reads), kept at ``status``."""
+        key = (deployment.metadata.namespace, deployment.metadata.name)
+        if self.pod_states.get(key) == status:
+            return
+        name = f"{key[1]}-fake"
+        if key not in self.pod_states:
+            template = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
+            with contextlib.suppress(Exception):  # made before by an earlier kubelet loop
+                meta = {**template.get("metadata", {}), "name": name, "annotations": {SERVICE_POD: key[1]}}
+                self.core.create_namespaced_pod(key[0], {"metadata": meta, "spec": template["spec"]})
+        self.core.patch_namespaced_pod_status(name, key[0], {"status": status})
+        self.pod_states[key] = status
 
     def _refused(self, deployment: Any) -> bool:
         """In a restricted namespace, a template that breaks Pod Security never gets a pod."""
