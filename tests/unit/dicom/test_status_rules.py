@@ -119,3 +119,58 @@ def test_retry_of_one_run_moves_only_it_back_with_a_fresh_count(rig: Any) -> Non
     assert retry(folders.spool, None) == ["dicom-c"]
     assert [t["run_id"] for t in status(cfg, airflow=False)["triggers"]["pending"]] == [
         "dicom-c", "dicom-b", "dicom-a", "dicom-d"]
+
+
+def test_disk_free_is_whole_mib_and_quiet_time_tenths(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    cfg, folders = rig
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**13, 0, 5 * 2**30 + 2**20 - 1))  # type: ignore[attr-defined]
+    found = status(cfg, airflow=False)
+    assert found["disk"]["free_mb"] == 5120 and isinstance(found["disk"]["free_mb"], int)
+    import types
+
+    from clara_airflow.dicom import status as module
+
+    newest = max(p.stat().st_mtime for p in (folders.gathering / "CT_AI" / "1.1").glob("*.dcm"))
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(time=lambda: newest + 40.26))
+    assert status(cfg, airflow=False)["groups"][0]["quiet_seconds"] == 40.3
+
+
+def test_a_failed_trigger_without_a_reason_reads_as_empty(rig: Any) -> None:
+    cfg, folders = rig
+    _trigger(folders.spool.parent / "failed-triggers", "five", {"dag_id": "p9", "run_id": "dicom-e", "queued": 9})
+    assert status(cfg, airflow=False)["triggers"]["failed"][-1] == {"run_id": "dicom-e", "pipeline": "p9",
+                                                                   "reason": ""}
+
+
+def test_status_asks_airflow_with_a_short_timeout(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clara_airflow.dicom import status as module
+
+    asked: list[float] = []
+
+    class Client:
+        def __init__(self, settings: Any, timeout: float) -> None:
+            asked.append(timeout)
+
+        def dag_state(self, dag_id: str) -> str:
+            return "active"
+
+    monkeypatch.setattr(module, "AirflowClient", Client)
+    assert status(rig[0])["dags"] == {"p1": "active", "p2": "active"}
+    assert asked == [5.0]
+
+
+def test_a_missing_or_paused_dag_is_logged_with_what_to_do(rig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from clara_airflow.dicom.status import check_dags
+
+    class Client:
+        def dag_state(self, dag_id: str) -> str:
+            return {"p1": "missing", "p2": "paused"}[dag_id]
+
+    assert check_dags(rig[0], Client()) == {"p1": "missing", "p2": "paused"}  # type: ignore[arg-type]
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("clara_airflow.dicom", "ERROR", "routed DAG p1 does not exist in Airflow: its triggers will fail (HTTP 404); "
+                                         "deploy the pipeline or fix ae_titles"),
+        ("clara_airflow.dicom", "WARNING", "routed DAG p2 is paused: the runs the receiver starts stay queued until "
+                                           "it is unpaused (airflow dags unpause p2)")]
