@@ -8,6 +8,7 @@ import tempfile
 import threading
 from typing import Any
 
+from clara_airflow.dicom import reactor
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.health import start_status
 from clara_airflow.dicom.receiver import _SUCCESS, Receiver
@@ -39,9 +40,15 @@ def serve(config: DicomConfig, *, stop: threading.Event | None = None, tick: flo
     ae.add_supported_context(Verification)
     ae.maximum_pdu_size = config.max_pdu
     ae.maximum_associations = config.max_associations + 8  # the receiver refuses first, and logs why
-    handlers: list[Any] = [(evt.EVT_REQUESTED, rx.on_requested), (evt.EVT_C_STORE, rx.on_store),
+    reactor.install()  # pynetdicom's 1 ms polls, twice per instance: see dicom/reactor.py
+
+    def store(event: Any) -> int:
+        reactor.busy(event.assoc)
+        return rx.on_store(event)
+
+    handlers: list[Any] = [(evt.EVT_REQUESTED, rx.on_requested), (evt.EVT_C_STORE, store),
                            (evt.EVT_RELEASED, rx.on_released), (evt.EVT_ABORTED, rx.on_aborted),
-                           (evt.EVT_C_ECHO, lambda event: _SUCCESS)]
+                           (evt.EVT_C_ECHO, lambda event: _SUCCESS), (evt.EVT_CONN_OPEN, reactor.on_open)]
     server = ae.start_server((config.listen.host, config.listen.port), block=False, evt_handlers=handlers)
     log.info("listening: ae_title=%s address=%s:%d inbox=%s routes=%s", config.listen.ae_title, config.listen.host,
              config.listen.port, config.inbox, ",".join(f"{k}->{'+'.join(v.every_pipeline())}"
