@@ -47,7 +47,8 @@ class Listen(_Model):
     ae_title: str = "CLARA"
     status_port: int | None = Field(default=None, ge=0, le=65535)  # /health and /metrics; unset: off
     status_host: str = "127.0.0.1"
-    status_token_env: str = Field(default="CLARA_DICOM_STATUS_TOKEN", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+    # anchored: pydantic's pattern matches anywhere in the value, so "1TOKEN" would pass unanchored
+    status_token_env: str = Field(default="CLARA_DICOM_STATUS_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
     _aet = field_validator("ae_title")(valid_aet)
 
