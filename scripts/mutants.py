@@ -164,6 +164,18 @@ MUTANTS = [
            "retention deletes the outputs of a run whose end date (or the run itself) Airflow cannot give"),
     Mutant("clara_airflow/dicom/health.py", "if not hmac.compare_digest(given, expected):", "if not given:",
            ("tests/unit/dicom/test_health.py",), "the status port answers any bearer token"),
+    Mutant("clara_airflow/backends/kubernetes_watch.py", "permanent = bool(_PERMANENT_PULL.search(message))",
+           "permanent = True", ("tests/unit/backends/test_kubernetes_watch.py",),
+           "a registry's 429 or 5xx fails a service start instead of being waited out"),
+    Mutant("clara_airflow/backends/kubernetes.py", "        elif sole_user is None or not sole_user():",
+           "        elif sole_user is None:", ("tests/unit/backends/test_kubernetes_manager.py",),
+           "a rotated pull secret restarts a service that another run is using"),
+    Mutant("clara_airflow/backends/kubernetes_watch.py", "if not chosen or chosen[0].provisioner not in RWO_ONLY:",
+           "if not chosen:", ("tests/unit/backends/test_kubernetes_watch.py",),
+           "every ReadWriteMany claim is refused, even of an NFS or EFS class"),
+    Mutant("clara_airflow/dicom/reactor.py", "seconds = POLL if busy else _REACTOR_SLEEP",
+           "seconds = POLL", ("tests/unit/dicom/test_reactor.py",),
+           "idle associations poll every 0.1 ms (a fifth of a core each)"),
 ]
 
 

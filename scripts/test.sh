@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: sets everything up (scripts/setup.sh), then runs
-# ruff, mypy, a fixed sample of 52 planted bugs that the tests must catch (scripts/mutants.py), pytest
+# ruff, mypy, a fixed sample of 56 planted bugs that the tests must catch (scripts/mutants.py), pytest
 # (unit, Docker, Kubernetes-with-fakes and browser tests; extra arguments go to it), then the oldest
 # supported Airflow (scripts/matrix.sh 3.1.8) and 50 concurrent runs on the CeleryExecutor cluster.
 set -euo pipefail
@@ -11,7 +11,7 @@ bash scripts/setup.sh
 echo "[test] pins"; .venv/bin/python scripts/pins.py check
 echo "[test] ruff"; .venv/bin/ruff check clara_airflow tests dags scripts
 echo "[test] mypy"; .venv/bin/mypy
-echo "[test] mutation sample (52 planted bugs, each must fail the tests that cover it)"
+echo "[test] mutation sample (56 planted bugs, each must fail the tests that cover it)"
 .venv/bin/python scripts/mutants.py
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"
