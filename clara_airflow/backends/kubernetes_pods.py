@@ -37,13 +37,17 @@ def container_security() -> Any:
                                  seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 
-def pod_security(user: tuple[int, int]) -> Any:
-    """The pod's user and group, and ``fsGroup`` so that mounted volumes are writable by that group
-    (``OnRootMismatch``: the kubelet changes ownership only when the volume's root does not match)."""
+def pod_security(user: tuple[int, int], *, fs_group: bool = True) -> Any:
+    """The pod's user and group, and (``fs_group``) ``fsGroup`` so that the volumes clara-airflow creates
+    are writable by that group (``OnRootMismatch``: the kubelet changes ownership only when the volume's
+    root does not match). Step pods on the payload claim get none: that claim holds patient data, and a
+    kubelet applying fsGroup would re-own all of it at the first mount; its root is prepared once by an
+    admin instead (docs/kubernetes.md, "Storage")."""
     from kubernetes.client import models as k8s
 
     return k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=user[0], run_as_group=user[1],
-                                    fs_group=user[1], fs_group_change_policy="OnRootMismatch",
+                                    fs_group=user[1] if fs_group else None,
+                                    fs_group_change_policy="OnRootMismatch" if fs_group else None,
                                     seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 

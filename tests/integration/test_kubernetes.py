@@ -4,6 +4,7 @@ Kubernetes service manager against kmock's API and a fake kubelet running pods a
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,10 @@ def cluster(tmp_path_factory: Any, airflow_db: None) -> Iterator[Any]:  # its te
     from tests.kube.kubelet import FakeKubelet
 
     folder = tmp_path_factory.mktemp("kube")
+    data = folder / "claims" / "clara-data"  # the payload claim, its root prepared once as docs/kubernetes.md says
+    data.mkdir(parents=True)
+    os.chown(data, 0, 1000)
+    data.chmod(0o2775)
     restricted = frozenset({"clara-e2e", "clara-race"})  # namespaces labelled pod-security.../enforce=restricted
     with FakeCluster(folder, restricted=tuple(restricted)) as fake, \
             FakeKubelet(fake.kubeconfig, TEST_NETWORK, folder / "claims", fake.logs, restricted):

@@ -31,8 +31,9 @@ OPTIONS = Deployment(payload_root="/incoming", service_account="clara-runner",
 
 RESTRICTED_CONTAINER = {"allow_privilege_escalation": False, "privileged": False, "run_as_non_root": True,
                         "capabilities": {"drop": ["ALL"]}, "seccomp_profile": {"type": "RuntimeDefault"}}
-RESTRICTED_POD = {"run_as_non_root": True, "fs_group_change_policy": "OnRootMismatch",
-                  "seccomp_profile": {"type": "RuntimeDefault"}}
+RESTRICTED_POD = {"run_as_non_root": True, "seccomp_profile": {"type": "RuntimeDefault"}}
+# no fsGroup on step pods of the payload claim: a kubelet would re-own the patient data at the first mount
+WITH_FS_GROUP = {"fs_group_change_policy": "OnRootMismatch"}
 
 
 def compact(value: Any) -> Any:
@@ -117,7 +118,7 @@ def test_pod_spec_contract(airflow_db: None) -> None:
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert spec["service_account_name"] == "clara-runner"
     assert main["security_context"] == RESTRICTED_CONTAINER
-    assert spec["security_context"] == {**RESTRICTED_POD, "run_as_user": 1000, "run_as_group": 1000, "fs_group": 1000}
+    assert spec["security_context"] == {**RESTRICTED_POD, "run_as_user": 1000, "run_as_group": 1000}
     assert spec["automount_service_account_token"] is False
     assert main["termination_message_policy"] == "FallbackToLogsOnError"
     assert pod["metadata"]["labels"]["clara-airflow/operator"] == "nodule-seg"
@@ -155,7 +156,9 @@ def test_service_objects_match_goldens(prefix: str) -> None:
     assert container["readiness_probe"]["tcp_socket"]["port"] == 8000
     assert container["security_context"] == RESTRICTED_CONTAINER
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["security_context"]["run_as_non_root"] is True and pod["automount_service_account_token"] is False
+    assert pod["security_context"] == {**RESTRICTED_POD, **WITH_FS_GROUP, "run_as_user": 1000, "run_as_group": 1000,
+                                       "fs_group": 1000}, "service claims are ours, not patient data: fsGroup stays"
+    assert pod["automount_service_account_token"] is False
     assert pod.get("image_pull_secrets", []) == [{"name": s} for s in svc.pull_secrets]
     assert pod["volumes"][0]["persistent_volume_claim"]["claim_name"] == "clara-service-data"
     assert deployment["metadata"]["annotations"]["clara-airflow/spec-hash"]
@@ -168,8 +171,7 @@ def test_service_objects_match_goldens(prefix: str) -> None:
 def test_step_user_runs_the_pod_as_that_user_and_group() -> None:
     pods = pods_of(VALID[0], SETTINGS, dataclasses.replace(OPTIONS, step_user="1001:2000"))
     (pod,) = pods.values()
-    assert pod["spec"]["security_context"] == {**RESTRICTED_POD, "run_as_user": 1001, "run_as_group": 2000,
-                                               "fs_group": 2000}
+    assert pod["spec"]["security_context"] == {**RESTRICTED_POD, "run_as_user": 1001, "run_as_group": 2000}
     (prepare,) = pod["spec"]["init_containers"]
     assert not any(e["name"] == "CLARA_OWNER" for e in prepare["env"]), "the init container runs as the step"
 
