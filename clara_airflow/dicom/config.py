@@ -18,7 +18,6 @@ __all__ = ["AirflowApi", "DicomConfig", "Destination", "Listen", "Route", "Rule"
            "load_config", "valid_aet"]
 
 _AET = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash, 1-16 characters
-PRIORITIES = ("lower", "normal", "higher", "immediate")
 
 
 def valid_aet(value: str) -> str:
