@@ -197,3 +197,39 @@ def test_destinations_are_read_from_the_configured_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({**MINIMAL, "destinations": {"PACS": {"host": "h", "port": 104, "ae_title": "P"},
                                                             "ARCHIVE": {"host": "a", "port": 11112, "ae_title": "A"}}}))
     assert configured_destinations(str(path)) == ("PACS", "ARCHIVE")
+
+
+def test_only_trailing_slashes_are_dropped() -> None:
+    assert DicomConfig.model_validate(_with("airflow.url", "http://AIRFLOWX/")).airflow.url == "http://AIRFLOWX"
+    assert DicomConfig.model_validate(_with("inbox", "/data/X/")).inbox == "/data/X"
+
+
+def test_a_top_level_problem_and_a_missing_ae_titles_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "dicom.yaml"
+    path.write_text("inbox: /data/in\ncolour: blue\n")
+    with pytest.raises(SpecError) as info:
+        load_config(path)
+    assert sorted((p.line, p.col, p.message) for p in info.value.problems) == [
+        (1, 1, "ae_titles: 'ae_titles' is required"),
+        (2, 1, "colour: unknown key 'colour'; see docs/dicom.md for the keys")]
+
+
+def test_a_list_document_is_refused_with_the_shape_expected(tmp_path: Path) -> None:
+    path = tmp_path / "dicom.yaml"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(SpecError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert (problem.message, problem.rule) == ("the DICOM configuration must be a mapping (listen:, inbox:, ...)", "D1")
+
+
+def test_the_command_line_reads_destinations_from_airflows_environment(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from clara_airflow.dicom.config import environment_destinations
+
+    path = tmp_path / "dicom.yaml"
+    path.write_text(json.dumps({**MINIMAL, "destinations": {"PACS": {"host": "h", "port": 104, "ae_title": "P"}}}))
+    monkeypatch.delenv("AIRFLOW__CLARA__DICOM_CONFIG", raising=False)
+    assert environment_destinations() is None
+    monkeypatch.setenv("AIRFLOW__CLARA__DICOM_CONFIG", str(path))
+    assert environment_destinations() == ("PACS",)

@@ -195,3 +195,19 @@ def test_a_group_gathered_before_a_restart_is_routed_from_its_files(tmp_path: Pa
     again = Receiver(first.config, first.triggers)  # a new process: nothing seen at reception
     again.tick(time.monotonic() + 10)
     assert [p for p, _, _ in first.triggers.added] == ["mr-brain", "archive-check", "ct-triage"]
+
+
+def test_a_route_without_rules_reads_nothing_and_names_no_rule(tmp_path: Path) -> None:
+    import dataclasses
+
+    decision = decide(route(pipelines=["every"]), tmp_path)
+    assert (decision.runs, decision.rules, decision.read) == ((("every", "normal"),), (), 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.read = 5  # type: ignore[misc]
+
+
+def test_an_unreadable_file_is_skipped_and_reading_goes_on(tmp_path: Path) -> None:
+    folder = group(tmp_path / "g", {"modality": "MR", "count": 1})
+    (folder / "0-first.dcm").write_bytes(b"not DICOM at all")  # sorted first
+    decision = decide(route(rules=RULES[1:2]), folder)
+    assert decision.runs == (("mr-brain", "normal"),) and decision.read == 1
