@@ -52,7 +52,7 @@ MODULES = {
                         "tests/unit/dicom/test_export_rules.py",
                         "tests/unit/dicom/test_routing.py"],
     "dicom/routing.py": ["tests/unit/dicom/test_routing.py"],
-    "dicom/health.py": ["tests/unit/dicom/test_health.py"],
+    "dicom/health.py": ["tests/unit/dicom/test_health_rules.py", "tests/unit/dicom/test_health.py"],
     "dicom/reactor.py": ["tests/unit/dicom/test_reactor.py"],
     "dicom/receiver.py": ["tests/unit/dicom/test_receiver_rules.py", "tests/unit/dicom/test_receiver_faults.py",
                           "tests/unit/dicom/test_receiver.py"],
