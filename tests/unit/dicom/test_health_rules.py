@@ -128,3 +128,60 @@ def test_the_port_announces_itself_on_the_receivers_logger(tmp_path: Path, airfl
             ("clara_airflow.dicom", f"status port: http://127.0.0.1:{port}/health and /metrics")]
     finally:
         server.close()
+
+
+def _get(port: int, path: str) -> tuple[int, Any, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_each_route_answers_with_its_type_and_length(tmp_path: Path, airflow: FakeAirflow,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a running SCP the status port says so (503); the facts never ask Airflow."""
+    import json
+
+    monkeypatch.setenv("CLARA_DICOM_STATUS_TOKEN", TOKEN)
+    cfg = config(tmp_path, airflow, listen={"host": "127.0.0.1", "port": free_port(), "ae_title": "CLARA",
+                                            "status_port": free_port()})
+    sender = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
+    sender.start()
+    server = start_status(cfg, Receiver(cfg), sender)
+    assert server is not None
+    try:
+        assert server.thread.name == "clara-status" and server.thread.daemon and server.server.daemon_threads
+        code, headers, body = _get(server.port, "/health")
+        scp = any(t.name.startswith("AcceptorServer@") and t.is_alive() for t in threading.enumerate())  # a leak
+        assert code == (200 if scp else 503) and headers["Content-Type"] == "application/json"
+        assert headers["Content-Length"] == str(len(body))
+        health = json.loads(body)
+        assert health["checks"] == {"scp": scp, "triggers": True} and "dags" not in health
+        code, headers, body = _get(server.port, "/metrics")
+        assert code == 200 and headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        code, headers, body = _get(server.port, "/elsewhere")
+        assert (code, headers["Content-Type"], body) == (404, "application/json", b'{"error": "GET /health or /metrics"}')
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("token", "served"), [("x" * 15, False), ("x" * 16, True), ("", False)])
+def test_the_token_must_have_sixteen_characters(tmp_path: Path, airflow: FakeAirflow, monkeypatch: pytest.MonkeyPatch,
+                                                token: str, served: bool) -> None:
+    from clara_airflow.errors import ClaraAirflowError
+
+    monkeypatch.setenv("CLARA_DICOM_STATUS_TOKEN", token)
+    cfg = config(tmp_path, airflow, listen={"host": "127.0.0.1", "port": free_port(), "ae_title": "CLARA",
+                                            "status_port": free_port()})
+    if served:
+        server = start_status(cfg, Receiver(cfg), threading.Thread(target=lambda: None))
+        assert server is not None
+        server.close()
+        return
+    with pytest.raises(ClaraAirflowError) as info:
+        start_status(cfg, Receiver(cfg), threading.Thread(target=lambda: None))
+    assert str(info.value) == ("listen.status_port is set, but the environment variable CLARA_DICOM_STATUS_TOKEN "
+                               "(listen.status_token_env) does not hold a token of at least 16 characters; "
+                               "/health and /metrics need it as 'Authorization: Bearer <token>'")
