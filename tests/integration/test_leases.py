@@ -91,7 +91,8 @@ def test_lease_of_a_killed_run_is_stale_once_airflow_ends_the_run(airflow_db: No
     proc = dags_test("it-hold", tmp_path)
     try:
         (held,) = wait_for(lambda: live_leases(sid), 90, "the run's lease")
-        assert read_record(sid) is not None, "the record is written before the step runs"
+        # the lease is taken first, the record a moment later (services/ensure.py): wait for it, not race it
+        wait_for(lambda: read_record(sid), 30, "the record, written before the step runs")
     finally:
         proc.kill()  # the worker dies: no teardown runs, the lease stays behind
         proc.wait()
