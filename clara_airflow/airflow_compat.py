@@ -55,11 +55,8 @@ ENDED_STATES = ("success", "failed", GONE)  # a run that will never act again: w
 
 
 def dagbag(**kwargs: Any) -> Any:
-    """An Airflow ``DagBag`` (tests, benchmarks and tools that parse a dags folder the way Airflow does).
-
-    Why here: ``DagBag`` is core, not SDK, and moved from ``airflow.models.dagbag`` (3.0 to 3.1) to
-    ``airflow.dag_processing.dagbag`` (3.2 on).
-    """
+    """An Airflow ``DagBag``, to parse a dags folder as Airflow does. Why here: ``DagBag`` is core, not SDK,
+    in ``airflow.models.dagbag`` (3.0 to 3.1), then ``airflow.dag_processing.dagbag`` (3.2 on)."""
     try:
         from airflow.dag_processing.dagbag import DagBag
     except ImportError:  # Airflow 3.1
@@ -68,11 +65,8 @@ def dagbag(**kwargs: Any) -> Any:
 
 
 def max_map_length() -> int:
-    """How many mapped task instances Airflow creates for one task at most (``[core] max_map_length``,
-    1024 by default): a batch run never takes more studies than it can map.
-
-    Why here: ``conf`` moved into the Task SDK in 3.2 (see ``_MOVED``); the option exists since 2.3.
-    """
+    """How many mapped task instances Airflow makes of one task at most (``[core] max_map_length``, 1024):
+    a batch run never takes more studies. Why here: ``conf`` moved into the Task SDK in 3.2 (``_MOVED``)."""
     try:
         return max(1, int(__getattr__("conf").getint("core", "max_map_length", fallback=1024)))
     except (ValueError, TypeError):
@@ -80,11 +74,8 @@ def max_map_length() -> int:
 
 
 def in_task() -> bool:
-    """True inside a running task (Task SDK supervisor comms are set up).
-
-    Why: a task must use the SDK's Variable and run-state calls, other processes (CLI, api-server)
-    the metadata database. ``task_runner.SUPERVISOR_COMMS`` is module state of the SDK (since 3.0).
-    """
+    """True inside a running task: it must use the SDK's Variable and run-state calls, other processes
+    the metadata database. Why: ``task_runner.SUPERVISOR_COMMS`` is SDK module state (since 3.0)."""
     try:
         from airflow.sdk.execution_time import task_runner
     except ImportError:

@@ -72,8 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
-    """Folders become the pipeline files below them (the loader's own finder); a path ending in
-    .yaml/.yml is a file to check, whatever it is on disk."""
+    """Folders become their pipeline files (the loader's finder); a .yaml/.yml path is checked as it is."""
     from clara_airflow.spec.source import PIPELINE_SUFFIXES, pipeline_files
 
     files: list[Path] = []
@@ -293,8 +292,7 @@ def _gpus(args: argparse.Namespace) -> int:
 def _services_gc(args: argparse.Namespace) -> int:
     from clara_airflow.services.admin import collect_services
 
-    for line in collect_services(dry_run=args.dry_run):
-        print(line)
+    sys.stdout.writelines(f"{line}\n" for line in collect_services(dry_run=args.dry_run))
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -66,10 +65,8 @@ class DockerServiceManager:
         return docker_client(self.url)
 
     # -- find or start --------------------------------------------------------------------------------
-    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any,
-               sole_user: Callable[[], bool] | None = None) -> ServiceInstance:
-        """Return the running instance of ``svc``, starting it if needed, once every port is ready
-        (``sole_user`` is Kubernetes' concern: Docker has no pull secrets to roll out)."""
+    def ensure(self, svc: ServicePlan, *, timeout: float, log: Any, sole_user: Any = None) -> ServiceInstance:
+        """The running instance of ``svc``, started if needed, once every port is ready (``sole_user``: unused)."""
         deadline = time.monotonic() + timeout
         name = service_name(svc.id)
         ensure_network(self.cli, self.network)

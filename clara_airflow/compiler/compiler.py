@@ -154,11 +154,8 @@ def _topological_order(spec: PipelineSpec, upstream: Mapping[str, tuple[str, ...
 
 
 def _requests(req: RequestsSpec, defaults: Resources) -> Requests:
-    return Requests(
-        cpu=req.cpu if req.cpu is not None else defaults.cpu,
-        memory=req.memory if req.memory is not None else defaults.memory,
-        gpu=req.gpu if req.gpu is not None else defaults.gpu,
-    )
+    pick = [getattr(req, k) if getattr(req, k) is not None else getattr(defaults, k) for k in ("cpu", "memory", "gpu")]
+    return Requests(*pick)
 
 
 def _exports(spec: PipelineSpec, settings: PipelineSettings, destinations: tuple[str, ...] | None

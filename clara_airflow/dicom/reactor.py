@@ -18,6 +18,7 @@ pynetdicom still sleeps where this expects is ``tests/unit/dicom/test_reactor.py
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 __all__ = ["BUSY", "POLL", "busy", "install", "on_open"]
@@ -62,8 +63,6 @@ def install() -> None:
 
 def busy(assoc: Any) -> None:
     """``assoc`` has just had a message: poll it quickly for the next :data:`BUSY` seconds."""
-    import time
-
     assoc._clara_busy_until = time.monotonic() + BUSY
     assoc.dul._run_loop_delay = POLL
 

@@ -5,9 +5,7 @@ A trigger is a file ``<spool>/<digest>.json`` written (durably) before the group
 becomes visible in the inbox, and removed once Airflow answered 200 (created) or 409 (a run with that id
 exists already: an earlier attempt got through). The run id is deterministic (pipeline, called AE title,
 group UID), so a receiver that crashes, or an Airflow that is down, never loses a run and never starts
-one twice.
-
-Triggers are sent by their own thread (:meth:`Triggers.run`): receiving, C-ECHO and group completion
+one twice. Triggers are sent by their own thread (:meth:`Triggers.run`): receiving, C-ECHO and group completion
 never wait on Airflow. Any failure of a send (no connection, a timeout, 5xx, a 401 after a fresh token,
 a body that is not what Airflow answers) is retried per trigger with exponential back-off from 1 s,
 capped at 60 s. Airflow's permanent answers (400, 403, 404, 422) move the trigger to
@@ -152,9 +150,7 @@ def records(folder: Path) -> list[dict[str, Any]]:
 
 class Triggers:
     """The on-disk queue of DAG runs to start, tried in priority order with per-trigger back-off.
-
-    :param spool: the folder of pending triggers (kept across restarts); ``failed-triggers/`` beside it.
-    """
+    :param spool: the folder of pending triggers (kept across restarts); ``failed-triggers/`` beside it."""
 
     def __init__(self, spool: Path, client: AirflowClient, *, clock: Any = time.monotonic) -> None:
         self.spool = spool
