@@ -43,17 +43,51 @@ def engine_down(url: object, exc: object) -> str:
 
 
 def ensure_network(cli: Any, name: str) -> None:
-    """Create the user-defined network all Clara containers join, once."""
+    """Create the user-defined network all Clara containers join, once, and keep its name unique.
+
+    Docker's duplicate check is best effort: two tasks that create the network at the same moment (the
+    first runs of a fresh engine) can both succeed, and every later use of the name then fails as
+    "ambiguous". Every caller therefore settles on one network by the same rule (the one in use, then the
+    oldest) and removes the empty others."""
     from docker.errors import APIError
 
-    if any(net["Name"] == name for net in cli.networks(names=[name])):  # the filter matches substrings
-        return
-    try:
-        cli.create_network(name, driver="bridge", check_duplicate=True,
-                           labels={LABEL_MANAGED: "true"})
-    except APIError as exc:
-        if exc.status_code != 409:
-            raise
+    found = _named(cli, name)
+    if not found:
+        try:
+            cli.create_network(name, driver="bridge", check_duplicate=True, labels={LABEL_MANAGED: "true"})
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+        found = _named(cli, name)
+    if len(found) > 1:
+        _keep_one(cli, name, found)
+
+
+def _named(cli: Any, name: str) -> list[dict[str, Any]]:
+    return [net for net in cli.networks(names=[name]) if net["Name"] == name]  # the filter matches substrings
+
+
+def _keep_one(cli: Any, name: str, found: list[dict[str, Any]]) -> None:
+    from docker.errors import APIError, NotFound
+
+    def in_use(net: dict[str, Any]) -> bool:
+        try:
+            return bool(cli.inspect_network(net["Id"]).get("Containers"))
+        except NotFound:
+            return False
+
+    keep = min(found, key=lambda net: (not in_use(net), net.get("Created", ""), net["Id"]))
+    for net in found:
+        if net["Id"] != keep["Id"]:
+            try:
+                cli.remove_network(net["Id"])
+            except NotFound:
+                pass  # another caller removed it
+            except APIError as exc:
+                raise ServiceError(
+                    f"{len(found)} Docker networks are named {name} and {net['Id'][:12]} cannot be removed "
+                    f"({exc.explanation}); keep one: docker network ls --filter name={name}, then docker "
+                    f"network rm the others once their containers are stopped") from None
 
 
 def accepts(address: str, port: int) -> bool:

@@ -433,3 +433,72 @@ def test_another_deployment_s_containers_on_the_same_engine_are_listed_and_never
         for container in (service, step):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+
+def _networks(docker_cli: Any, name: str) -> list[Any]:
+    return [net for net in docker_cli.networks.list(names=[name]) if net.name == name]
+
+
+def test_networks_a_create_race_duplicated_are_collapsed_to_the_one_in_use(docker_cli: Any) -> None:
+    """Docker 20.10 lets two creates of one name at the same moment both succeed (seen on the cluster's
+    first runs); the name is then ambiguous for every container. ensure_network keeps the network that
+    has containers, else the oldest, and removes the others."""
+    import uuid
+
+    from clara_airflow.backends.docker_engine import ensure_network
+
+    name = f"clara-dup-{uuid.uuid4().hex[:8]}"
+    api = docker_cli.api
+    older = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
+    newer = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
+    third = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
+    box = docker_cli.containers.run("clara-airflow/busybox:1", ["sleep", "60"], detach=True)
+    try:
+        api.connect_container_to_network(box.id, newer)
+        ensure_network(api, name)
+        assert [net.id for net in _networks(docker_cli, name)] == [newer]
+        box.remove(force=True)
+        extra = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
+        ensure_network(api, name)  # none in use: the oldest stays
+        assert [net.id for net in _networks(docker_cli, name)] == [newer]
+        ran = docker_cli.containers.run("clara-airflow/busybox:1", ["true"], network=name, remove=True)
+        assert ran == b""
+    finally:
+        with contextlib.suppress(Exception):
+            box.remove(force=True)
+        for net in _networks(docker_cli, name):
+            net.remove()
+    assert {older, third, extra}.isdisjoint(net.id for net in docker_cli.networks.list())
+
+
+def test_eight_concurrent_first_uses_leave_one_network(docker_cli: Any) -> None:
+    import threading
+    import uuid
+
+    import docker
+
+    from clara_airflow.backends.docker_engine import ensure_network
+
+    name = f"clara-race-{uuid.uuid4().hex[:8]}"
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        cli = docker.from_env().api  # a client (a connection pool) per racer, as per task
+        barrier.wait(timeout=60)
+        try:
+            ensure_network(cli, name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors
+        assert len(_networks(docker_cli, name)) == 1
+    finally:
+        for net in _networks(docker_cli, name):
+            net.remove()
