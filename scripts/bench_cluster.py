@@ -12,7 +12,13 @@ both sides find it running). On the Celery cluster it then runs one batch over `
 Prints the wall time of each side, their ratio (target: Celery <= 1.3x the LocalExecutor), runs per hour,
 studies per hour for the batch, and where the time goes: per task, the median time from queued to
 running (the executor's hand-off), the median running time, and the summed task time over the wall time.
-Uses .cluster/ (the benchmark stops any cluster that runs, and leaves none running).
+Uses .cluster/ (the benchmark stops any cluster that runs, and leaves none running). Every invocation starts
+from fresh state: a new inbox, and the DAG's ledger and run folders removed; it fails when the batch's own
+summary does not show every study done in this run, or when any run failed.
+
+``--no-preload`` runs both sides without ``airflow_local_settings.py`` (``clara_airflow/preload.py``): the
+"before" of docs/performance.md. CPU seconds per task are printed per component: on the LocalExecutor the
+tasks run under the scheduler, on the Celery cluster under the workers.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchlib import WEB_STEPS, web_pipeline, web_service  # noqa: E402 - after the path is set
 
+from clara_airflow.batch.inbox import SUMMARY_FILE  # noqa: E402
 from tests.distributed.client import CLUSTER, Api, when  # noqa: E402
 
 DAG_ID = "bench-cluster"
@@ -51,6 +58,7 @@ def pipeline() -> str:
 
 def prepare(studies: int) -> None:
     shutil.rmtree(DAGS, ignore_errors=True)
+    shutil.rmtree(CLUSTER / "output" / DAG_ID, ignore_errors=True)  # the ledger and run folders of earlier runs
     (DAGS / "pipelines").mkdir(parents=True)
     shutil.copy(REPO / "dags" / "clara_pipelines.py", DAGS / "clara_pipelines.py")
     (DAGS / "pipelines" / f"{DAG_ID}.yaml").write_text(pipeline())
@@ -65,8 +73,9 @@ def prepare(studies: int) -> None:
     INBOX.chmod(0o755)
 
 
-def cluster(action: str, executor: str = "CeleryExecutor") -> None:
-    env = {**os.environ, "CLARA_CLUSTER_EXECUTOR": executor, "CLARA_CLUSTER_DAGS": str(DAGS)}
+def cluster(action: str, executor: str = "CeleryExecutor", preload: bool = True) -> None:
+    env = {**os.environ, "CLARA_CLUSTER_EXECUTOR": executor, "CLARA_CLUSTER_DAGS": str(DAGS),
+           "CLARA_CLUSTER_PRELOAD": "1" if preload else "0"}
     done = subprocess.run(["bash", str(REPO / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
                           text=True)
     if done.returncode:
@@ -134,6 +143,18 @@ def side(api: Api, executor: str, runs: int) -> dict[str, Any]:
     return result
 
 
+def batch_done(run_id: str, studies: int) -> str | None:
+    """Why the batch run did not do the work counted (None when its summary shows every study done)."""
+    summary = CLUSTER / "output" / DAG_ID / run_id / SUMMARY_FILE
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError) as exc:
+        return f"no batch summary at {summary} ({exc})"
+    if data.get("succeeded") != studies:
+        return f"the batch did {data.get('succeeded')} of {studies} studies in this run: {summary}"
+    return None
+
+
 def service_instances() -> int:
     from clara_airflow.compiler.compiler import compile_pipeline
     from clara_airflow.spec.load import load_pipeline
@@ -148,6 +169,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--studies", type=int, default=50)
+    parser.add_argument("--no-preload", action="store_true", help="without clara_airflow.preload (the before)")
     args = parser.parse_args()
     prepare(args.studies)
     results: dict[str, dict[str, Any]] = {}
@@ -155,7 +177,7 @@ def main() -> int:
         for executor in ("LocalExecutor", "CeleryExecutor"):
             cluster("down")
             print(f"[bench] {executor}: cluster.sh up, then {args.runs} runs of {DAG_ID} triggered together", flush=True)
-            cluster("up", executor)
+            cluster("up", executor, preload=not args.no_preload)
             api = Api.from_cluster()
             results[executor] = side(api, executor, args.runs)
             print(f"[bench] {executor}: {results[executor]['wall']:.1f} s", flush=True)
@@ -164,6 +186,7 @@ def main() -> int:
         batch = [f"batch-{int(began)}"]
         trigger(api, batch, {})
         results["batch"] = finish(api, batch, began)
+        results["batch"]["not_done"] = batch_done(batch[0], args.studies)
         instances = service_instances()
     finally:
         cluster("down")
@@ -180,12 +203,24 @@ def main() -> int:
     for name, row in (("LocalExecutor", local), ("CeleryExecutor", celery)):
         parts = "  ".join(f"{n} {row['cpu'].get(n, 0.0):.1f}" for n in names)
         print(f"  {name:16}{parts}  (total {sum(row['cpu'].values()):.1f} of {2 * row['wall']:.0f})")
+    task_side = {"LocalExecutor": local["cpu"].get("scheduler", 0.0) / local["tasks"],
+                 "CeleryExecutor": celery["cpu"].get("worker", 0.0) / celery["tasks"]}
+    print("CPU seconds per task (the tasks' own processes: the scheduler's session on the LocalExecutor, the "
+          f"workers' on Celery; preload {'off' if args.no_preload else 'on'}):")
+    for name, row in (("LocalExecutor", local), ("CeleryExecutor", celery)):
+        parts = "  ".join(f"{n} {row['cpu'].get(n, 0.0) / row['tasks']:.2f}" for n in names)
+        print(f"  {name:16}{parts}")
+    print(f"task-side CPU per task: Celery workers {task_side['CeleryExecutor']:.2f} s vs LocalExecutor "
+          f"{task_side['LocalExecutor']:.2f} s: {task_side['CeleryExecutor'] / task_side['LocalExecutor']:.2f}x "
+          "(target <= 1.2x)")
     print(f"batch of {args.studies} studies on the Celery cluster: {batch_run['wall']:.1f} s, "
           f"{3600 * args.studies / batch_run['wall']:.0f} studies/hour, {len(batch_run['failed'])} failed runs, "
           f"{batch_run['tasks']} tasks; bench service instances running at the end: {instances}")
     (REPO / "artifacts").mkdir(exist_ok=True)
     (REPO / "artifacts" / "bench_cluster.json").write_text(json.dumps(results, indent=2))
-    return 1 if local["failed"] or celery["failed"] or batch_run["failed"] else 0
+    if batch_run["not_done"]:
+        print(f"FAILED: {batch_run['not_done']}", file=sys.stderr)
+    return 1 if local["failed"] or celery["failed"] or batch_run["failed"] or batch_run["not_done"] else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@
 # CLARA_CLUSTER_IDLE_TTL and CLARA_CLUSTER_REAPER_SCHEDULE set the service idle TTL and the reaper's schedule
 # (60 s and every minute by default, so the reaper is exercised; a real deployment keeps 3600 s / 5 min).
 # CLARA_CLUSTER_DEPLOYMENT_ID sets [clara] deployment_id (clara-local, the same as the demo's: see write_env).
+# CLARA_CLUSTER_PRELOAD=0 leaves out $AIRFLOW_HOME/config/airflow_local_settings.py, which preloads clara_airflow
+# in the scheduler and the workers before they fork tasks (clara_airflow/preload.py; on by default, as a
+# deployment should run; scripts/bench_cluster.py --no-preload measures without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -47,6 +50,15 @@ install() {
     log "installing the Celery and PostgreSQL extras into .venv"
     .venv/bin/pip install -q --no-build-isolation -c constraints.txt -e ".[cluster]"
   fi
+}
+
+write_local_settings() {  # what docs/performance.md tells a deployment to put there
+  mkdir -p "$ROOT/airflow/config"
+  if [ "${CLARA_CLUSTER_PRELOAD:-1}" = 0 ]; then
+    rm -f "$ROOT/airflow/config/airflow_local_settings.py"
+    return
+  fi
+  printf '%s\n' "from clara_airflow.preload import install" "" "install()" >"$ROOT/airflow/config/airflow_local_settings.py"
 }
 
 write_env() {
@@ -142,6 +154,7 @@ up() {
   alive "$ROOT/pids/postgres.pid" || start_postgres
   [ "$EXECUTOR" = LocalExecutor ] || alive "$ROOT/pids/redis.pid" || start_redis
   write_env
+  write_local_settings
   log "migrating the metadata database"
   (cluster_env; airflow db migrate >"$ROOT/logs/db-migrate.log" 2>&1)
   alive "$ROOT/pids/api-server.pid" || start_component api-server airflow api-server
