@@ -74,6 +74,12 @@ def preload() -> list[str]:
                 log.warning("clara-airflow preload: %s not imported (%s); tasks import it themselves", name, exc)
                 continue
             loaded.append(name)
+    try:  # the loader's installation check reads package metadata: its path caches are inherited too
+        from clara_airflow.versions import crypto_problem
+
+        crypto_problem()
+    except Exception as exc:
+        log.warning("clara-airflow preload: package metadata not read (%s)", exc)
     log.info("clara-airflow preload: %d modules in %.2f s (pid %d)", len(loaded), time.perf_counter() - began,
              os.getpid())
     return loaded

@@ -16,6 +16,13 @@ Measured one after the other in one process, on the local Docker engine:
 
 Prints the times, the ratio batch / floor (target <= 1.5x, stretch 1.2x), studies per hour (target
 >= 2,250) and where the time goes. The service must start exactly once for the batch.
+
+``--scheduler`` measures instead how a hospital runs it: the batch under ``airflow standalone`` (its
+scheduler, LocalExecutor with parallelism 4, ``clara_airflow.preload`` in ``airflow_local_settings.py``;
+``--no-preload`` leaves it out), triggered through the REST API, against a floor that runs the same
+containers from 4 threads with the Docker SDK (4 studies at a time, each study's steps in order). Target
+<= 1.5x (stretch 1.25x). Both start from an empty inbox of their own; the batch counts only when its
+own summary shows every study done in that run.
 """
 
 from __future__ import annotations
@@ -99,6 +106,103 @@ def floor(client: Any, studies: list[Path]) -> tuple[float, list[float]]:
     return time.perf_counter() - began, each
 
 
+def floor_threads(client: Any, studies: list[Path], threads: int = 4) -> float:
+    """:func:`floor` with ``threads`` studies at a time (the scheduler's parallelism)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from docker.types import Mount
+
+    began = time.perf_counter()
+    service = client.containers.run(IMAGE, SERVICE, name="clara-bench-floor-service", detach=True, network=NETWORK)
+
+    def one(study: Path) -> None:
+        out = WORK / "floor4" / study.name
+        for name, script, source in STEPS:
+            (out / name).mkdir(parents=True)
+            mounts = [Mount("/in", str(out / source if source else study), type="bind", read_only=True),
+                      Mount("/out", str(out / name), type="bind")]
+            container = client.containers.create(IMAGE, ["/bin/sh", "-c", script], mounts=mounts, network=NETWORK,
+                                                 environment={"WEB": "clara-bench-floor-service:8080"})
+            container.start()
+            status = container.wait()["StatusCode"]
+            container.remove(force=True)
+            if status != 0:
+                raise SystemExit(f"floor: step {name} of {study.name} exited {status}")
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, studies))
+    finally:
+        service.remove(force=True)
+    return time.perf_counter() - began
+
+
+def scheduler_leg(studies: int, preload: bool) -> None:
+    """The batch under ``airflow standalone`` against :func:`floor_threads`; prints both and the ratio."""
+    import json
+
+    import docker
+
+    from clara_airflow.backends.docker import LABEL_ID
+    from tests.browser.standalone import start
+
+    client = docker.from_env()
+    if not any(n.name == NETWORK for n in client.networks.list(names=[NETWORK])):
+        client.networks.create(NETWORK)
+    INBOX.mkdir()
+    floor_s = floor_threads(client, make_studies(studies, "f"))
+    shutil.rmtree(INBOX)
+    INBOX.mkdir()
+    (WORK / "pipeline").mkdir()
+    (WORK / "pipeline" / f"{DAG_ID}.yaml").write_text(pipeline())
+    airflow = start(WORK / "standalone", [WORK / "pipeline" / f"{DAG_ID}.yaml"], dict(os.environ), timeout=240,
+                    overrides={"AIRFLOW__CLARA__PAYLOAD_ROOT": str(INBOX)}, preload=preload)
+    try:
+        deadline = time.monotonic() + 180
+        while not _exists(airflow, f"/api/v2/dags/{DAG_ID}"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{DAG_ID} never appeared; see {airflow.home / 'standalone.log'}")
+            time.sleep(1)
+        make_studies(studies, "s")
+        run_id = f"batch-{int(time.time())}"
+        began = time.perf_counter()
+        airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": {}})
+        while (state := airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]) not in ("success", "failed"):
+            if time.perf_counter() - began > 1800:
+                raise SystemExit("the batch did not end within 30 minutes")
+            time.sleep(0.5)
+        batch_s = time.perf_counter() - began
+        summary = json.loads((airflow.output / DAG_ID / run_id / "batch-summary.json").read_text())
+        services = [c for c in client.containers.list(all=True, filters={"label": LABEL_ID})
+                    if "bench-batch" in " ".join(c.attrs["Config"]["Cmd"] or [])]
+    finally:
+        airflow.stop()
+        for container in client.containers.list(all=True, filters={"label": LABEL_ID}):
+            if "bench-batch" in " ".join(container.attrs["Config"]["Cmd"] or []):
+                container.remove(force=True)
+    if state != "success" or summary["succeeded"] != studies:
+        raise SystemExit(f"the batch ended {state} with {summary['succeeded']} of {studies} studies done; "
+                         f"see {airflow.home}")
+    print(f"{studies} studies x {len(STEPS)} steps, one shared service; airflow standalone (LocalExecutor, "
+          f"parallelism 4, preload {'on' if preload else 'off'}) against 4 threads of the Docker SDK")
+    print(f"floor (4 threads):       {floor_s:7.1f} s   {3600 * studies / floor_s:8.0f} studies/hour")
+    print(f"batch under the scheduler: {batch_s:7.1f} s   {3600 * studies / batch_s:8.0f} studies/hour   ratio "
+          f"{batch_s / floor_s:.2f}x the floor (target <= 1.5x, stretch 1.25x); {summary['succeeded']} studies "
+          f"done in this run, {len(services)} service instance")
+
+
+def _exists(airflow: Any, path: str) -> bool:
+    import urllib.error
+
+    try:
+        airflow.api(path)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    return True
+
+
 def task_times(dr: Any) -> tuple[dict[str, list[float]], float]:
     """Seconds per task kind (by task id), and the summed task time of the run."""
     kinds: dict[str, list[float]] = {}
@@ -142,7 +246,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--studies", type=int, default=50)
     parser.add_argument("--per-run", type=int, default=10, help="studies timed for the run-per-study design")
+    parser.add_argument("--scheduler", action="store_true", help="under airflow standalone against 4 threads")
+    parser.add_argument("--no-preload", action="store_true", help="--scheduler without clara_airflow.preload")
     args = parser.parse_args()
+    if args.scheduler:
+        try:
+            scheduler_leg(args.studies, preload=not args.no_preload)
+        finally:
+            shutil.rmtree(WORK, ignore_errors=True)
+        return
     import docker
 
     client = docker.from_env()

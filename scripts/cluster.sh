@@ -162,9 +162,12 @@ up() {
   alive "$ROOT/pids/dag-processor.pid" || start_component dag-processor airflow dag-processor
   alive "$ROOT/pids/triggerer.pid" || start_component triggerer airflow triggerer
   local n
-  [ "$EXECUTOR" = LocalExecutor ] || for n in 1 2; do  # each worker serves its task logs on a port of its own
+  # Each worker serves its task logs on a port of its own. Gossip and mingle (workers exchanging state and
+  # revoked ids at start) serve nothing Airflow uses and cost broker traffic and CPU: docs/performance.md.
+  [ "$EXECUTOR" = LocalExecutor ] || for n in 1 2; do
     alive "$ROOT/pids/worker-$n.pid" || start_component "worker-$n" \
-      env AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((8793 + n)) airflow celery worker --celery-hostname "worker-$n@%h"
+      env AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((8793 + n)) airflow celery worker --celery-hostname "worker-$n@%h" \
+      --without-gossip --without-mingle
   done
   log "waiting for the API on :$API_PORT$([ "$EXECUTOR" = LocalExecutor ] || echo ' and two registered workers')"
   (cluster_env; .venv/bin/python scripts/cluster_wait.py "$ROOT")

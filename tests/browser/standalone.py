@@ -56,11 +56,15 @@ def free_port() -> int:
 
 
 def start(home: Path, pipelines: list[Path], env: dict[str, str], timeout: float = 120,
-          overrides: dict[str, str] | None = None) -> Standalone:
-    """:param overrides: environment set last (``AIRFLOW__CLARA__PAYLOAD_ROOT`` of a DICOM inbox, say)."""
+          overrides: dict[str, str] | None = None, preload: bool = False) -> Standalone:
+    """:param overrides: environment set last (``AIRFLOW__CLARA__PAYLOAD_ROOT`` of a DICOM inbox, say).
+    :param preload: ``airflow_local_settings.py`` preloads clara_airflow (``clara_airflow.preload``)."""
     dags, payload, output = home / "dags", home / "payload", home / "output"
-    for folder in (dags, payload, output):
+    for folder in (dags, payload, output, home / "config"):
         folder.mkdir(parents=True, exist_ok=True)
+    if preload:
+        (home / "config" / "airflow_local_settings.py").write_text("from clara_airflow.preload import install\n\n"
+                                                                   "install()\n")
     shutil.copy(REPO / "dags" / "clara_pipelines.py", dags)
     for pipeline in pipelines:
         shutil.copy(pipeline, dags)

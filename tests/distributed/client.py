@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,12 +45,15 @@ class Api:
             return json.loads(raw) if raw else None
 
     def wait_runs(self, dag_id: str, run_ids: list[str], seconds: float) -> dict[str, dict[str, Any]]:
+        """Each run asked for by its id: a listing is capped at the API's page limit (100), and a cluster's
+        database keeps every earlier run."""
         end = time.monotonic() + seconds
         found: dict[str, dict[str, Any]] = {}
         while time.monotonic() < end:
-            runs = self.call(f"/api/v2/dags/{dag_id}/dagRuns?limit=1000")["dag_runs"]
-            found = {r["dag_run_id"]: r for r in runs if r["dag_run_id"] in run_ids}
-            if len(found) == len(run_ids) and all(r["state"] in ("success", "failed") for r in found.values()):
+            for run_id in run_ids:
+                if found.get(run_id, {}).get("state") not in ("success", "failed"):
+                    found[run_id] = self.call(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+            if all(r["state"] in ("success", "failed") for r in found.values()):
                 return found
             time.sleep(2)
         states = {k: v["state"] for k, v in found.items()}
