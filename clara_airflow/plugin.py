@@ -67,11 +67,24 @@ def _priority() -> type:
     return RunPriority
 
 
+class _BuiltOnFirstUse:
+    """``fastapi_apps``, built the first time Airflow reads it: only the api-server does. Every process that
+    loads plugins imports this module, a task process on a Celery worker included, and building the app
+    imports FastAPI and Airflow's API security (1.2 s, measured in docs/performance.md)."""
+
+    def __get__(self, instance: object, owner: type) -> list[dict[str, Any]]:
+        apps: list[dict[str, Any]] | None = owner.__dict__.get("_apps")
+        if apps is None:
+            apps = _fastapi_apps()
+            setattr(owner, "_apps", apps)  # noqa: B010 - on the class, so that every instance shares it
+        return apps
+
+
 class ClaraPlugin(AirflowPlugin):  # type: ignore[misc]
     """Adds the Clara services page to the Airflow UI (navigation entry "Clara services")."""
 
     name = "clara"
-    fastapi_apps = _fastapi_apps()
+    fastapi_apps = _BuiltOnFirstUse()
     priority_weight_strategies = [_priority()]
     external_views = [{"name": "Clara services", "href": "/clara/services", "destination": "nav",
                        "url_route": "clara-services", "category": "browse"}]

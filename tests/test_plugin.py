@@ -185,6 +185,30 @@ def test_the_plugin_mounts_one_app_under_clara_and_one_nav_entry(monkeypatch: An
     assert plugin._fastapi_apps() == []
 
 
+LOAD_PLUGINS = """
+import sys
+from airflow import plugins_manager
+plugins_manager.ensure_plugins_loaded()  # what a task process on a Celery worker does
+assert any(p.name == "clara" for p in plugins_manager._get_plugins()[0])
+assert "fastapi" not in sys.modules, "loading the plugin built the FastAPI app"
+apps, _ = plugins_manager.get_fastapi_plugins()  # what the api-server does
+assert [a["url_prefix"] for a in apps if a["name"] == "Clara services"] == ["/clara"], apps
+print("ok")
+"""
+
+
+def test_a_process_that_loads_plugins_builds_the_app_only_when_airflow_asks_for_it(tmp_path: Any) -> None:
+    """Every task process on a Celery worker loads the plugins; building the app there cost 1.2 s a task."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    done = subprocess.run([sys.executable, "-c", LOAD_PLUGINS], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
 def test_stopping_needs_exactly_the_delete_permission(client: Any, readers: None, fake_page: list[Any]) -> None:
     assert call(client, "POST", STOP, "deleter", headers=CSRF).status_code == 200
     assert call(client, "GET", "/clara/services", "deleter").status_code == 403
