@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 # What parsing a Clara DAG file and running its tasks imports (the loader, the DAG builder, the operators),
 # by the provider each needs; a backend whose provider is not installed is skipped.
 MODULES: dict[str, tuple[str, ...]] = {
-    "airflow.sdk": ("airflow.sdk", "airflow.sdk.definitions.decorators", "clara_airflow.loader",
+    # Airflow's own supervisor and task runner: a Celery worker's pool process imports them at its first task.
+    "airflow.sdk": ("airflow.sdk", "airflow.sdk.execution_time.supervisor", "airflow.sdk.execution_time.task_runner",
+                    "airflow.executors.base_executor", "airflow.sdk.definitions.decorators", "clara_airflow.loader",
                     "clara_airflow.dag", "clara_airflow.operators.steps", "clara_airflow.operators.batch",
                     "clara_airflow.operators.ensure_service", "clara_airflow.operators.release_leases",
                     "clara_airflow.services.reaper", "clara_airflow.dicom.config"),
