@@ -9,7 +9,10 @@ Airflow's DAG processor uses one per file parse, that builds a ``DagBag`` of the
 - ``processor``: the whole folder (what the DAG processor does every ``min_file_process_interval``);
   ``[core] dagbag_import_timeout`` (30 s by default) bounds it;
 - ``worker``: the same file with the parsing context of one DAG, as a task's worker parses it; only
-  that pipeline is compiled.
+  that pipeline is compiled;
+- ``preloaded``: the worker's parse in a process where ``clara_airflow.preload`` ran first, as in a
+  task forked from a scheduler or Celery worker that preloads (docs/performance.md); the preload's own
+  time is left out, as the parent pays it once.
 
 Printed: mean +/- sd of the parse time (after Airflow is imported) and per pipeline. The Airflow
 import itself (about 1.6 s per process on this kind of machine) is shown apart.
@@ -30,13 +33,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = """
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 from clara_airflow.airflow_compat import dagbag
+try:  # Airflow itself, counted apart: clara_airflow.airflow_compat imports it only when called
+    import airflow.dag_processing.dagbag
+except ImportError:  # Airflow 3.1
+    import airflow.models.dagbag
 t1 = time.perf_counter()
-bag = dagbag(dag_folder=sys.argv[1])
+if os.environ.get("CLARA_BENCH_PRELOAD"):
+    from clara_airflow.preload import preload
+    preload()
 t2 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "parse": t2 - t1, "dags": len(bag.dags), "errors": len(bag.import_errors)}))
+bag = dagbag(dag_folder=sys.argv[1])
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "preload": t2 - t1, "parse": t3 - t2, "dags": len(bag.dags),
+                  "errors": len(bag.import_errors)}))
 """
 
 
@@ -84,20 +96,24 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="clara-bench-parse-"))
     base = {**os.environ, "AIRFLOW_HOME": str(root / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
-    print(f"{'N':>5} {'kind':<10} {'parse (mean +/- sd)':>26} {'per pipeline':>14} {'DAGs':>6}   airflow import")
+    print(f"{'N':>5} {'kind':<10} {'parse (mean +/- sd)':>26} {'per pipeline':>14} {'DAGs':>6}   airflow import; "
+          "preload (paid once by the parent)")
     means: dict[tuple[int, str], float] = {}
     try:
         for n in args.sizes:
             folder, one = make_folder(root, n)
             loader = folder / "clara_pipelines.py"
-            for kind, env in (("processor", base), ("worker", {**base, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": one})):
+            worker = {**base, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": one}
+            for kind, env in (("processor", base), ("worker", worker),
+                              ("preloaded", {**worker, "CLARA_BENCH_PRELOAD": "1"})):
                 runs = [probe(loader, env) for _ in range(args.repeat)]
                 if any(r["errors"] for r in runs):
                     raise SystemExit(f"N={n} {kind}: import errors (dagbag_import_timeout?)")
                 parse = [r["parse"] for r in runs]
                 per = f"{statistics.mean(parse) / n * 1000:11.2f} ms" if kind == "processor" else f"{'-':>14}"
                 print(f"{n:>5} {kind:<10} {describe(parse):>26} {per} {int(runs[0]['dags']):>6}   "
-                      f"{describe([r['import'] for r in runs]).strip()}")
+                      f"{describe([r['import'] for r in runs]).strip()}"
+                      + (f"; {describe([r['preload'] for r in runs]).strip()}" if kind == "preloaded" else ""))
                 means[(n, kind)] = statistics.mean(parse)
     finally:
         shutil.rmtree(root, ignore_errors=True)
