@@ -43,7 +43,9 @@ MODULES: dict[str, tuple[str, ...]] = {
                     "airflow.executors.base_executor", "airflow.sdk.definitions.decorators", "clara_airflow.loader",
                     "clara_airflow.dag", "clara_airflow.operators.steps", "clara_airflow.operators.batch",
                     "clara_airflow.operators.ensure_service", "clara_airflow.operators.release_leases",
-                    "clara_airflow.services.reaper", "clara_airflow.dicom.config"),
+                    "clara_airflow.services.reaper", "clara_airflow.dicom.config",
+                    # Airflow 3.1's parse loads the plugins (the priority rule): ours, cheap since its app is lazy
+                    "clara_airflow.plugin", "clara_airflow.priority"),
     "airflow.providers.docker": ("airflow.providers.docker.operators.docker", "clara_airflow.backends.docker",
                                  "clara_airflow.operators.docker_step"),
     "airflow.providers.cncf.kubernetes": ("airflow.providers.cncf.kubernetes.operators.pod",

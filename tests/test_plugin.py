@@ -189,9 +189,17 @@ LOAD_PLUGINS = """
 import sys
 from airflow import plugins_manager
 plugins_manager.ensure_plugins_loaded()  # what a task process on a Celery worker does
-assert any(p.name == "clara" for p in plugins_manager._get_plugins()[0])
+if hasattr(plugins_manager, "_get_plugins"):  # Airflow 3.2 on
+    loaded = plugins_manager._get_plugins()[0]
+else:  # Airflow 3.1
+    loaded = plugins_manager.plugins
+assert any(p.name == "clara" for p in loaded)
 assert "fastapi" not in sys.modules, "loading the plugin built the FastAPI app"
-apps, _ = plugins_manager.get_fastapi_plugins()  # what the api-server does
+if hasattr(plugins_manager, "get_fastapi_plugins"):  # what the api-server does
+    apps, _ = plugins_manager.get_fastapi_plugins()
+else:
+    plugins_manager.initialize_fastapi_plugins()
+    apps = plugins_manager.fastapi_apps
 assert [a["url_prefix"] for a in apps if a["name"] == "Clara services"] == ["/clara"], apps
 print("ok")
 """
