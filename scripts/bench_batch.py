@@ -75,32 +75,35 @@ def make_studies(count: int, prefix: str) -> list[Path]:
     return folders
 
 
+def run_step(client: Any, study: Path, out: Path, step: tuple[str, str, str | None], host: str) -> float:
+    """One step's container as the floor runs it (create, start, wait, remove); returns its seconds."""
+    from docker.types import Mount
+
+    name, script, source = step
+    (out / name).mkdir(parents=True)
+    mounts = [Mount("/in", str(out / source if source else study), type="bind", read_only=True),
+              Mount("/out", str(out / name), type="bind")]
+    began = time.perf_counter()
+    container = client.containers.create(IMAGE, ["/bin/sh", "-c", script], mounts=mounts,
+                                         environment={"WEB": host}, network=NETWORK)
+    container.start()
+    status = container.wait()["StatusCode"]
+    container.remove(force=True)
+    if status != 0:
+        raise SystemExit(f"floor: step {name} of {study.name} exited {status}")
+    return time.perf_counter() - began
+
+
 def floor(client: Any, studies: list[Path]) -> tuple[float, list[float]]:
     """The Docker SDK alone: the service once, then every study's steps in order. Returns (seconds,
     per-container seconds)."""
-    from docker.types import Mount
-
     began = time.perf_counter()
     service = client.containers.run(IMAGE, SERVICE, name="clara-bench-floor-service", detach=True, network=NETWORK)
-    host = "clara-bench-floor-service:8080"
     each: list[float] = []
     try:
         for study in studies:
-            out = WORK / "floor" / study.name
-            for name, script, source in STEPS:
-                (out / name).mkdir(parents=True)
-                source_dir = out / source if source else study
-                mounts = [Mount("/in", str(source_dir), type="bind", read_only=True),
-                          Mount("/out", str(out / name), type="bind")]
-                t = time.perf_counter()
-                container = client.containers.create(IMAGE, ["/bin/sh", "-c", script], mounts=mounts,
-                                                     environment={"WEB": host}, network=NETWORK)
-                container.start()
-                status = container.wait()["StatusCode"]
-                container.remove(force=True)
-                each.append(time.perf_counter() - t)
-                if status != 0:
-                    raise SystemExit(f"floor: step {name} of {study.name} exited {status}")
+            each += [run_step(client, study, WORK / "floor" / study.name, step, "clara-bench-floor-service:8080")
+                     for step in STEPS]
     finally:
         service.remove(force=True)
     return time.perf_counter() - began, each
@@ -110,24 +113,12 @@ def floor_threads(client: Any, studies: list[Path], threads: int = 4) -> float:
     """:func:`floor` with ``threads`` studies at a time (the scheduler's parallelism)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from docker.types import Mount
-
     began = time.perf_counter()
     service = client.containers.run(IMAGE, SERVICE, name="clara-bench-floor-service", detach=True, network=NETWORK)
 
     def one(study: Path) -> None:
-        out = WORK / "floor4" / study.name
-        for name, script, source in STEPS:
-            (out / name).mkdir(parents=True)
-            mounts = [Mount("/in", str(out / source if source else study), type="bind", read_only=True),
-                      Mount("/out", str(out / name), type="bind")]
-            container = client.containers.create(IMAGE, ["/bin/sh", "-c", script], mounts=mounts, network=NETWORK,
-                                                 environment={"WEB": "clara-bench-floor-service:8080"})
-            container.start()
-            status = container.wait()["StatusCode"]
-            container.remove(force=True)
-            if status != 0:
-                raise SystemExit(f"floor: step {name} of {study.name} exited {status}")
+        for step in STEPS:
+            run_step(client, study, WORK / "floor4" / study.name, step, "clara-bench-floor-service:8080")
 
     try:
         with ThreadPoolExecutor(threads) as pool:
