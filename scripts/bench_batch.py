@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -51,7 +52,7 @@ os.environ.update({
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(WORK / "service-data"),
 })
 sys.path.insert(0, str(REPO))
-from benchlib import WEB_STEPS, web_pipeline, web_service  # noqa: E402 - after the path is set
+from benchlib import WEB_STEPS, cpu_by_component, machine_busy, web_pipeline, web_service  # noqa: E402
 
 DAG_ID = "bench-batch"
 IMAGE = "clara-airflow/busybox:1"
@@ -130,8 +131,6 @@ def floor_threads(client: Any, studies: list[Path], threads: int = 4) -> float:
 
 def scheduler_leg(studies: int, preload: bool) -> None:
     """The batch under ``airflow standalone`` against :func:`floor_threads`; prints both and the ratio."""
-    import json
-
     import docker
 
     from clara_airflow.backends.docker import LABEL_ID
@@ -141,7 +140,9 @@ def scheduler_leg(studies: int, preload: bool) -> None:
     if not any(n.name == NETWORK for n in client.networks.list(names=[NETWORK])):
         client.networks.create(NETWORK)
     INBOX.mkdir()
+    cpu = [(machine_busy(), cpu_by_component(os.getpid()), time.process_time())]
     floor_s = floor_threads(client, make_studies(studies, "f"))
+    cpu.append((machine_busy(), cpu_by_component(os.getpid()), time.process_time()))
     shutil.rmtree(INBOX)
     INBOX.mkdir()
     (WORK / "pipeline").mkdir()
@@ -156,13 +157,16 @@ def scheduler_leg(studies: int, preload: bool) -> None:
             time.sleep(1)
         make_studies(studies, "s")
         run_id = f"batch-{int(time.time())}"
-        began = time.perf_counter()
+        began, since = time.perf_counter(), time.time()
+        cpu.append((machine_busy(), cpu_by_component(airflow.process.pid), time.process_time()))
         airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": {}})
         while (state := airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]) not in ("success", "failed"):
             if time.perf_counter() - began > 1800:
                 raise SystemExit("the batch did not end within 30 minutes")
             time.sleep(0.5)
         batch_s = time.perf_counter() - began
+        cpu.append((machine_busy(), cpu_by_component(airflow.process.pid), time.process_time()))
+        instances, until = task_instances(airflow, run_id), time.time()
         summary = json.loads((airflow.output / DAG_ID / run_id / "batch-summary.json").read_text())
         services = [c for c in client.containers.list(all=True, filters={"label": LABEL_ID})
                     if "bench-batch" in " ".join(c.attrs["Config"]["Cmd"] or [])]
@@ -180,6 +184,85 @@ def scheduler_leg(studies: int, preload: bool) -> None:
     print(f"batch under the scheduler: {batch_s:7.1f} s   {3600 * studies / batch_s:8.0f} studies/hour   ratio "
           f"{batch_s / floor_s:.2f}x the floor (target <= 1.5x, stretch 1.25x); {summary['succeeded']} studies "
           f"done in this run, {len(services)} service instance")
+    print("\nCPU seconds during each (2 cores: wall x 2 is the machine's whole budget; 'other' is what no "
+          "component below holds: exited container shims with their runc, the containers, the rest of the machine):")
+    for name, wall, (busy0, parts0, own0), (busy1, parts1, own1) in (("floor", floor_s, *cpu[:2]),
+                                                                    ("batch", batch_s, *cpu[2:])):
+        parts = {n: parts1[n] - parts0.get(n, 0.0) for n in parts1}
+        parts["benchmark"] = own1 - own0
+        listed = "  ".join(f"{n} {v:.1f}" for n, v in sorted(parts.items()) if v >= 0.05)
+        print(f"  {name:6} machine {busy1 - busy0:6.1f} of {2 * wall:6.1f}   {listed}  other "
+              f"{busy1 - busy0 - sum(parts.values()):.1f}")
+    cores, batch_cpu = os.cpu_count() or 1, cpu[3][0] - cpu[2][0]
+    airflow_cpu = sum(cpu[3][1].get(n, 0.0) - cpu[2][1].get(n, 0.0) for n in ("scheduler", "api-server",
+                                                                              "dag-processor", "triggerer"))
+    print(f"  the batch's CPU alone needs {batch_cpu / cores:.1f} s of this machine's {cores} cores: "
+          f"{batch_cpu / cores / floor_s:.2f}x the floor even if nothing ever waited; Airflow's components used "
+          f"{airflow_cpu / len(instances):.2f} CPU s per task instance ({len(instances)} task instances)")
+    slots(instances, batch_s)
+    api_requests(airflow.home / "standalone.log", since, until, len(instances))
+
+
+def task_instances(airflow: Any, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of the run, mapped ones included, as the REST API gives them (paged by 100)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        page = airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(found)}")
+        found += page["task_instances"]
+        if not page["task_instances"] or len(found) >= page["total_entries"]:
+            return found
+
+
+def slots(instances: list[dict[str, Any]], wall: float, parallelism: int = 4) -> None:
+    """Where the batch's task time went: tasks running (start -> end, by task) and how many task instances
+    were running, and queued or running, on average over the batch (the executor has ``parallelism``
+    slots; queued -> start is the hand-out, the task process's start and the task runner until it reports
+    running, slowed by whatever else wants the CPU)."""
+    from datetime import datetime
+
+    def at(text: str | None) -> float:
+        return datetime.fromisoformat(text).timestamp() if text else float("nan")
+
+    running: dict[str, list[float]] = {}
+    starting: list[float] = []
+    held = 0.0
+    for ti in instances:
+        queued, start, end = at(ti["queued_when"]), at(ti["start_date"]), at(ti["end_date"])
+        if end == end and start == start:
+            running.setdefault(ti["task_id"], []).append(end - start)
+            if queued == queued:
+                starting.append(start - queued)
+                held += end - queued
+    busy = sum(sum(v) for v in running.values())
+    timeline = REPO / "artifacts" / "bench_batch" / "task-instances.json"
+    timeline.parent.mkdir(parents=True, exist_ok=True)
+    timeline.write_text(json.dumps(instances, indent=1))
+    print(f"\nthe batch's {len(instances)} task instances ({parallelism} executor slots; all of them in {timeline}):")
+    for task_id, seconds in sorted(running.items()):
+        print(f"    {task_id:<36} x{len(seconds):<4} running (start -> end) median {statistics.median(seconds):.2f} s")
+    print(f"  on average {busy / wall:.1f} task instances running and {held / wall:.1f} queued or running; "
+          f"queued -> start median {statistics.median(starting):.2f} s")
+
+
+def api_requests(log: Path, since: float, until: float, tasks: int) -> None:
+    """Execution API requests the api-server answered between ``since`` and ``until`` (its access log in
+    standalone.log), per kind of request and per task instance."""
+    import re
+    from collections import Counter
+    from datetime import datetime
+
+    kinds: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        found = re.match(r"api-server \| (\S+Z) .*request finished.* method=(\w+) path=(/execution/\S*)", line)
+        if not found or not since <= datetime.fromisoformat(found[1]).timestamp() <= until:
+            continue
+        parts = [p if len(p) < 30 and not re.search(r"\d{4}-\d\d-\d\d", p) else "*"
+                 for p in found[3].split("/")[2:]]
+        kinds[f"{found[2]} /{'/'.join(parts[:1] + ['*'] * (len(parts) > 1) + parts[-1:] * (len(parts) > 2))}"] += 1
+    total = sum(kinds.values())
+    print(f"\nExecution API requests during the batch: {total}, {total / max(1, tasks):.1f} per task instance")
+    for kind, count in kinds.most_common(12):
+        print(f"    {kind:<48} {count:6d}  {count / max(1, tasks):5.2f} per task")
 
 
 def _exists(airflow: Any, path: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 STEPS = 4
 
 
@@ -54,3 +57,47 @@ def web_pipeline(dag_id: str, inbox: object, service: list[str]) -> str:
                 + (f"    from: {source}\n" if source else "") + "  output:\n  - path: /out\n"
                 + (text if name == "infer" else ""))
     return out
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+COMPONENTS = ("scheduler", "api-server", "dag-processor", "triggerer", "celery")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy so far, all cores together (``/proc/stat``)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def cpu_by_component(root: int) -> dict[str, float]:
+    """CPU seconds used so far by each direct child of process ``root`` with all its descendants, reaped
+    ones included, named by the child's command line (``airflow scheduler`` -> ``scheduler``); and
+    ``docker``: dockerd, containerd and the live container shims with theirs. A shim that has exited is
+    counted nowhere (init reaps it): compare with :func:`machine_busy`."""
+    table: dict[int, tuple[int, float, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, rest = stat.read_text().rsplit(")", 1)
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = rest.split()
+        name = comm.split("(", 1)[1]
+        words = b" ".join(argv).decode(errors="replace").replace("_", "-").split()
+        if "airflow" in " ".join(words):  # 'python .../airflow scheduler', or the title Airflow set
+            name = next((w for w in words if w in COMPONENTS), name)
+        table[int(stat.parent.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / TICKS, name)
+    used: dict[str, float] = {}
+    for pid, (_, seconds, _name) in table.items():
+        component, walker = None, pid
+        while walker in table and component is None:
+            parent, _, own = table[walker]
+            if parent == root:
+                component = table[walker][2]
+            elif own in ("dockerd", "containerd") or own.startswith("containerd-shim"):
+                component = "docker"
+            walker = parent
+        if component is not None:
+            used[component] = used.get(component, 0.0) + seconds
+    return used

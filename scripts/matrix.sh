@@ -4,6 +4,7 @@
 #
 #   bash scripts/matrix.sh                 # 3.1.8 3.2.2 3.3.2 (the supported range)
 #   bash scripts/matrix.sh 3.1.8           # one version (CI runs the oldest; the main suite is the newest)
+#   bash scripts/matrix.sh --prepare 3.1.8 # only build the venv (scripts/test.sh does it in the background)
 #
 # Each venv gets Airflow at that version and clara-airflow with its extras, every package pinned by
 # constraints/airflow-<version>.txt (3.3: constraints.txt); `scripts/pins.py refresh` rewrites them.
@@ -12,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+prepare=false
+if [ "${1:-}" = --prepare ]; then prepare=true; shift; fi
 versions=("$@")
 ((${#versions[@]})) || versions=(3.1.8 3.2.2 3.3.2)
 
@@ -47,6 +50,10 @@ run_version() {  # $1 version; prints the result line
   log "Airflow $version: passed in $((SECONDS - started)) s"
 }
 
+if $prepare; then
+  for version in "${versions[@]}"; do make_venv "$version" ".matrix/airflow-$version"; done
+  exit
+fi
 failed=()
 for version in "${versions[@]}"; do
   run_version "$version" || failed+=("$version")

@@ -104,10 +104,12 @@ def dicom_files(folders: Iterable[str | Path]) -> Found:
 
 
 def send_files(files: list[Path], name: str, destination: Destination, *, calling_aet: str = "CLARA",
-               attempts: int = 3, backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> SendResult:
+               attempts: int = 3, backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+               timeout: float = 30.0) -> SendResult:
     """C-STORE every file to ``destination``; a try that fails (a refusal, a lost association, any
     pynetdicom error) is repeated (``attempts`` in all, waiting ``backoff``, then twice that, ...), sending
-    only what was not stored yet.
+    only what was not stored yet. ``timeout``: seconds to wait for the destination's answer to the
+    association request and to each C-STORE (pynetdicom's ACSE and DIMSE time-outs).
 
     :raises SendError: naming the destination, the DICOM status or network error, and the count.
     """
@@ -117,7 +119,7 @@ def send_files(files: list[Path], name: str, destination: Destination, *, callin
     for attempt in range(1, attempts + 1):
         remaining = [f for f in files if f not in stored]
         try:
-            problem = _send_once(remaining, destination, calling_aet, stored)
+            problem = _send_once(remaining, destination, calling_aet, stored, timeout)
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
         left = len(files) - len(stored)
@@ -144,7 +146,8 @@ def _syntaxes(files: list[Path]) -> dict[Path, tuple[str, str]]:
     return found
 
 
-def _send_once(files: list[Path], destination: Destination, calling_aet: str, stored: set[Path]) -> str:
+def _send_once(files: list[Path], destination: Destination, calling_aet: str, stored: set[Path],
+               timeout: float) -> str:
     """One try: an association per up to :data:`MAX_CONTEXTS` (SOP class, transfer syntax) pairs; each
     instance stored is added to ``stored`` as soon as it is. Returns the last problem ('' when none)."""
     from pynetdicom import AE
@@ -155,6 +158,7 @@ def _send_once(files: list[Path], destination: Destination, calling_aet: str, st
     for start in range(0, len(pairs), MAX_CONTEXTS):
         chunk = set(pairs[start:start + MAX_CONTEXTS])
         ae = AE(ae_title=calling_aet)
+        ae.acse_timeout = ae.dimse_timeout = timeout
         for sop_class, syntax in sorted(chunk):
             ae.add_requested_context(sop_class, [syntax])
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)

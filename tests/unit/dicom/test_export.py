@@ -109,7 +109,7 @@ def test_a_lost_association_is_retried_and_nothing_is_sent_twice(tmp_path: Path,
     waits: list[float] = []
     try:
         result = send_files(files, "MYPACS", Destination(host="127.0.0.1", port=server.port, ae_title="PACS"),
-                            sleep=waits.append)
+                            sleep=waits.append, timeout=3)
     finally:
         server.server.shutdown()
     assert result.attempts == 2 and waits == [2.0]
