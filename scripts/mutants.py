@@ -5,15 +5,25 @@ runs the named tests, and restores the file whatever happens. A mutant whose sou
 an error ("update this list"), never a silent pass. The whole mutation pass, with mutmut, is
 ``scripts/mutation.sh``; this sample keeps CI within its time.
 
-Usage: ``.venv/bin/python scripts/mutants.py [--only N ...]``. Exit 1 if any mutant survives.
+Usage: ``.venv/bin/python scripts/mutants.py [--only N ...] [--jobs N]``. Exit 1 if any mutant survives.
+Two mutants are tested at once by default, each in its own copy of the checkout (the working tree is
+never mutated then); a spurious failure under load could only count a mutant killed, never let one
+survive, and the mutants whose tests use the Docker engine run one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import queue
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,36 +189,71 @@ MUTANTS = [
 ]
 
 
-def run_one(n: int, mutant: Mutant) -> bool:
-    """True when the tests kill the mutant (fail with it in place)."""
-    path = REPO / mutant.module
+def run_one(n: int, mutant: Mutant, root: Path = REPO) -> bool:
+    """True when the tests kill the mutant (fail with it in place), run in the checkout at ``root``."""
+    path = root / mutant.module
     source = path.read_text()
     if source.count(mutant.original) != 1:
         raise SystemExit(f"mutant {n} ({mutant.what}): its source text is not found exactly once in "
                          f"{mutant.module}; update scripts/mutants.py")
+    env = {**os.environ, "PYTHONPATH": str(root)}  # the copy's package, not the editable install's
     try:
         path.write_text(source.replace(mutant.original, mutant.mutated))
-        result = subprocess.run([*PYTEST, *mutant.tests], cwd=REPO, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([*PYTEST, *mutant.tests], cwd=root, env=env, capture_output=True, text=True,
+                                timeout=600)
     finally:
         path.write_text(source)
     return result.returncode != 0
 
 
+def copy_checkout() -> Path:
+    """A copy of the checkout's files (tracked, and untracked ones git does not ignore) to mutate."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    root = Path(tempfile.mkdtemp(prefix="clara-mutants-"))
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    return root
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", type=int, nargs="*", help="mutant numbers (1-based)")
-    chosen = parser.parse_args().only or range(1, len(MUTANTS) + 1)
-    survivors = []
-    for n in chosen:
-        mutant = MUTANTS[n - 1]
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="mutants tested at once, each in a copy of the checkout (default: 2 where there are "
+                             "2 cores); the ones whose tests use the Docker engine never run at the same time")
+    args = parser.parse_args()
+    chosen = args.only or range(1, len(MUTANTS) + 1)
+    copies: queue.Queue[Path] = queue.Queue()
+    for _ in range(max(1, args.jobs)):
+        copies.put(copy_checkout() if args.jobs > 1 else REPO)
+    docker = threading.Lock()  # tests/integration/ share the engine's networks and service names
+
+    def one(n: int) -> tuple[int, bool]:
+        mutant, root = MUTANTS[n - 1], copies.get()
         began = time.monotonic()
-        killed = run_one(n, mutant)
+        try:
+            with docker if any(t.startswith("tests/integration/") for t in mutant.tests) else contextlib.nullcontext():
+                killed = run_one(n, mutant, root)
+        finally:
+            copies.put(root)
         print(f"{'killed  ' if killed else 'SURVIVED'} {n:2d} {mutant.module}: {mutant.what} "
               f"({time.monotonic() - began:.1f} s)", flush=True)
-        if not killed:
-            survivors.append(n)
+        return n, killed
+
+    try:
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            survivors = sorted(n for n, killed in pool.map(one, chosen) if not killed)
+    finally:
+        while not copies.empty():
+            root = copies.get()
+            if root != REPO:
+                shutil.rmtree(root, ignore_errors=True)
     total = len(list(chosen))
-    print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / total:.0f} %)")
+    print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / total:.0f} %)"
+          + (f"; SURVIVED: {', '.join(map(str, survivors))}" if survivors else ""))
     return 1 if survivors else 0
 
 

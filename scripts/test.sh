@@ -4,9 +4,9 @@
 # (unit, Docker, Kubernetes-with-fakes and browser tests; extra arguments go to it), then the oldest
 # supported Airflow (scripts/matrix.sh 3.1.8) and 50 concurrent runs on the CeleryExecutor cluster.
 #
-# To stay within CI's time on 2 cores, what mostly waits is overlapped with what computes: the Airflow
-# 3.1 venv is installed while the checks and pytest run, and the Airflow 3.1 leg runs beside the cluster
-# leg (its output is printed once it ends). Each line says when it began, in seconds from the start.
+# To stay within CI's time on 2 cores, what mostly waits is overlapped with what computes: the pin check
+# (pip's resolution) and the Airflow 3.1 venv's install run while ruff, mypy and the mutation sample do,
+# and the Airflow 3.1 leg runs beside the cluster leg (its output is printed once it ends). Each line says when it began, in seconds from the start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[test] %s (at %d s)\n' "$*" "$SECONDS"; }
@@ -17,11 +17,17 @@ bash scripts/matrix.sh --prepare 3.1.8 >.matrix/prepare-3.1.8.log 2>&1 &
 prepare=$!
 # Every environment the scripts build resolves to the versions its pin file names, and nothing else
 # (README, "Pinned environments"): a new release on the package index cannot change what runs below.
-say pins; .venv/bin/python scripts/pins.py check
+# pip's resolution mostly waits on the index: it runs in the background too, and is waited for below.
+say "pins: checking in the background (.matrix/pins.log)"
+.venv/bin/python scripts/pins.py check >.matrix/pins.log 2>&1 &
+pins=$!
 say ruff; .venv/bin/ruff check clara_airflow tests dags scripts
 say mypy; .venv/bin/mypy
 say "mutation sample (56 planted bugs, each must fail the tests that cover it)"
 .venv/bin/python scripts/mutants.py
+say "pins: waiting"
+if ! wait "$pins"; then cat .matrix/pins.log; say "FAILED: pins"; exit 1; fi
+grep '^\[pins\]' .matrix/pins.log || true
 say pytest
 .venv/bin/python -m pytest "$@"
 say "Airflow 3.1: waiting for its venv"

@@ -91,8 +91,11 @@ def test_lease_of_a_killed_run_is_stale_once_airflow_ends_the_run(airflow_db: No
     proc = dags_test("it-hold", tmp_path)
     try:
         (held,) = wait_for(lambda: live_leases(sid), 90, "the run's lease")
-        # the lease is taken first, the record a moment later (services/ensure.py): wait for it, not race it
+        # the lease is taken first, then a provisional record, then the container starts (services/ensure.py):
+        # the worker dies once the service runs, not while it is still being created
         wait_for(lambda: read_record(sid), 30, "the record, written before the step runs")
+        wait_for(lambda: docker_cli.containers.list(filters={"label": f"{LABEL_ID}={sid}", "status": "running"}), 60,
+                 "the service's container running")
     finally:
         proc.kill()  # the worker dies: no teardown runs, the lease stays behind
         proc.wait()
