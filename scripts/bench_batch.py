@@ -52,7 +52,14 @@ os.environ.update({
     "AIRFLOW__CLARA__SERVICES_DATA_DIR": str(WORK / "service-data"),
 })
 sys.path.insert(0, str(REPO))
-from benchlib import WEB_STEPS, cpu_by_component, machine_busy, web_pipeline, web_service  # noqa: E402
+from benchlib import (  # noqa: E402 - after the path is set
+    WEB_STEPS,
+    cpu_by_component,
+    machine_busy,
+    task_instances,
+    web_pipeline,
+    web_service,
+)
 
 DAG_ID = "bench-batch"
 IMAGE = "clara-airflow/busybox:1"
@@ -166,7 +173,7 @@ def scheduler_leg(studies: int, preload: bool) -> None:
             time.sleep(0.5)
         batch_s = time.perf_counter() - began
         cpu.append((machine_busy(), cpu_by_component(airflow.process.pid), time.process_time()))
-        instances, until = task_instances(airflow, run_id), time.time()
+        instances, until = task_instances(airflow.api, DAG_ID, run_id), time.time()
         summary = json.loads((airflow.output / DAG_ID / run_id / "batch-summary.json").read_text())
         services = [c for c in client.containers.list(all=True, filters={"label": LABEL_ID})
                     if "bench-batch" in " ".join(c.attrs["Config"]["Cmd"] or [])]
@@ -201,16 +208,6 @@ def scheduler_leg(studies: int, preload: bool) -> None:
           f"{airflow_cpu / len(instances):.2f} CPU s per task instance ({len(instances)} task instances)")
     slots(instances, batch_s)
     api_requests(airflow.home / "standalone.log", since, until, len(instances))
-
-
-def task_instances(airflow: Any, run_id: str) -> list[dict[str, Any]]:
-    """Every task instance of the run, mapped ones included, as the REST API gives them (paged by 100)."""
-    found: list[dict[str, Any]] = []
-    while True:
-        page = airflow.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(found)}")
-        found += page["task_instances"]
-        if not page["task_instances"] or len(found) >= page["total_entries"]:
-            return found
 
 
 def slots(instances: list[dict[str, Any]], wall: float, parallelism: int = 4) -> None:

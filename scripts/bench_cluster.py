@@ -37,7 +37,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchlib import WEB_STEPS, web_pipeline, web_service  # noqa: E402 - after the path is set
+from benchlib import WEB_STEPS, task_instances, web_pipeline, web_service  # noqa: E402 - after the path is set
 
 from clara_airflow.batch.inbox import SUMMARY_FILE  # noqa: E402
 from tests.distributed.client import CLUSTER, Api, when  # noqa: E402
@@ -87,23 +87,13 @@ def trigger(api: Api, run_ids: list[str], conf: dict[str, Any]) -> None:
         api.call(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
 
 
-def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
-    """Every task instance of the run, page by page (the API returns at most 100 at a time)."""
-    found: list[dict[str, Any]] = []
-    while True:
-        page = api.call(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(found)}")
-        found += page["task_instances"]
-        if not page["task_instances"] or len(found) >= page["total_entries"]:
-            return found
-
-
 def finish(api: Api, run_ids: list[str], began: float) -> dict[str, Any]:
     runs = api.wait_runs(DAG_ID, run_ids, seconds=1800)
     wall = time.time() - began
     failed = sorted(r for r, data in runs.items() if data["state"] != "success")
     handoff, running, total = [], [], 0.0
     for run_id in run_ids:
-        for ti in task_instances(api, run_id):
+        for ti in task_instances(api.call, DAG_ID, run_id):
             queued, start, end = when(ti.get("queued_when")), when(ti["start_date"]), when(ti["end_date"])
             if math.isfinite(queued) and math.isfinite(start):  # when() is inf for a time not set
                 handoff.append(start - queued)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 STEPS = 4
 
@@ -101,3 +103,14 @@ def cpu_by_component(root: int) -> dict[str, float]:
         if component is not None:
             used[component] = used.get(component, 0.0) + seconds
     return used
+
+
+def task_instances(get: Callable[[str], dict[str, Any]], dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of a run, mapped ones included, through the REST API's GET ``get(path)``, page
+    by page (it returns at most 100 at a time)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        page = get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(found)}")
+        found += page["task_instances"]
+        if not page["task_instances"] or len(found) >= page["total_entries"]:
+            return found
