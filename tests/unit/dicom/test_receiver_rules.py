@@ -105,3 +105,25 @@ def test_a_paused_or_missing_dag_is_said_at_start(tmp_path: Path, airflow: FakeA
     assert check_dags(cfg, AirflowClient(cfg.airflow)) == {"p1": "paused", "p2": "missing"}
     assert "routed DAG p1 is paused: the runs the receiver starts stay queued" in caplog.text
     assert "routed DAG p2 does not exist in Airflow" in caplog.text
+
+
+def test_an_instance_without_its_group_uid_is_answered_cannot_understand_and_logged(
+        tmp_path: Path, airflow: FakeAirflow, caplog: pytest.LogCaptureFixture) -> None:
+    """0xC000 (Cannot understand) tells the modality the instance itself is wrong, not that the receiver is
+    out of resources (0xA700, worth a retry); the refusal is logged under the receiver's logger name."""
+    from pydicom import dcmread
+
+    from tests.dicom_data import ct_series
+    from tests.unit.dicom.test_receiver import Running, send
+
+    good, bad = ct_series(tmp_path / "s", study=generate_uid(), series=generate_uid(), count=2)
+    ds = dcmread(bad)
+    del ds.StudyInstanceUID
+    ds.save_as(bad)
+    rx = Running(config(tmp_path, airflow))
+    try:
+        assert send(rx.cfg, [good, bad]) == [0x0000, 0xC000]
+    finally:
+        rx.close()
+    refused = [r for r in caplog.records if "no valid Study Instance UID" in r.getMessage()]
+    assert [r.name for r in refused] == ["clara_airflow.dicom"]
