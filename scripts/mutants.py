@@ -5,7 +5,9 @@ runs the named tests, and restores the file whatever happens. A mutant whose sou
 an error ("update this list"), never a silent pass. The whole mutation pass, with mutmut, is
 ``scripts/mutation.sh``; this sample keeps CI within its time.
 
-Usage: ``.venv/bin/python scripts/mutants.py [--only N ...] [--jobs N]``. Exit 1 if any mutant survives.
+Usage: ``.venv/bin/python scripts/mutants.py [--only N ...] [--jobs N] [--docker yes|no|only]``. Exit 1 if
+any mutant survives. ``--docker no`` leaves out the mutants whose tests use the Docker engine and
+``--docker only`` tests just those: scripts/test.sh runs the first part beside the Docker tests.
 Two mutants are tested at once by default, each in its own copy of the checkout (the working tree is
 never mutated then); a spurious failure under load could only count a mutant killed, never let one
 survive, and the mutants whose tests use the Docker engine run one at a time.
@@ -189,6 +191,10 @@ MUTANTS = [
 ]
 
 
+def uses_docker(mutant: Mutant) -> bool:
+    return any(t.startswith(("tests/integration/", "tests/browser/")) for t in mutant.tests)
+
+
 def run_one(n: int, mutant: Mutant, root: Path = REPO) -> bool:
     """True when the tests kill the mutant (fail with it in place), run in the checkout at ``root``."""
     path = root / mutant.module
@@ -224,8 +230,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="mutants tested at once, each in a copy of the checkout (default: 2 where there are "
                              "2 cores); the ones whose tests use the Docker engine never run at the same time")
+    parser.add_argument("--docker", choices=("yes", "no", "only"), default="yes",
+                        help="with the mutants whose tests use the Docker engine (yes), without them (no), or "
+                             "only them (only)")
     args = parser.parse_args()
-    chosen = args.only or range(1, len(MUTANTS) + 1)
+    chosen = [n for n in args.only or range(1, len(MUTANTS) + 1)
+              if args.docker == "yes" or uses_docker(MUTANTS[n - 1]) == (args.docker == "only")]
     copies: queue.Queue[Path] = queue.Queue()
     for _ in range(max(1, args.jobs)):
         copies.put(copy_checkout() if args.jobs > 1 else REPO)
@@ -235,7 +245,7 @@ def main() -> int:
         mutant, root = MUTANTS[n - 1], copies.get()
         began = time.monotonic()
         try:
-            with docker if any(t.startswith("tests/integration/") for t in mutant.tests) else contextlib.nullcontext():
+            with docker if uses_docker(mutant) else contextlib.nullcontext():
                 killed = run_one(n, mutant, root)
         finally:
             copies.put(root)
@@ -251,8 +261,8 @@ def main() -> int:
             root = copies.get()
             if root != REPO:
                 shutil.rmtree(root, ignore_errors=True)
-    total = len(list(chosen))
-    print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / total:.0f} %)"
+    total = len(chosen)
+    print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / max(total, 1):.0f} %)"
           + (f"; SURVIVED: {', '.join(map(str, survivors))}" if survivors else ""))
     return 1 if survivors else 0
 

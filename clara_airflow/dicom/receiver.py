@@ -200,8 +200,8 @@ class Receiver:
             if state is None:
                 return
             route = self.config.ae_titles.get(state.called)
-            timeout = route.timeout if route is not None and state.groups else 0.0
-            stuck = False
+            timeout = route.timeout if route is not None else 0.0  # None: the listener's own title (C-ECHO), no groups
+            stuck: list[str] = []  # groups whose instances stay in incoming/
             for group in state.groups:
                 key = (state.called, group)
                 if keep:
@@ -209,13 +209,15 @@ class Receiver:
                         self.folders.merge(self.folders.incoming / state.key / state.called / group,
                                            self.folders.gathering / state.called / group)
                     except OSError as exc:  # kept in incoming/: the next start adds them to their group
-                        stuck = True
+                        stuck.append(group)
                         log.error("association %s: instances of group %s not moved to their group (%s); they "
                                   "are kept in %s", state.key, group, exc, self.folders.incoming / state.key)
                 self._sending[key] -= 1
+                if not self._sending[key]:  # a count left at 0 would keep the group pending for ever
+                    del self._sending[key]
                 if keep:
                     self._due[key] = time.monotonic() + timeout
-                elif not (self.folders.gathering / state.called / group).exists() and not self._sending[key]:
+                elif not (self.folders.gathering / state.called / group).exists() and key not in self._sending:
                     self._due.pop(key, None)
         if not stuck:
             shutil.rmtree(self.folders.incoming / state.key, ignore_errors=True)

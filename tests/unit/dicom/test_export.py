@@ -34,6 +34,7 @@ class Scp:
 
         self.status, self.received, self.port, self.abort_after = status, [], free_port(), abort_after
         self.callers: list[str] = []
+        self.dropping: Any = None  # the association being aborted
         self.refuse: set[str] = set()  # SOP instance UIDs answered 0xA700 every time
         ae = AE(ae_title="PACS")
         for context in AllStoragePresentationContexts:
@@ -45,8 +46,10 @@ class Scp:
         self.callers.append(event.assoc.requestor.ae_title)
         if str(event.request.AffectedSOPInstanceUID) in self.refuse:
             return 0xA700
+        if event.assoc is self.dropping:  # stored or not, no answer reaches the sender: not counted as stored
+            return 0xA700
         if self.abort_after is not None and len(self.received) == self.abort_after:
-            self.abort_after = None
+            self.abort_after, self.dropping = None, event.assoc
             threading.Timer(0.05, event.assoc.abort).start()  # the link drops before this instance is answered
             return 0xA700
         if self.status in (0, 0xB000, 0xB006, 0xB007):  # success, or a warning: stored

@@ -124,7 +124,13 @@ class Running:
         self.thread = threading.Thread(target=serve, args=(cfg,), kwargs={"stop": self.stop, "tick": 0.05,
                                                                           "receiver": self.receiver}, daemon=True)
         self.thread.start()
-        time.sleep(0.2)
+        end = time.monotonic() + 10  # listening: a fixed wait was too short on a loaded machine
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", cfg.listen.port)) == 0:
+                    break
+            assert time.monotonic() < end and self.thread.is_alive(), "the receiver never listened"
+            time.sleep(0.02)
 
     def close(self) -> None:
         self.stop.set()
@@ -219,7 +225,11 @@ def test_unknown_sources_and_called_titles_are_refused(running: Running, tmp_pat
     assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x03
     assoc = send(running.cfg, files, called="NOBODY")
     assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x07
-    assert "calling AE title 'STRANGER' from 127.0.0.1 is not in sources" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "clara_airflow.dicom"] == [
+        "association refused: calling=STRANGER host=127.0.0.1 called=CT_AI reason=calling AE title 'STRANGER' "
+        "from 127.0.0.1 is not in sources",
+        "association refused: calling=MODALITY host=127.0.0.1 called=NOBODY reason=called AE title 'NOBODY' is "
+        "not configured (ae_titles)"]
 
 
 def test_low_disk_refuses_associations(tmp_path: Path, airflow: FakeAirflow) -> None:

@@ -94,7 +94,8 @@ def _receiver(tmp_path: Path, ae: dict[str, Any]) -> Any:
     from clara_airflow.dicom.receiver import Receiver
 
     class Triggers:
-        added: list[tuple[str, str, str]] = []
+        def __init__(self) -> None:
+            self.added: list[tuple[str, str, str]] = []
 
         def add(self, pipeline: str, run_id: str, conf: dict[str, str], priority: str) -> None:
             self.added.append((pipeline, run_id, priority))
@@ -114,7 +115,7 @@ def test_an_unrouted_group_is_kept_listed_logged_and_starts_nothing(tmp_path: Pa
     group(rx.folders.gathering / "CLARA_AI" / UID, {"modality": "US"})
     with caplog.at_level(logging.INFO, logger="clara_airflow.dicom"):
         rx.complete("CLARA_AI", UID)
-    assert rx.triggers.added == []
+    assert rx.triggers.added == [] and rx.counts == {"unrouted": 1}  # clara_dicom_groups_unrouted_total
     assert (rx.folders.unrouted_root / "CLARA_AI" / UID / "s0-0000.dcm").is_file()
     assert not (rx.inbox / "CLARA_AI" / UID).exists()
     (entry,) = status(rx.config, airflow=False)["groups"]
@@ -134,8 +135,33 @@ def test_a_routed_group_starts_the_rules_runs_with_their_priorities(tmp_path: Pa
     assert time.perf_counter() - began < 5
     assert [(p, prio) for p, _, prio in rx.triggers.added] == [("mr-brain", "lower"), ("archive-check", "lower"),
                                                                ("ct-triage", "lower")]
-    assert (rx.inbox / "CLARA_AI" / UID / ".complete").is_file()
-    assert "rules=2,3 routing_ms=" in caplog.text
+    assert (rx.inbox / "CLARA_AI" / UID / ".complete").is_file() and rx.counts == {"completed": 1, "routed": 1}
+    routing_ms = completed_line(rx, caplog, " rules=2,3")  # reading the files, in milliseconds
+    assert 0 < routing_ms <= (time.perf_counter() - began) * 1000
+
+
+def completed_line(rx: Any, caplog: Any, rules: str) -> float:
+    """Checks the group's "group complete" log line, whole; returns its routing time."""
+    import re
+
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("group complete")]
+    runs = ",".join(run_id for _, run_id, _ in rx.triggers.added)
+    found = re.fullmatch(rf"group complete: called=CLARA_AI study={UID} instances=\d+ folder={rx.inbox}/CLARA_AI/{UID} "
+                         rf"runs={runs}{rules} routing_ms=(\d+\.\d)", line)
+    assert found, line
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize(("ae", "rules"), [({"rules": RULES, "default": ["fallback"]}, " rules=default"),
+                                           ({"pipelines": ["every"]}, "")])
+def test_the_complete_line_says_the_default_caught_it_or_names_no_rule(tmp_path: Path, caplog: Any,
+                                                                       ae: dict[str, Any], rules: str) -> None:
+    rx = _receiver(tmp_path, ae)
+    group(rx.folders.gathering / "CLARA_AI" / UID, {"modality": "US"})
+    with caplog.at_level(logging.INFO, logger="clara_airflow.dicom"):
+        rx.complete("CLARA_AI", UID)
+    completed_line(rx, caplog, rules)
+    assert [p for p, _, _ in rx.triggers.added] == ae.get("default", ae.get("pipelines"))
 
 
 def test_dicom_check_puts_each_rule_problem_at_its_line(tmp_path: Path) -> None:
