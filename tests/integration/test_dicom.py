@@ -200,16 +200,26 @@ def test_dicom_status_after_a_bad_day(rig: Rig) -> None:
         stop(receiver, 9)
     del data["ae_titles"]["OLD_AI"]  # the config changes while OLD_AI's study is still gathering
     data["airflow"]["url"] = "http://127.0.0.1:1"  # and Airflow is unreachable
+    data["ae_titles"]["SERIES_AI"]["timeout"] = 1
     config.write_text(yaml.safe_dump(data))
     receiver = start_receiver(config, rig.env, home / "receiver.log")
+
+    def status_now() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "dicom", "status", "--config",
+                               str(config), "--json"], capture_output=True, text=True, timeout=60, env=rig.env)
+
+    waiting = generate_uid()
     try:
         wait(lambda: "no longer in ae_titles" in (home / "receiver.log").read_text(), 30, "not quarantined")
-        found = subprocess.run([str(Path(sys.executable).parent / "clara-airflow"), "dicom", "status", "--config",
-                                str(config), "--json"], capture_output=True, text=True, timeout=60, env=rig.env)
+        # a series received while Airflow is down: its run waits in the spool, tried again and again
+        assert rig.store(ct_series(home / "c", study=generate_uid(), series=waiting, count=1), "SERIES_AI",
+                         port=port).returncode == 0
+        found = wait(lambda: (f := status_now()).returncode == 0 and any(
+            t["attempts"] >= 1 for t in json.loads(f.stdout)["triggers"]["pending"]) and f, 60,
+                     "the series' trigger was never tried")
         assert receiver.poll() is None, "the receiver is alive"
     finally:
         stop(receiver)
-    assert found.returncode == 0, found.stderr
     (REPO / "artifacts" / "dicom").mkdir(parents=True, exist_ok=True)
     (REPO / "artifacts" / "dicom" / "status-bad-day.json").write_text(found.stdout)
     status = json.loads(found.stdout)
@@ -219,6 +229,10 @@ def test_dicom_status_after_a_bad_day(rig: Rig) -> None:
     assert failed["pipeline"] == "dicom-rondtrip" and failed["reason"].startswith("HTTP 404: ")
     assert failed["run_id"] == run_id_for("dicom-rondtrip", "TYPO_AI", typo)
     assert status["dags"]["dicom-rondtrip"].startswith("unknown: ") and status["disk"]["free_mb"] > 0
+    (pending,) = status["triggers"]["pending"]
+    assert (pending["pipeline"], pending["run_id"]) == ("dicom-count", run_id_for("dicom-count", "SERIES_AI", waiting,
+                                                                                  "immediate"))
+    assert "Connection refused" in pending["last_error"], pending
 
 
 def test_grouping_by_quiet_time_study_and_series(rig: Rig) -> None:
