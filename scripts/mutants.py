@@ -8,9 +8,10 @@ an error ("update this list"), never a silent pass. The whole mutation pass, wit
 Usage: ``.venv/bin/python scripts/mutants.py [--only N ...] [--jobs N] [--docker yes|no|only]``. Exit 1 if
 any mutant survives. ``--docker no`` leaves out the mutants whose tests use the Docker engine and
 ``--docker only`` tests just those: scripts/test.sh runs the first part beside the Docker tests.
-Two mutants are tested at once by default, each in its own copy of the checkout (the working tree is
-never mutated then); a spurious failure under load could only count a mutant killed, never let one
-survive, and the mutants whose tests use the Docker engine run one at a time.
+Two mutants are tested at once by default. Each is tested in its own copy of the checkout, also with
+``--jobs 1``: the working tree is never mutated, so other tests can run from it meanwhile (scripts/test.sh
+does). A spurious failure under load could only count a mutant killed, never let one survive, and the
+mutants whose tests use the Docker engine run one at a time.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def main() -> int:
               if args.docker == "yes" or uses_docker(MUTANTS[n - 1]) == (args.docker == "only")]
     copies: queue.Queue[Path] = queue.Queue()
     for _ in range(max(1, args.jobs)):
-        copies.put(copy_checkout() if args.jobs > 1 else REPO)
+        copies.put(copy_checkout())
     docker = threading.Lock()  # tests/integration/ share the engine's networks and service names
 
     def one(n: int) -> tuple[int, bool]:
@@ -264,9 +265,7 @@ def main() -> int:
             survivors = sorted(n for n, killed in pool.map(one, chosen) if not killed)
     finally:
         while not copies.empty():
-            root = copies.get()
-            if root != REPO:
-                shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(copies.get(), ignore_errors=True)
     total = len(chosen)
     print(f"mutation sample: {total - len(survivors)}/{total} killed ({100 * (total - len(survivors)) / max(total, 1):.0f} %)"
           + (f"; SURVIVED: {', '.join(map(str, survivors))}" if survivors else ""))
