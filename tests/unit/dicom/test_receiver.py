@@ -225,11 +225,13 @@ def test_unknown_sources_and_called_titles_are_refused(running: Running, tmp_pat
     assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x03
     assoc = send(running.cfg, files, called="NOBODY")
     assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x07
+    assert send(running.cfg, files, calling="STRANGER").is_rejected  # counted again, for /metrics
+    assert running.receiver.counts == {"refused:source": 2, "refused:called_ae": 1}
+    stranger = ("association refused: calling=STRANGER host=127.0.0.1 called=CT_AI reason=calling AE title "
+                "'STRANGER' from 127.0.0.1 is not in sources")
     assert [r.getMessage() for r in caplog.records if r.name == "clara_airflow.dicom"] == [
-        "association refused: calling=STRANGER host=127.0.0.1 called=CT_AI reason=calling AE title 'STRANGER' "
-        "from 127.0.0.1 is not in sources",
-        "association refused: calling=MODALITY host=127.0.0.1 called=NOBODY reason=called AE title 'NOBODY' is "
-        "not configured (ae_titles)"]
+        stranger, "association refused: calling=MODALITY host=127.0.0.1 called=NOBODY reason=called AE title "
+                  "'NOBODY' is not configured (ae_titles)", stranger]
 
 
 def test_low_disk_refuses_associations(tmp_path: Path, airflow: FakeAirflow) -> None:
