@@ -217,8 +217,8 @@ class Receiver:
                     del self._sending[key]
                 if keep:
                     self._due[key] = time.monotonic() + timeout
-                elif not (self.folders.gathering / state.called / group).exists() and key not in self._sending:
-                    self._due.pop(key, None)
+                elif not (self.folders.gathering / state.called / group).exists():  # another association
+                    self._due.pop(key, None)  # still sending it sets it again, at its next store or its release
         if not stuck:
             shutil.rmtree(self.folders.incoming / state.key, ignore_errors=True)
         log.info("association %s: calling=%s host=%s called=%s instances=%d bytes=%d seconds=%.2f groups=%s",
