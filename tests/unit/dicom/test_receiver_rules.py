@@ -205,8 +205,8 @@ def test_a_completion_that_hit_a_disk_error_is_tried_again_5_s_later(
     with monkeypatch.context() as fault:
         fault.setattr(groups, "write_file", full)
         rx.tick(began)
-    assert f"group {study} of CT_AI not completed ([Errno 28] No space left on device); it stays gathering, " \
-           "tried again in 5 s" in caplog.text
+    assert _refusals(caplog) == [f"group {study} of CT_AI not completed ([Errno 28] No space left on device); it "
+                                 "stays gathering, tried again in 5 s"]
     done = Path(cfg.inbox) / "CT_AI" / study
     rx.tick(began + 4.9)
     assert not done.exists(), "tried again before its 5 s"

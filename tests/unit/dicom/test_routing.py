@@ -124,6 +124,9 @@ def test_an_unrouted_group_is_kept_listed_logged_and_starts_nothing(tmp_path: Pa
         f"group {UID} of CLARA_AI matches no rule and CLARA_AI has no default: kept in "
         f"{rx.folders.unrouted_root / 'CLARA_AI' / UID}, no run started (routing {r.args[4]:.1f} ms)"
         for r in caplog.records if "matches no rule" in r.getMessage()]
+    group(rx.folders.gathering / "CLARA_AI" / "1.2.3.5", {"modality": "US"})
+    rx.complete("CLARA_AI", "1.2.3.5")
+    assert rx.counts == {"unrouted": 2}
 
 
 def test_a_routed_group_starts_the_rules_runs_with_their_priorities(tmp_path: Path, caplog: Any) -> None:
