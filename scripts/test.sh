@@ -9,9 +9,9 @@
 # - the Docker engine's lane: pytest's Docker and browser tests (their log is printed once they end),
 #   then the two sample mutants whose tests use the engine, then the cluster leg beside the Airflow 3.1
 #   Docker run. Only this lane uses the engine: its tests share its networks and service containers.
-# - the other lane, beside it: pytest's other tests (none use the engine), the sample's other mutants,
-#   and the Airflow 3.1 unit tests, in a venv installed in the background from the start, as the pin
-#   check (pip's resolution) is.
+# - the other lane, beside it: ruff and mypy, pytest's other tests (none use the engine), the sample's
+#   other mutants, and the Airflow 3.1 unit tests, in a venv installed in the background from the start,
+#   as the pin check (pip's resolution) is.
 # Each line says when it began, in seconds from the start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,15 @@ say() { printf '[test] %s (at %d s)\n' "$*" "$SECONDS"; }
 lane_pytest() { local status=0; .venv/bin/python -m pytest "$@" || status=$?; ((status == 0 || status == 5)); }
 bash scripts/setup.sh
 mkdir -p .matrix
+engine= leg=
+# (|| true: errexit applies inside the trap too, and a lane that already ended is no error)
+trap '[ -z "$engine" ] || kill -- -"$engine" 2>/dev/null || true; [ -z "$leg" ] || kill -- -"$leg" 2>/dev/null || true
+      bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+# The engine's lane is the longer one: it starts first, and everything below runs beside it.
+say "pytest: the Docker and browser tests, in the engine's lane (.matrix/pytest-docker.log)"
+export -f lane_pytest
+setsid bash -c 'lane_pytest -m "docker or browser" "$@"' lane "$@" >.matrix/pytest-docker.log 2>&1 &
+engine=$!  # its own process group: stopped whole on exit
 say "Airflow 3.1: installing its venv in the background (.matrix/prepare-3.1.8.log)"
 bash scripts/matrix.sh --prepare 3.1.8 >.matrix/prepare-3.1.8.log 2>&1 &
 prepare=$!
@@ -31,17 +40,6 @@ say "pins: checking in the background (.matrix/pins.log)"
 pins=$!
 say ruff; .venv/bin/ruff check clara_airflow tests dags scripts
 say mypy; .venv/bin/mypy
-say "pins: waiting"
-if ! wait "$pins"; then cat .matrix/pins.log; say "FAILED: pins"; exit 1; fi
-grep '^\[pins\]' .matrix/pins.log || true
-engine= leg=
-# (|| true: errexit applies inside the trap too, and a lane that already ended is no error)
-trap '[ -z "$engine" ] || kill -- -"$engine" 2>/dev/null || true; [ -z "$leg" ] || kill -- -"$leg" 2>/dev/null || true
-      bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
-say "pytest: the Docker and browser tests, in the engine's lane (.matrix/pytest-docker.log)"
-export -f lane_pytest
-setsid bash -c 'lane_pytest -m "docker or browser" "$@"' lane "$@" >.matrix/pytest-docker.log 2>&1 &
-engine=$!  # its own process group: stopped whole on exit
 say "pytest: the other tests, beside them"
 lane_pytest -m "not docker and not browser" "$@"
 say "mutation sample without the Docker engine (56 planted bugs, each must fail the tests that cover it)"
@@ -52,6 +50,9 @@ if ! wait "$prepare"; then cat .matrix/prepare-3.1.8.log; say "FAILED: the Airfl
 # whole matrix: `bash scripts/matrix.sh` (README, "Supported Airflow versions").
 say "Airflow 3.1: unit and DagBag tests in .matrix/airflow-3.1.8"
 bash scripts/matrix.sh --part unit 3.1.8
+say "pins: waiting"
+if ! wait "$pins"; then cat .matrix/pins.log; say "FAILED: pins"; exit 1; fi
+grep '^\[pins\]' .matrix/pins.log || true
 say "pytest: waiting for the Docker and browser tests"
 status=0
 wait "$engine" || status=$?
