@@ -181,7 +181,8 @@ def test_a_study_becomes_one_complete_folder_and_one_run_per_pipeline(running: R
     run = airflow.runs[run_id_for("p1", "CT_AI", study)]
     assert run["dag"] == "p1" and run["conf"] == {"clara_payload": str(folder), "clara_priority": "normal"}
     assert run_id_for("p2", "CT_AI", study) in airflow.runs
-    assert not list((Path(running.cfg.inbox) / ".clara-receiver" / "pending").glob("*.json"))
+    # the sender thread settles each trigger file once Airflow has answered: a moment after the run exists
+    wait_for(lambda: not list((Path(running.cfg.inbox) / ".clara-receiver" / "pending").glob("*.json")))
     # the same study again, later: kept aside, never a second folder or run
     send(running.cfg, ct_series(tmp_path / "again", study=study, series=generate_uid(), count=1))
     late = wait_for(lambda: list((Path(running.cfg.inbox) / "_late" / "CT_AI" / study).glob("*/*.dcm")))
