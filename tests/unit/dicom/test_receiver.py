@@ -189,14 +189,19 @@ def test_a_study_becomes_one_complete_folder_and_one_run_per_pipeline(running: R
     assert len(late) == 1 and len(airflow.runs) == 2 and len(list(folder.glob("*.dcm"))) == 3
 
 
-def test_associations_within_the_quiet_time_make_one_group(running: Running, airflow: FakeAirflow,
-                                                           tmp_path: Path) -> None:
+def test_associations_within_the_quiet_time_make_one_group(airflow: FakeAirflow, tmp_path: Path) -> None:
+    # a quiet time of 1.5 s, well above the 0.3 s between associations: a loaded machine's slower
+    # association set-up must not split the group
+    running = Running(config(tmp_path, airflow, ae_titles={"CT_AI": {"pipelines": ["p1", "p2"], "timeout": 1.5}}))
     study = generate_uid()
-    for n in range(3):
-        send(running.cfg, ct_series(tmp_path / f"s{n}", study=study, series=generate_uid(), count=2))
-        time.sleep(0.3)  # under the 0.6 s timeout
-    wait_for(lambda: len(airflow.runs) == 2)
-    time.sleep(0.8)
+    try:
+        for n in range(3):
+            send(running.cfg, ct_series(tmp_path / f"s{n}", study=study, series=generate_uid(), count=2))
+            time.sleep(0.3)  # under the quiet time
+        wait_for(lambda: len(airflow.runs) == 2)
+        time.sleep(0.8)
+    finally:
+        running.close()
     assert len(airflow.runs) == 2
     assert len(list((Path(running.cfg.inbox) / "CT_AI" / study).glob("*.dcm"))) == 6
 
