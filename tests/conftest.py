@@ -133,7 +133,7 @@ def docker_cli() -> Iterator[Any]:
     yield client
     # Whatever the tests made: labelled test containers, step containers of the test DAGs (a killed
     # worker leaves its step behind), and service containers on the test network (never the demo's).
-    test_dags = {p.stem for p in DAGS.glob("*.yaml")}
+    test_dags = {p.stem for folder in (DAGS, REPO / "tests" / "fixtures" / "scheduler") for p in folder.glob("*.yaml")}
     for container in client.containers.list(all=True):
         labels = container.labels or {}
         networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}

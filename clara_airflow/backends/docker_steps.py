@@ -28,7 +28,10 @@ def docker_run(step: StepPlan, env: dict[str, str], payload: str, run_dir: Path,
     """
     mounts = tuple(ContainerMount(m.target, m.volume, "volume", m.read_only) if m.kind == "volume" else
                    ContainerMount(m.target, host_source(m, run_dir, payload), "bind", m.read_only) for m in step.mounts)
-    digest = hashlib.sha256((f"{run_id}/{study}" if study else run_id).encode()).hexdigest()[:10]
+    # The deployment is part of the name: two Airflow deployments on one engine (staging beside production, or a
+    # metadata database made anew) run the same DAG ids and scheduled run ids, and must not fight for a name.
+    named = f"{run_id}/{study}" if study else run_id
+    digest = hashlib.sha256((f"{deployment}\0{named}" if deployment else named).encode()).hexdigest()[:10]
     labels = {LABEL_DAG: dag_id, LABEL_STEP: step.name, LABEL_RUN_ID: run_id, "clara-airflow/run": run_dir.name}
     if study:
         labels = {**labels, LABEL_STUDY: study, "clara-airflow/run": run_dir.parent.name}

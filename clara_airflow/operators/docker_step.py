@@ -180,7 +180,6 @@ class ClaraDockerOperator(DockerOperator):
         detail = f"\n--- last container output ---\n{tail}" if tail else ""
         return f"operator '{self.task_id}' ({self.image}) failed: {text}{detail}"
 
-
     def _advice(self, text: str) -> str:
         """A Docker error with what to do about it, where the error is a known one."""
         if "establish connection" in text:
@@ -189,6 +188,12 @@ class ClaraDockerOperator(DockerOperator):
             return text + (f"\nThe image {self.image} is not on the Docker engine and could not be pulled; build "
                            "or load it there (docker/build.sh builds the demo images) or log the engine in to its "
                            "registry.")
+        if "is already in use by container" in text:  # names carry deployment, run, step and try: a leftover
+            name = self.container_name
+            return text + (f"\nA container named {name} is left from an earlier start of this same try (a worker "
+                           "that died, or a metadata database made anew under the same [clara] deployment_id). "
+                           f"Look at it (docker inspect {name}); once it is not needed, remove it (docker rm -f "
+                           f"{name}) and clear this task.")
         if "device driver" in text:
             return text + ("\nThis operator requests GPUs but the Docker engine has no GPU runtime; install "
                            "nvidia-container-toolkit or lower requests.gpu.")

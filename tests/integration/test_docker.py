@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,48 @@ def test_another_deployment_s_containers_on_the_same_engine_are_listed_and_never
                 container.remove(force=True)
 
 
+def test_another_deployment_s_step_of_the_same_run_id_takes_no_name_this_run_needs(
+        dagbag: Any, payload: Path, docker_cli: Any, capfd: Any) -> None:
+    """Staging beside production on one engine run the same DAG, and a scheduled run has the same run id in
+    both (a metadata database made anew repeats manual ones too). The other deployment's step container of
+    that run, still running, takes no name this run needs. A leftover of this deployment's own try is
+    named in the task's failure, with the way out."""
+    from datetime import datetime
+
+    from clara_airflow.backends.docker_steps import docker_run
+    from clara_airflow.services.identity import deployment_id
+    from clara_airflow.spec.defaults import deployment_settings
+
+    (step, _) = compile_pipeline(load_pipeline(DAGS / "it-readonly.yaml"), deployment_settings(DAGS)).steps
+
+    def name(deployment: str, when: datetime) -> str:
+        return docker_run(step, {}, str(payload), payload, dag_id="it-readonly", run_id=f"manual__{when.isoformat()}",
+                          try_number=1, user=None, deployment=deployment).name
+
+    this = deployment_id(make_options())
+    first, second = (datetime(2026, 1, 2, 3, 4, second, tzinfo=UTC) for second in (5, 6))
+    made = [docker_cli.containers.run("clara-airflow/busybox:1", ["sleep", "600"], name=name(owner, when),
+                                      detach=True, labels={"clara-airflow/test": "1"})
+            for owner, when in (("ward-b", first), (this, second))]
+    try:
+        dr = dagbag.dags["it-readonly"].test(run_after=first, logical_date=first,
+                                             run_conf={"clara_payload": str(payload)})
+        assert (dr.run_id, dr.state) == (f"manual__{first.isoformat()}", "success"), states(dr)
+        made[0].reload()
+        assert made[0].status == "running", "the other deployment's container was touched"
+        capfd.readouterr()
+        dr = dagbag.dags["it-readonly"].test(run_after=second, logical_date=second,
+                                             run_conf={"clara_payload": str(payload)})
+        assert dr.state == "failed"
+        out, err = capfd.readouterr()
+        assert f"A container named {made[1].name} is left from an earlier start of this same try" in out + err
+        assert f"remove it (docker rm -f {made[1].name}) and clear this task" in out + err
+    finally:
+        for container in made:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
 def _networks(docker_cli: Any, name: str) -> list[Any]:
     return [net for net in docker_cli.networks.list(names=[name]) if net.name == name]
 
@@ -452,7 +495,8 @@ def test_networks_a_create_race_duplicated_are_collapsed_to_the_one_in_use(docke
     older = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
     newer = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
     third = api.create_network(name, driver="bridge", check_duplicate=False)["Id"]
-    box = docker_cli.containers.run("clara-airflow/busybox:1", ["sleep", "60"], detach=True)
+    box = docker_cli.containers.run("clara-airflow/busybox:1", ["sleep", "60"], detach=True,
+                                    labels={"clara-airflow/test": "1"})  # the session's clean-up finds it
     try:
         api.connect_container_to_network(box.id, newer)
         ensure_network(api, name)

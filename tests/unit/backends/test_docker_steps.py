@@ -30,3 +30,17 @@ def test_a_step_container_as_data(tmp_path: Path) -> None:
     assert run.name.startswith("clara-ct-seg-") and run.name.endswith("-2") and run.user == "1000:1001"
     other = docker_run(STEP, {}, "/p", tmp_path, dag_id="ct", run_id="manual__2", try_number=2, user=None)
     assert other.name != run.name and other.user is None, "every run and try gets its own container name"
+
+
+def test_two_deployments_never_share_a_step_container_name(tmp_path: Path) -> None:
+    """Staging beside production on one engine run the same DAG, and a scheduled run has the same run id in
+    both: the deployment is part of the name, so neither takes the other's."""
+    (tmp_path / "read").mkdir()
+
+    def name(deployment: str | None, study: str = "") -> str:
+        return docker_run(STEP, {}, "/p", tmp_path, dag_id="ct", run_id="scheduled__2026-12-07T00:00:00+00:00",
+                          try_number=1, user=None, study=study, deployment=deployment).name
+
+    assert len({name("ward-a"), name("ward-b"), name(None)}) == 3
+    assert name("ward-a") == name("ward-a") and name("ward-a", "s1") != name("ward-a", "s2") != name("ward-a")
+    assert name("ward-a").startswith("clara-ct-seg-") and name("ward-a").endswith("-1")
