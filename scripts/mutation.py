@@ -58,7 +58,7 @@ MODULES = {
     "dicom/config.py": ["tests/unit/dicom/test_config_rules.py", "tests/unit/dicom/test_receiver_rules.py",
                         "tests/unit/dicom/test_export_rules.py",
                         "tests/unit/dicom/test_routing.py"],
-    "dicom/routing.py": ["tests/unit/dicom/test_routing.py"],
+    "dicom/routing.py": ["tests/unit/dicom/test_routing.py", "tests/unit/dicom/test_receiver_rules.py"],
     "dicom/health.py": ["tests/unit/dicom/test_health_rules.py", "tests/unit/dicom/test_health.py"],
     "dicom/reactor.py": ["tests/unit/dicom/test_reactor.py"],
     "dicom/receiver.py": ["tests/unit/dicom/test_receiver_rules.py", "tests/unit/dicom/test_receiver_faults.py",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: sets everything up (scripts/setup.sh), then runs
-# ruff, mypy, a fixed sample of 58 planted bugs that the tests must catch (scripts/mutants.py), pytest
+# ruff, mypy, a fixed sample of 59 planted bugs that the tests must catch (scripts/mutants.py), pytest
 # (unit, Docker, Kubernetes-with-fakes and browser tests; extra arguments go to both pytest runs), then
 # the oldest supported Airflow (scripts/matrix.sh 3.1.8) and 50 concurrent runs on the CeleryExecutor
 # cluster.
@@ -42,7 +42,7 @@ say ruff; .venv/bin/ruff check clara_airflow tests dags scripts
 say mypy; .venv/bin/mypy
 say "pytest: the other tests, beside them"
 lane_pytest -m "not docker and not browser" "$@"
-say "mutation sample without the Docker engine (56 planted bugs, each must fail the tests that cover it)"
+say "mutation sample without the Docker engine (57 planted bugs, each must fail the tests that cover it)"
 .venv/bin/python scripts/mutants.py --docker no --jobs 1
 say "Airflow 3.1: waiting for its venv"
 if ! wait "$prepare"; then cat .matrix/prepare-3.1.8.log; say "FAILED: the Airflow 3.1 venv"; exit 1; fi

@@ -3,7 +3,8 @@
 ``<inbox>/.clara-receiver/``:
 
 - ``incoming/<association>/<called AE>/<group UID>/``: instances of an association still open. Each was
-  acknowledged, so none is ever deleted: at a start, what a killed receiver left here joins its group.
+  acknowledged, so none is ever deleted: at a start, what a killed receiver left here joins its group, and
+  what a release could not move (a disk error) joins it before it completes.
 - ``groups/<called AE>/<group UID>/``: groups still gathering.
 - ``quarantine/<called AE>/<group UID>[-n]/``: groups of an AE title that is no longer configured; kept,
   listed by ``clara-airflow dicom status``, never routed.
@@ -78,6 +79,19 @@ class Folders:
             moved += 1
         fsync_folder(target)
         return moved
+
+    def rejoin(self, called: str, group: str, associations: Iterable[str]) -> None:
+        """Instances that a release could not move into their group (a disk error) join it now, before it
+        completes; an association's folder goes once no instance is left in it.
+
+        :raises OSError: the move still fails; the instances stay where they are, and nothing is lost.
+        """
+        for association in sorted(associations):
+            source = self.incoming / association / called / group
+            if source.is_dir():
+                self.merge(source, self.gathering / called / group)
+            if not any(p.is_file() for p in (self.incoming / association).rglob("*")):
+                shutil.rmtree(self.incoming / association, ignore_errors=True)
 
     def recover(self, routed: Iterable[str]) -> list[tuple[str, str]]:
         """At a start: instances that a previous process acknowledged in associations it never closed join

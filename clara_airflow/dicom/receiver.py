@@ -12,13 +12,10 @@ and why no acknowledged instance is lost, are in :mod:`clara_airflow.dicom.group
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 import os
-import re
 import shutil
-import struct
 import threading
 import time
 from collections import Counter
@@ -29,40 +26,15 @@ from typing import Any
 from clara_airflow.dicom.config import DicomConfig
 from clara_airflow.dicom.groups import Folders, adopt
 from clara_airflow.dicom.health import refusal_reason
-from clara_airflow.dicom.routing import Values, decide, header_values, keywords_of
+from clara_airflow.dicom.routing import Values, decide, header_uid, header_values, keywords_of, valid_uid
 from clara_airflow.dicom.trigger import AirflowClient, Triggers, run_id_for
 
 log = logging.getLogger("clara_airflow.dicom")
 
-__all__ = ["Receiver", "valid_uid"]
+__all__ = ["Receiver"]
 
 _SUCCESS, _CANNOT_UNDERSTAND, _OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
-HEAD = 65536  # bytes read at once for a received instance's group UID
 RETRY_COMPLETION = 5.0  # seconds before a completion that hit a disk error is tried again
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-
-
-def valid_uid(value: object) -> str | None:
-    """A DICOM UID (digits in dot-separated components, at most 64 characters): safe as a folder name."""
-    text = str(value or "").strip()
-    return text if len(text) <= 64 and _UID.fullmatch(text) else None
-
-
-def _header_uid(handle: int, path: Path, keyword: str) -> str | None:
-    """The ``keyword`` UID of a received instance (its header only is read, never its pixels): from its
-    first :data:`HEAD` bytes, read at once, where nearly every header is; else from the file."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    head = os.pread(handle, HEAD, 0)
-    for source in (io.BytesIO(head), path) if len(head) == HEAD else (io.BytesIO(head),):
-        try:
-            value = valid_uid(dcmread(source, stop_before_pixels=True, specific_tags=[keyword]).get(keyword))
-        except (InvalidDicomError, ValueError, EOFError, KeyError, OSError, struct.error):
-            continue
-        if value is not None:
-            return value
-    return None
 
 
 @dataclass
@@ -89,6 +61,7 @@ class Receiver:
         self._open: dict[int, _Association] = {}
         self._due: dict[tuple[str, str], float] = {}
         self._sending: dict[tuple[str, str], int] = {}
+        self._stuck: dict[tuple[str, str], set[str]] = {}  # per group: associations whose instances could not join it
         self._ids = itertools.count(1)
         self.counts: Counter[str] = Counter()  # for /metrics: instances, bytes, completed, routed, refused:<reason>
         self._keywords = {called: keywords_of(route) for called, route in config.ae_titles.items()}
@@ -184,7 +157,7 @@ class Receiver:
         with the UID, from the whole header)."""
         keywords = self._keywords[called]
         if not keywords:
-            return _header_uid(handle, received, key), None
+            return header_uid(handle, received, key), None
         found, values = header_values(received, key, keywords)
         return valid_uid(found), values
 
@@ -208,10 +181,12 @@ class Receiver:
                     try:
                         self.folders.merge(self.folders.incoming / state.key / state.called / group,
                                            self.folders.gathering / state.called / group)
-                    except OSError as exc:  # kept in incoming/: the next start adds them to their group
+                    except OSError as exc:  # kept in incoming/: they join their group before it completes
                         stuck.append(group)
+                        self._stuck.setdefault(key, set()).add(state.key)
                         log.error("association %s: instances of group %s not moved to their group (%s); they "
-                                  "are kept in %s", state.key, group, exc, self.folders.incoming / state.key)
+                                  "are kept in %s and join it before it completes", state.key, group, exc,
+                                  self.folders.incoming / state.key)
                 self._sending[key] -= 1
                 if not self._sending[key]:  # a count left at 0 would keep the group pending for ever
                     del self._sending[key]
@@ -244,12 +219,15 @@ class Receiver:
             for key in ready:
                 self._due.pop(key)
                 self._sending.pop(key, None)
+            stuck = {key: self._stuck.pop(key) for key in ready if key in self._stuck}
         for called, group in ready:
-            try:
+            try:  # a group never completes without an instance that was acknowledged for it
+                self.folders.rejoin(called, group, stuck.get((called, group), ()))
                 self.complete(called, group)
             except OSError as exc:
                 with self._lock:
                     self._due.setdefault((called, group), moment + RETRY_COMPLETION)
+                    self._stuck.setdefault((called, group), set()).update(stuck.get((called, group), ()))
                 log.error("group %s of %s not completed (%s); it stays gathering, tried again in %.0f s", group,
                           called, exc, RETRY_COMPLETION)
 

@@ -5,10 +5,14 @@ A rule matches a group when at least one instance matches every condition of its
 element's value (each value of a multi-valued element; a missing element reads as the empty string)
 matches the regular expression in full, ignoring case. Only the headers are read (never pixel data),
 and reading stops as soon as the answer cannot change.
+
+At reception, :func:`header_uid` reads the UID an instance is grouped by, from its first bytes.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,8 +22,34 @@ from typing import Any
 
 from clara_airflow.dicom.config import Route
 
-__all__ = ["Decision", "decide", "header_values", "instance_values", "keywords_of"]
+__all__ = ["Decision", "decide", "header_uid", "header_values", "instance_values", "keywords_of", "valid_uid"]
 Values = tuple[tuple[str, tuple[str, ...]], ...]  # keyword -> its values, hashable: one instance's routing facts
+
+HEAD = 65536  # bytes read at once for a received instance's group UID
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def valid_uid(value: object) -> str | None:
+    """A DICOM UID (digits in dot-separated components, at most 64 characters): safe as a folder name."""
+    text = str(value or "").strip()
+    return text if len(text) <= 64 and _UID.fullmatch(text) else None
+
+
+def header_uid(handle: int, path: Path, keyword: str) -> str | None:
+    """The ``keyword`` UID of a received instance (its header only is read, never its pixels): from its
+    first :data:`HEAD` bytes, read at once, where nearly every header is; else from the file."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    head = os.pread(handle, HEAD, 0)
+    for source in (io.BytesIO(head), path) if len(head) == HEAD else (io.BytesIO(head),):
+        try:
+            value = valid_uid(dcmread(source, stop_before_pixels=True, specific_tags=[keyword]).get(keyword))
+        except (InvalidDicomError, ValueError, EOFError, KeyError, OSError, struct.error):
+            continue
+        if value is not None:
+            return value
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pydicom.uid import generate_uid
 
 from clara_airflow.cli import main
 from clara_airflow.dicom.config import load_config
-from clara_airflow.dicom.receiver import Receiver, valid_uid
+from clara_airflow.dicom.receiver import Receiver
+from clara_airflow.dicom.routing import valid_uid
 from clara_airflow.dicom.status import check_dags
 from clara_airflow.dicom.trigger import AirflowClient, run_id_for
 from clara_airflow.errors import SpecError
@@ -143,7 +144,7 @@ def test_a_header_longer_than_the_first_read_is_read_from_the_file(tmp_path: Pat
 
     from pydicom import dcmread
 
-    from clara_airflow.dicom.receiver import HEAD
+    from clara_airflow.dicom.routing import HEAD
     from tests.dicom_data import ct_series
     from tests.unit.dicom.test_receiver import Running, send, wait_for
 
@@ -170,7 +171,7 @@ def test_a_first_read_that_does_not_parse_falls_back_to_the_whole_file(tmp_path:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from clara_airflow.dicom.receiver import HEAD, _header_uid
+    from clara_airflow.dicom.routing import HEAD, header_uid
     from tests.dicom_data import ct_series
 
     study = generate_uid()
@@ -187,7 +188,7 @@ def test_a_first_read_that_does_not_parse_falls_back_to_the_whole_file(tmp_path:
     monkeypatch.setattr(pydicom, "dcmread", first_read_fails)
     handle = os.open(path, os.O_RDONLY)
     try:
-        assert _header_uid(handle, path, "StudyInstanceUID") == study
+        assert header_uid(handle, path, "StudyInstanceUID") == study
     finally:
         os.close(handle)
 
@@ -382,10 +383,46 @@ def test_instances_a_release_could_not_move_stay_and_the_next_start_completes_th
         rx.on_released(SimpleNamespace(assoc=assoc))
     assert len(list((kept / "CT_AI" / study).glob("*.dcm"))) == 3, "acknowledged instances were deleted"
     assert _refusals(caplog) == [f"association a1: instances of group {study} not moved to their group ([Errno 28] "
-                                 f"No space left on device); they are kept in {kept}"]
+                                 f"No space left on device); they are kept in {kept} and join it before it completes"]
     restarted = Receiver(cfg)
     restarted.tick(time.monotonic() + 1)
     assert len(list((Path(cfg.inbox) / "CT_AI" / study).glob("*.dcm"))) == 3 and not kept.exists()
+
+
+def test_instances_a_release_could_not_move_join_their_group_before_it_completes(
+        tmp_path: Path, airflow: FakeAirflow, caplog: pytest.LogCaptureFixture) -> None:
+    """The running receiver never completes a group without an instance it acknowledged for it: instances a
+    release could not move (a disk error: here a real read-only mount of the groups' folder) join the group
+    when it completes, and while the move still fails the completion waits (tried again 5 s later), the
+    group and its instances kept."""
+    from types import SimpleNamespace
+
+    from tests.dicom_data import ct_series
+    from tests.filesystems import read_only
+
+    cfg = config(tmp_path, airflow)
+    rx = Receiver(cfg)
+    study = generate_uid()
+    first, second = _accept(rx), _accept(rx, key="a2")
+    files = ct_series(tmp_path / "s", study=study, series=generate_uid(), count=4)
+    assert [_store(rx, first, p) for p in files[:2]] + [_store(rx, second, p) for p in files[2:]] == [0] * 4
+    rx.on_released(SimpleNamespace(assoc=first))  # its two instances are gathering
+    incoming, done = Path(cfg.inbox) / ".clara-receiver" / "incoming", Path(cfg.inbox) / "CT_AI" / study
+    now = time.monotonic()
+    with read_only(rx.folders.gathering):
+        rx.on_released(SimpleNamespace(assoc=second))  # its two stay in incoming/a2
+        rx.tick(now + 60)  # quiet, but the move still fails: not completed
+    assert not done.exists() and len(list((incoming / "a2").rglob("*.dcm"))) == 2
+    refused = _refusals(caplog)
+    assert refused[0].startswith(f"association a2: instances of group {study} not moved to their group ([Errno ")
+    assert refused[-1].startswith(f"group {study} of CT_AI not completed ([Errno ")
+    assert refused[-1].endswith("); it stays gathering, tried again in 5 s")
+    rx.tick(now + 64)
+    assert not done.exists(), "tried again before its 5 s"
+    rx.tick(now + 65)
+    assert len(list(done.glob("*.dcm"))) == 4, "the group completed without instances acknowledged for it"
+    assert (done / ".complete").read_text().startswith("4 instances\n") and not (incoming / "a2").exists()
+    assert rx.pending_groups() == 0
 
 
 def test_an_aborted_association_leaves_no_pending_group(tmp_path: Path, airflow: FakeAirflow) -> None:
