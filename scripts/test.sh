@@ -22,8 +22,11 @@ lane_pytest() { local status=0; .venv/bin/python -m pytest "$@" || status=$?; ((
 bash scripts/setup.sh
 mkdir -p .matrix
 engine= leg=
+# A lane still running on exit is stopped with SIGTERM, which pytest takes as Ctrl-C (tests/conftest.py):
+# its fixtures' teardown stops the airflow standalone and containers it started, given up to 60 s.
+stop_group() { kill -- -"$1" 2>/dev/null || return 0; for _ in $(seq 60); do kill -0 -- -"$1" 2>/dev/null || return 0; sleep 1; done; }
 # (|| true: errexit applies inside the trap too, and a lane that already ended is no error)
-trap '[ -z "$engine" ] || kill -- -"$engine" 2>/dev/null || true; [ -z "$leg" ] || kill -- -"$leg" 2>/dev/null || true
+trap '[ -z "$engine" ] || stop_group "$engine" || true; [ -z "$leg" ] || stop_group "$leg" || true
       bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 # The engine's lane is the longer one: it starts first, and everything below runs beside it.
 say "pytest: the Docker and browser tests, in the engine's lane (.matrix/pytest-docker.log)"

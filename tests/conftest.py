@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,18 @@ def docker_available() -> bool:
         return True
     except Exception:
         return False
+
+
+def _interrupted(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: Any) -> None:
+    """SIGTERM (scripts/test.sh stopping one lane when the other failed, or a CI time-out) ends the run as
+    Ctrl-C does, so the fixtures' teardown stops what they started. An ``airflow standalone`` runs in a
+    session of its own: killed pytest, it lived on, with its scheduler, reaper and step containers."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
