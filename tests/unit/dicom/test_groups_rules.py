@@ -37,6 +37,9 @@ def test_completion_counts_instances_only_and_reports_what_it_did(tmp_path: Path
     assert (target, count, runs, seen) == (tmp_path / "CT" / "1.2", 2, ["run-1", "run-2"], [tmp_path / "CT" / "1.2"])
     assert (target / ".complete").read_text() == "2 instances\nrun p run-1\nrun q run-2\n"
     assert Folders.runs_of(target) == [("p", "run-1"), ("q", "run-2")] and Folders.runs_of(tmp_path) is None
+    with (target / ".complete").open("a") as marker:  # lines of other kinds (a later version's) name no run
+        marker.write("note p run-3\nrun\n")
+    assert Folders.runs_of(target) == [("p", "run-1"), ("q", "run-2")]
     assert not (folders.gathering / "CT" / "1.2").exists()
 
 

@@ -425,6 +425,29 @@ def test_instances_a_release_could_not_move_join_their_group_before_it_completes
     assert rx.pending_groups() == 0
 
 
+def test_an_association_s_folder_goes_only_once_none_of_its_stuck_groups_is_left_in_it(
+        tmp_path: Path, airflow: FakeAirflow) -> None:
+    """One association sent two studies, and neither could join its group at the release: the first to
+    complete must leave the other's acknowledged instances where they are."""
+    from types import SimpleNamespace
+
+    from tests.dicom_data import ct_series
+    from tests.filesystems import read_only
+
+    cfg = config(tmp_path, airflow)
+    rx = Receiver(cfg)
+    studies, assoc = [generate_uid(), generate_uid()], _accept(rx)
+    for study in studies:
+        files = ct_series(tmp_path / study, study=study, series=generate_uid(), count=2)
+        assert [_store(rx, assoc, p) for p in files] == [0, 0]
+    with read_only(rx.folders.gathering):
+        rx.on_released(SimpleNamespace(assoc=assoc))
+    rx.tick(time.monotonic() + 60)
+    for study in studies:
+        assert len(list((Path(cfg.inbox) / "CT_AI" / study).glob("*.dcm"))) == 2, "acknowledged instances were lost"
+    assert not (Path(cfg.inbox) / ".clara-receiver" / "incoming" / "a1").exists()
+
+
 def test_an_aborted_association_leaves_no_pending_group(tmp_path: Path, airflow: FakeAirflow) -> None:
     from types import SimpleNamespace
 

@@ -116,7 +116,7 @@ def test_an_unrouted_group_is_kept_listed_logged_and_starts_nothing(tmp_path: Pa
     with caplog.at_level(logging.INFO, logger="clara_airflow.dicom"):
         rx.complete("CLARA_AI", UID)
     assert rx.triggers.added == [] and rx.counts == {"unrouted": 1}  # clara_dicom_groups_unrouted_total
-    assert (rx.folders.unrouted_root / "CLARA_AI" / UID / "s0-0000.dcm").is_file()
+    assert (rx.inbox / ".clara-receiver" / "unrouted" / "CLARA_AI" / UID / "s0-0000.dcm").is_file()  # docs/dicom.md
     assert not (rx.inbox / "CLARA_AI" / UID).exists()
     (entry,) = status(rx.config, airflow=False)["groups"]
     assert (entry["state"], entry["uid"], entry["instances"]) == ("unrouted", UID, 2)
