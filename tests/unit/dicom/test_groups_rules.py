@@ -101,3 +101,19 @@ def test_an_instance_from_another_filesystem_is_copied_durably(tmp_path: Path, m
     finally:
         os.close(handle)
     assert target.read_bytes() == b"instance" and oct(target.stat().st_mode & 0o777) == "0o640"
+
+
+def test_rejoin_moves_an_association_s_instances_and_is_a_no_op_once_they_are_gone(tmp_path: Path) -> None:
+    """A completion that failed after its stuck instances had joined the group tries again with the same
+    associations: their folders are gone by then, which must not fail the completion for ever."""
+    folders = Folders(tmp_path)
+    folders.recover(["CT"])
+    fill(folders.incoming / "a1" / "CT" / "1.2", ["a.dcm"])
+    fill(folders.incoming / "a1" / "CT" / "1.3", ["b.dcm"])
+    folders.rejoin("CT", "1.2", ["a1"])
+    assert [p.name for p in (folders.gathering / "CT" / "1.2").iterdir()] == ["a.dcm"]
+    assert (folders.incoming / "a1" / "CT" / "1.3" / "b.dcm").is_file(), "another group's instance was removed"
+    folders.rejoin("CT", "1.3", ["a1"])
+    assert not (folders.incoming / "a1").exists()
+    folders.rejoin("CT", "1.2", ["a1", "a7"])  # a retry: nothing left to move, nothing raised
+    assert [p.name for p in (folders.gathering / "CT" / "1.2").iterdir()] == ["a.dcm"]
